@@ -1,0 +1,289 @@
+//! The source snapshot: one municipality's units and users as read from STS Organisation.
+//!
+//! The JSON form of [`Snapshot`] is the format `orgsync sts snapshot --format json` prints and the
+//! simulator loads as a fixture, so its keys are part of the interface (see README).
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Cvr, UnitId, UserId};
+
+/// Everything read from STS for one municipality at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The municipality.
+    pub cvr: Cvr,
+    /// Every unit read (active and inactive).
+    pub units: Vec<Unit>,
+    /// Every user read (active and inactive).
+    pub users: Vec<User>,
+    /// `Some(reason)` when the read did not cover the whole organisation (a page or a batch
+    /// failed for good). A plan from a partial snapshot deactivates nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
+}
+
+/// An `OrganisationEnhed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unit {
+    /// The unit's UUID, the department's external id.
+    pub uuid: UnitId,
+    /// `EnhedNavn`.
+    pub name: String,
+    /// `BrugervendtNoegle`, the user-facing key (optional in STS, being phased out).
+    #[serde(default)]
+    pub user_key: Option<String>,
+    /// `Overordnet`: the parent unit; `None` for the root.
+    #[serde(default)]
+    pub parent_uuid: Option<UnitId>,
+    /// `Gyldighed` = Aktiv now.
+    pub active: bool,
+    /// `Enhedstype`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<UnitKind>,
+    /// The unit's own contact data, used only when the customer maps it.
+    #[serde(default, skip_serializing_if = "UnitExtra::is_empty")]
+    pub extra: UnitExtra,
+}
+
+/// The unit types STS distinguishes for HR purposes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitKind {
+    /// "Afdeling": an administrative unit.
+    Department,
+    /// "Team".
+    Team,
+    /// Any other type UUID.
+    Other,
+}
+
+/// Optional unit fields the reference product leaves out (unit e-mail, phone, address, EAN, P-number).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitExtra {
+    /// The unit's e-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The unit's phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// The postal address as one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_address: Option<String>,
+    /// EAN location number (electronic invoicing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ean: Option<String>,
+    /// P-number (production unit number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_number: Option<String>,
+}
+
+impl UnitExtra {
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == UnitExtra::default()
+    }
+}
+
+/// A `Bruger` with its person's name, its addresses and its positions.
+///
+/// In JSON a user carries `name` (the person's full name as STS holds it) and, for readers, the
+/// derived `first_name` and `last_name`. A fixture may give either `name` or the two parts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "UserJson", into = "UserJson")]
+pub struct User {
+    /// The Bruger's UUID, the target user's external id.
+    pub uuid: UserId,
+    /// `BrugerNavn`: the login name in the municipality (often initials).
+    pub user_name: String,
+    /// The person's full name (`NavnTekst`). Never the CPR number: that is never read.
+    pub name: Option<String>,
+    /// The e-mail address as STS holds it (not yet validated).
+    pub email: Option<String>,
+    /// The phone number as STS holds it.
+    pub phone: Option<String>,
+    /// `Gyldighed` = Aktiv now.
+    pub active: bool,
+    /// Positions (`OrganisationFunktion` of type Enhedsrolle, or Lederrolle for managers).
+    pub positions: Vec<Position>,
+}
+
+impl User {
+    /// The person's name split by the sync rule: see [`split_person_name`].
+    pub fn name_parts(&self) -> NameParts {
+        split_person_name(self.name.as_deref().unwrap_or(""))
+    }
+}
+
+/// A position: the user works in (or manages) a unit, with a title and a validity period.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The unit the position is in.
+    pub unit_uuid: UnitId,
+    /// `FunktionNavn`: the job title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Whether this is a manager position (Lederrolle).
+    #[serde(default)]
+    pub manager: bool,
+    /// First day of validity (inclusive); `None` = since ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<NaiveDate>,
+    /// First day after validity (exclusive); `None` = open-ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<NaiveDate>,
+}
+
+impl Position {
+    /// Whether the position is valid on `today` (from inclusive, to exclusive).
+    pub fn is_valid_on(&self, today: NaiveDate) -> bool {
+        self.valid_from.is_none_or(|from| from <= today) && self.valid_to.is_none_or(|to| today < to)
+    }
+}
+
+/// A person's name split into first and last name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameParts {
+    /// Everything but the last word; `None` for a one-word name.
+    pub first: Option<String>,
+    /// The last word; `None` for an empty name.
+    pub last: Option<String>,
+}
+
+/// Splits a name by the sync rule: the last word is the last name, the rest (single-spaced) the
+/// first name; a one-word name has no first name.
+pub fn split_person_name(name: &str) -> NameParts {
+    let words: Vec<&str> = name.split_whitespace().collect();
+    match words.split_last() {
+        None => NameParts {
+            first: None,
+            last: None,
+        },
+        Some((last, rest)) => NameParts {
+            first: (!rest.is_empty()).then(|| rest.join(" ")),
+            last: Some((*last).to_owned()),
+        },
+    }
+}
+
+/// The JSON shape of a [`User`]: adds the derived name parts, and accepts them instead of `name`.
+#[derive(Serialize, Deserialize)]
+struct UserJson {
+    uuid: UserId,
+    user_name: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+    active: bool,
+    #[serde(default)]
+    positions: Vec<Position>,
+}
+
+impl From<UserJson> for User {
+    fn from(json: UserJson) -> Self {
+        let name = json.name.or_else(|| {
+            let joined = [json.first_name, json.last_name]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            (!joined.trim().is_empty()).then_some(joined)
+        });
+        User {
+            uuid: json.uuid,
+            user_name: json.user_name,
+            name,
+            email: json.email,
+            phone: json.phone,
+            active: json.active,
+            positions: json.positions,
+        }
+    }
+}
+
+impl From<User> for UserJson {
+    fn from(user: User) -> Self {
+        let parts = user.name_parts();
+        UserJson {
+            uuid: user.uuid,
+            user_name: user.user_name,
+            name: user.name,
+            first_name: parts.first,
+            last_name: parts.last,
+            email: user.email,
+            phone: user.phone,
+            active: user.active,
+            positions: user.positions,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(first: Option<&str>, last: Option<&str>) -> NameParts {
+        NameParts {
+            first: first.map(str::to_owned),
+            last: last.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_last_word_is_the_last_name_and_the_rest_the_first_name() {
+        assert_eq!(
+            split_person_name("Anne Marie  Østergård Hansen"),
+            parts(Some("Anne Marie Østergård"), Some("Hansen"))
+        );
+        assert_eq!(split_person_name("Søren Kierkegaard"), parts(Some("Søren"), Some("Kierkegaard")));
+    }
+
+    #[test]
+    fn a_one_word_name_has_no_first_name() {
+        assert_eq!(split_person_name(" Madonna "), parts(None, Some("Madonna")));
+        assert_eq!(split_person_name("   "), parts(None, None));
+    }
+
+    #[test]
+    fn a_position_is_valid_from_its_first_day_up_to_but_not_including_its_end() {
+        let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let position = Position {
+            unit_uuid: UnitId(uuid::Uuid::nil()),
+            title: None,
+            manager: false,
+            valid_from: Some(day(10)),
+            valid_to: Some(day(20)),
+        };
+        assert!(!position.is_valid_on(day(9)));
+        assert!(position.is_valid_on(day(10)));
+        assert!(position.is_valid_on(day(19)));
+        assert!(!position.is_valid_on(day(20)));
+    }
+
+    #[test]
+    fn user_json_carries_name_parts_and_accepts_them_back() {
+        let json = serde_json::json!({
+            "uuid": "5b2b5d6e-8c1c-4a3e-9d0a-1f2e3d4c5b6a",
+            "user_name": "ANHA",
+            "first_name": "Anne",
+            "last_name": "Hansen",
+            "email": "anne@aarhus.dk",
+            "active": true,
+            "positions": [{"unit_uuid": "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0", "title": "Pædagog"}]
+        });
+        let user: User = serde_json::from_value(json).unwrap();
+        assert_eq!(user.name.as_deref(), Some("Anne Hansen"));
+        let back = serde_json::to_value(&user).unwrap();
+        assert_eq!(back["first_name"], "Anne");
+        assert_eq!(back["last_name"], "Hansen");
+        assert_eq!(back["positions"][0]["manager"], false);
+        assert_eq!(back["phone"], serde_json::Value::Null);
+    }
+}

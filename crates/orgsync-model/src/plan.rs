@@ -328,23 +328,41 @@ impl Plan {
             &mut self.departments.iter().map(|i| i.action),
             self.summary.departments.unchanged,
         );
-        self.summary.users = count(&mut self.users.iter().map(|i| i.action), self.summary.users.unchanged);
+        self.summary.users = count(
+            &mut self.users.iter().map(|i| i.action),
+            self.summary.users.unchanged,
+        );
         self.summary.skipped = self.skipped.values().sum();
         self.summary.held = self.held.as_ref().map_or(0, |h| h.deactivations);
     }
 }
 
 /// Makes the plan for one customer. `today` decides which positions are valid.
-pub fn plan(valid: &ValidSnapshot, target: &TargetState, policy: &Policy, today: NaiveDate) -> Plan {
+pub fn plan(
+    valid: &ValidSnapshot,
+    target: &TargetState,
+    policy: &Policy,
+    today: NaiveDate,
+) -> Plan {
     let snapshot = valid.snapshot();
     let tree = Tree::new(&snapshot.units, policy);
 
     let eligibility = Eligibility::classify(&snapshot.users, &tree, target, today);
-    let managers = policy.mappings.manager.then(|| tree.managers(&eligibility.eligible, today));
+    let managers = policy
+        .mappings
+        .manager
+        .then(|| tree.managers(&eligibility.eligible, today));
 
     let mut summary = Summary::default();
     let mut departments = plan_departments(&tree, target, policy, managers.as_ref(), &mut summary);
-    let mut users = plan_users(&eligibility, &tree, target, policy, managers.as_ref(), &mut summary);
+    let mut users = plan_users(
+        &eligibility,
+        &tree,
+        target,
+        policy,
+        managers.as_ref(),
+        &mut summary,
+    );
     // Deactivations come last in each list; they are moved to `held` below when a guard trips.
     departments.sort_by_key(|item| item.action == Action::Deactivate);
     // Users: updates first (a renamed user frees its old user name before a create may take it),
@@ -398,9 +416,12 @@ impl<'a> Tree<'a> {
         for list in children.values_mut() {
             list.sort_by(|a, b| a.name.cmp(&b.name).then(a.uuid.cmp(&b.uuid)));
         }
-        let root = policy
-            .top_unit
-            .or_else(|| units.iter().find(|u| u.parent_uuid.is_none()).map(|u| u.uuid));
+        let root = policy.top_unit.or_else(|| {
+            units
+                .iter()
+                .find(|u| u.parent_uuid.is_none())
+                .map(|u| u.uuid)
+        });
         let mut synced = Vec::new();
         let mut scope = HashSet::new();
         // Iterative pre-order walk; `true` = every ancestor so far is active.
@@ -431,7 +452,11 @@ impl<'a> Tree<'a> {
         }
     }
 
-    fn department_fields(&self, unit: &Unit, managers: Option<&HashMap<UnitId, UserId>>) -> DepartmentFields {
+    fn department_fields(
+        &self,
+        unit: &Unit,
+        managers: Option<&HashMap<UnitId, UserId>>,
+    ) -> DepartmentFields {
         let custom_id = match (self.custom_id, &unit.user_key) {
             (CustomIdSource::UserKey, Some(key)) if !key.trim().is_empty() => key.clone(),
             _ => unit.uuid.to_string(),
@@ -439,7 +464,11 @@ impl<'a> Tree<'a> {
         DepartmentFields {
             title: unit.name.clone(),
             custom_id: Some(custom_id),
-            parent: if Some(unit.uuid) == self.root { None } else { unit.parent_uuid },
+            parent: if Some(unit.uuid) == self.root {
+                None
+            } else {
+                unit.parent_uuid
+            },
             manager: managers.and_then(|m| m.get(&unit.uuid).copied()),
         }
     }
@@ -449,7 +478,12 @@ impl<'a> Tree<'a> {
     fn managers(&self, eligible: &[Eligible<'_>], today: NaiveDate) -> HashMap<UnitId, UserId> {
         let mut best: HashMap<UnitId, (Option<NaiveDate>, UserId)> = HashMap::new();
         for e in eligible {
-            for p in e.user.positions.iter().filter(|p| p.manager && p.is_valid_on(today)) {
+            for p in e
+                .user
+                .positions
+                .iter()
+                .filter(|p| p.manager && p.is_valid_on(today))
+            {
                 if self.synced_set.contains(&p.unit_uuid) {
                     let candidate = (p.valid_from, e.user.uuid);
                     best.entry(p.unit_uuid)
@@ -462,12 +496,19 @@ impl<'a> Tree<'a> {
                 }
             }
         }
-        best.into_iter().map(|(unit, (_, user))| (unit, user)).collect()
+        best.into_iter()
+            .map(|(unit, (_, user))| (unit, user))
+            .collect()
     }
 
     /// A user's manager: the manager of the primary department, or, where that is the user,
     /// of the nearest ancestor department with another manager.
-    fn manager_of(&self, user: UserId, primary: UnitId, managers: &HashMap<UnitId, UserId>) -> Option<UserId> {
+    fn manager_of(
+        &self,
+        user: UserId,
+        primary: UnitId,
+        managers: &HashMap<UnitId, UserId>,
+    ) -> Option<UserId> {
         let mut current = Some(primary);
         let mut steps = 0;
         while let Some(unit) = current {
@@ -504,7 +545,12 @@ struct Eligibility<'a> {
 }
 
 impl<'a> Eligibility<'a> {
-    fn classify(users: &'a [User], tree: &Tree<'_>, target: &TargetState, today: NaiveDate) -> Eligibility<'a> {
+    fn classify(
+        users: &'a [User],
+        tree: &Tree<'_>,
+        target: &TargetState,
+        today: NaiveDate,
+    ) -> Eligibility<'a> {
         let mut eligible = Vec::new();
         let mut skipped = Vec::new();
         for user in users {
@@ -526,7 +572,10 @@ impl<'a> Eligibility<'a> {
             .collect();
         let mut by_email: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, e) in eligible.iter().enumerate() {
-            by_email.entry(e.email.as_str().to_owned()).or_default().push(i);
+            by_email
+                .entry(e.email.as_str().to_owned())
+                .or_default()
+                .push(i);
         }
         let mut losers = HashSet::new();
         for (email, indices) in by_email.iter().filter(|(_, v)| v.len() > 1) {
@@ -534,7 +583,12 @@ impl<'a> Eligibility<'a> {
                 .iter()
                 .copied()
                 .find(|i| holder.get(email.as_str()) == Some(&eligible[*i].user.uuid))
-                .or_else(|| indices.iter().copied().min_by_key(|i| eligible[*i].user.uuid));
+                .or_else(|| {
+                    indices
+                        .iter()
+                        .copied()
+                        .min_by_key(|i| eligible[*i].user.uuid)
+                });
             losers.extend(indices.iter().copied().filter(|i| Some(*i) != winner));
         }
         let mut kept = Vec::with_capacity(eligible.len());
@@ -549,29 +603,50 @@ impl<'a> Eligibility<'a> {
                 kept.push(e);
             }
         }
-        skipped.sort_by(|a, b| a.reason.cmp(&b.reason).then(a.external_id.cmp(&b.external_id)));
+        skipped.sort_by(|a, b| {
+            a.reason
+                .cmp(&b.reason)
+                .then(a.external_id.cmp(&b.external_id))
+        });
         Eligibility {
             eligible: kept,
             skipped,
         }
     }
 
-    fn check(user: &'a User, tree: &Tree<'_>, today: NaiveDate) -> Result<Eligible<'a>, SkipReason> {
+    fn check(
+        user: &'a User,
+        tree: &Tree<'_>,
+        today: NaiveDate,
+    ) -> Result<Eligible<'a>, SkipReason> {
         if !user.active {
             return Err(SkipReason::Inactive);
         }
-        let raw_email = user.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
-        let email = Email::parse(raw_email.ok_or(SkipReason::NoEmail)?).map_err(|_| SkipReason::InvalidEmail)?;
+        let raw_email = user
+            .email
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        let email = Email::parse(raw_email.ok_or(SkipReason::NoEmail)?)
+            .map_err(|_| SkipReason::InvalidEmail)?;
         let name = user.name_parts();
         let last_name = name.last.ok_or(SkipReason::NoLastName)?;
         let first_name = name.first.ok_or(SkipReason::NoFirstName)?;
-        let valid: Vec<&Position> = user.positions.iter().filter(|p| p.is_valid_on(today)).collect();
+        let valid: Vec<&Position> = user
+            .positions
+            .iter()
+            .filter(|p| p.is_valid_on(today))
+            .collect();
         let synced: Vec<&Position> = valid
             .iter()
             .copied()
             .filter(|p| tree.synced_set.contains(&p.unit_uuid))
             .collect();
-        let Some(primary) = synced.iter().copied().min_by_key(|p| (p.valid_from, p.unit_uuid)) else {
+        let Some(primary) = synced
+            .iter()
+            .copied()
+            .min_by_key(|p| (p.valid_from, p.unit_uuid))
+        else {
             let outside = valid.iter().any(|p| !tree.scope.contains(&p.unit_uuid));
             return Err(if outside {
                 SkipReason::OutsideTopUnit
@@ -616,7 +691,12 @@ fn plan_departments(
             Some(current) => {
                 let mut changes = Changes::new();
                 diff(&mut changes, "title", &current.title, &fields.title);
-                diff(&mut changes, "custom_id", &current.custom_id, &fields.custom_id);
+                diff(
+                    &mut changes,
+                    "custom_id",
+                    &current.custom_id,
+                    &fields.custom_id,
+                );
                 diff(&mut changes, "parent", &current.parent, &fields.parent);
                 if policy.mappings.manager {
                     diff(&mut changes, "manager", &current.manager, &fields.manager);
@@ -655,7 +735,11 @@ fn plan_departments(
         .filter(|(id, d)| d.active && !tree.synced_set.contains(id))
         .map(|(id, d)| (depth(*id), *d, *id))
         .collect();
-    gone.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.title.cmp(&b.1.title)).then(a.2.cmp(&b.2)));
+    gone.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(a.1.title.cmp(&b.1.title))
+            .then(a.2.cmp(&b.2))
+    });
     items.extend(gone.into_iter().map(|(_, d, id)| DepartmentItem {
         action: Action::Deactivate,
         external_id: id,
@@ -689,15 +773,29 @@ fn plan_users(
     }
     let mut claimed: HashSet<usize> = HashSet::new();
     // Target users of people skipped for data quality are left alone, not deactivated.
-    for skipped in eligibility.skipped.iter().filter(|s| s.reason.keeps_target_user()) {
+    for skipped in eligibility
+        .skipped
+        .iter()
+        .filter(|s| s.reason.keeps_target_user())
+    {
         if let Some(i) = by_ext.get(&skipped.external_id) {
             claimed.insert(*i);
         }
     }
 
-    let position_of: HashMap<UnitId, usize> = tree.synced.iter().enumerate().map(|(i, u)| (u.uuid, i)).collect();
+    let position_of: HashMap<UnitId, usize> = tree
+        .synced
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.uuid, i))
+        .collect();
     let mut order: Vec<&Eligible<'_>> = eligibility.eligible.iter().collect();
-    order.sort_by_key(|e| (position_of.get(&e.primary.unit_uuid).copied(), e.email.as_str().to_owned()));
+    order.sort_by_key(|e| {
+        (
+            position_of.get(&e.primary.unit_uuid).copied(),
+            e.email.as_str().to_owned(),
+        )
+    });
 
     let mut items = Vec::new();
     for e in order {
@@ -717,7 +815,14 @@ fn plan_users(
             phone: policy
                 .mappings
                 .phone
-                .then(|| e.user.phone.as_deref().map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned))
+                .then(|| {
+                    e.user
+                        .phone
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                })
                 .flatten(),
             manager: managers.and_then(|m| tree.manager_of(e.user.uuid, e.primary.unit_uuid, m)),
         };
@@ -725,7 +830,10 @@ fn plan_users(
         // unless another eligible STS user owns it (the account follows the e-mail address).
         let matched = by_ext.get(&e.user.uuid).copied().or_else(|| {
             by_name.get(e.email.as_str()).copied().filter(|i| {
-                !claimed.contains(i) && target.users[*i].external_id.is_none_or(|id| !eligible_ids.contains(&id))
+                !claimed.contains(i)
+                    && target.users[*i]
+                        .external_id
+                        .is_none_or(|id| !eligible_ids.contains(&id))
             })
         });
         let Some(index) = matched else {
@@ -809,13 +917,38 @@ pub fn in_domains(user: &TargetUser, policy: &Policy) -> bool {
 fn user_changes(current: &TargetUser, id: UserId, fields: &UserFields, policy: &Policy) -> Changes {
     let mut changes = Changes::new();
     diff(&mut changes, "external_id", &current.external_id, &Some(id));
-    diff(&mut changes, "user_name", &current.user_name, &fields.user_name);
+    diff(
+        &mut changes,
+        "user_name",
+        &current.user_name,
+        &fields.user_name,
+    );
     diff(&mut changes, "email", &current.email, &fields.email);
-    diff(&mut changes, "first_name", &current.first_name, &fields.first_name);
-    diff(&mut changes, "last_name", &current.last_name, &fields.last_name);
+    diff(
+        &mut changes,
+        "first_name",
+        &current.first_name,
+        &fields.first_name,
+    );
+    diff(
+        &mut changes,
+        "last_name",
+        &current.last_name,
+        &fields.last_name,
+    );
     let memberships: Vec<UnitId> = current.memberships.iter().copied().collect();
-    diff(&mut changes, "memberships", &memberships, &fields.memberships);
-    diff(&mut changes, "primary_department", &current.primary_department, &fields.primary_department);
+    diff(
+        &mut changes,
+        "memberships",
+        &memberships,
+        &fields.memberships,
+    );
+    diff(
+        &mut changes,
+        "primary_department",
+        &current.primary_department,
+        &fields.primary_department,
+    );
     if policy.mappings.title {
         diff(&mut changes, "title", &current.title, &fields.title);
     }
@@ -844,11 +977,16 @@ fn apply_guards(plan: &mut Plan, valid: &ValidSnapshot, target: &TargetState, po
     if let Some(reason) = &valid.snapshot().partial {
         plan.hold_deactivations(
             HoldReason::PartialRead,
-            &format!("the STS read was incomplete ({reason}), so absent objects may only be unread"),
+            &format!(
+                "the STS read was incomplete ({reason}), so absent objects may only be unread"
+            ),
         );
     }
     if let Some(drop) = valid.source_drop() {
-        plan.hold_deactivations(HoldReason::SourceDrop, &format!("STS returned fewer objects than the last run: {drop}"));
+        plan.hold_deactivations(
+            HoldReason::SourceDrop,
+            &format!("STS returned fewer objects than the last run: {drop}"),
+        );
     }
     let guards = policy.guards;
     let n_departments = plan.summary.departments.deactivate;
@@ -858,8 +996,15 @@ fn apply_guards(plan: &mut Plan, valid: &ValidSnapshot, target: &TargetState, po
         .iter()
         .filter(|d| d.active && d.external_id.is_some())
         .count() as u64;
-    let base_users = target.users.iter().filter(|u| u.active && in_domains(u, policy)).count() as u64;
-    for (what, n, base) in [("departments", n_departments, base_departments), ("users", n_users, base_users)] {
+    let base_users = target
+        .users
+        .iter()
+        .filter(|u| u.active && in_domains(u, policy))
+        .count() as u64;
+    for (what, n, base) in [
+        ("departments", n_departments, base_departments),
+        ("users", n_users, base_users),
+    ] {
         if n == 0 {
             continue;
         }
@@ -872,7 +1017,11 @@ fn apply_guards(plan: &mut Plan, valid: &ValidSnapshot, target: &TargetState, po
                 ),
             );
         }
-        let percent = if base == 0 { 100.0 } else { n as f64 * 100.0 / base as f64 };
+        let percent = if base == 0 {
+            100.0
+        } else {
+            n as f64 * 100.0 / base as f64
+        };
         if percent > guards.max_deactivation_percent {
             plan.hold_deactivations(
                 HoldReason::OverPercent,

@@ -31,7 +31,12 @@ impl Plan {
         let _ = writeln!(
             out,
             "  users:       {} create, {} update, {} reactivate, {} deactivate, {} unchanged, {} skipped",
-            s.users.create, s.users.update, s.users.reactivate, s.users.deactivate, s.users.unchanged, s.skipped
+            s.users.create,
+            s.users.update,
+            s.users.reactivate,
+            s.users.deactivate,
+            s.users.unchanged,
+            s.skipped
         );
         if s.kept_outside_domains > 0 {
             let _ = writeln!(
@@ -41,7 +46,11 @@ impl Plan {
             );
         }
         if let Some(held) = &self.held {
-            let _ = writeln!(out, "  HELD: {} deactivations, because {}", held.deactivations, held.reason);
+            let _ = writeln!(
+                out,
+                "  HELD: {} deactivations, because {}",
+                held.deactivations, held.reason
+            );
         }
 
         let titles: HashMap<UnitId, &str> = self
@@ -51,18 +60,28 @@ impl Plan {
             .collect();
         let name = |id: &Option<UnitId>| match id {
             None => "(top)".to_owned(),
-            Some(id) => titles.get(id).map_or_else(|| id.to_string(), |t| format!("{t:?}")),
+            Some(id) => titles
+                .get(id)
+                .map_or_else(|| id.to_string(), |t| format!("{t:?}")),
         };
 
         if !self.departments.is_empty() {
             let _ = writeln!(out, "\nDepartments");
             for item in &self.departments {
-                let _ = write!(out, "  {} {:?} {}", marker(item.action), item.fields.title, item.external_id);
+                let _ = write!(
+                    out,
+                    "  {} {:?} {}",
+                    marker(item.action),
+                    item.fields.title,
+                    item.external_id
+                );
                 match item.action {
                     Action::Create => {
                         let _ = write!(out, " under {}", name(&item.fields.parent));
                     }
-                    Action::Update | Action::Reactivate => write_changes(&mut out, item.changes.as_ref()),
+                    Action::Update | Action::Reactivate => {
+                        write_changes(&mut out, item.changes.as_ref())
+                    }
                     Action::Deactivate => {}
                 }
                 out.push('\n');
@@ -71,17 +90,27 @@ impl Plan {
         if !self.users.is_empty() {
             let _ = writeln!(out, "\nUsers");
             for item in &self.users {
-                let person = [item.fields.first_name.as_deref(), item.fields.last_name.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let _ = write!(out, "  {} {} ({person})", marker(item.action), item.fields.user_name);
+                let person = [
+                    item.fields.first_name.as_deref(),
+                    item.fields.last_name.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+                let _ = write!(
+                    out,
+                    "  {} {} ({person})",
+                    marker(item.action),
+                    item.fields.user_name
+                );
                 match item.action {
                     Action::Create => {
                         let _ = write!(out, " in {}", name(&item.fields.primary_department));
                     }
-                    Action::Update | Action::Reactivate => write_changes(&mut out, item.changes.as_ref()),
+                    Action::Update | Action::Reactivate => {
+                        write_changes(&mut out, item.changes.as_ref())
+                    }
                     Action::Deactivate => {}
                 }
                 out.push('\n');
@@ -96,7 +125,11 @@ impl Plan {
         if let Some(held) = &self.held {
             let _ = writeln!(out, "\nHeld deactivations (release the run to apply them)");
             for item in &held.departments {
-                let _ = writeln!(out, "  - department {:?} {}", item.fields.title, item.external_id);
+                let _ = writeln!(
+                    out,
+                    "  - department {:?} {}",
+                    item.fields.title, item.external_id
+                );
             }
             for item in &held.users {
                 let _ = writeln!(out, "  - user {}", item.fields.user_name);

@@ -137,7 +137,8 @@ pub struct Position {
 impl Position {
     /// Whether the position is valid on `today` (from inclusive, to exclusive).
     pub fn is_valid_on(&self, today: NaiveDate) -> bool {
-        self.valid_from.is_none_or(|from| from <= today) && self.valid_to.is_none_or(|to| today < to)
+        self.valid_from.is_none_or(|from| from <= today)
+            && self.valid_to.is_none_or(|to| today < to)
     }
 }
 
@@ -242,7 +243,10 @@ mod tests {
             split_person_name("Anne Marie  Østergård Hansen"),
             parts(Some("Anne Marie Østergård"), Some("Hansen"))
         );
-        assert_eq!(split_person_name("Søren Kierkegaard"), parts(Some("Søren"), Some("Kierkegaard")));
+        assert_eq!(
+            split_person_name("Søren Kierkegaard"),
+            parts(Some("Søren"), Some("Kierkegaard"))
+        );
     }
 
     #[test]

@@ -147,20 +147,28 @@ impl fmt::Display for Fault {
                 join(roots)
             ),
             Fault::MissingParent { unit, parent } => {
-                write!(f, "unit {unit} names parent {parent}, which STS did not return")
+                write!(
+                    f,
+                    "unit {unit} names parent {parent}, which STS did not return"
+                )
             }
             Fault::Cycle { units } => write!(f, "units form a parent cycle: {}", join(units)),
             Fault::DuplicateUnit { unit } => write!(f, "unit {unit} appears more than once"),
             Fault::TopUnitMissing { unit } => {
                 write!(f, "the configured top_unit {unit} is not in STS")
             }
-            Fault::TopUnitInactive { unit } => write!(f, "the configured top_unit {unit} is inactive"),
+            Fault::TopUnitInactive { unit } => {
+                write!(f, "the configured top_unit {unit} is inactive")
+            }
         }
     }
 }
 
 fn join(ids: &[UnitId]) -> String {
-    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A refused snapshot: every structural fault found, plus the issues.
@@ -193,7 +201,11 @@ pub fn validate(
             duplicates.insert(unit.uuid);
         }
     }
-    faults.extend(duplicates.into_iter().map(|unit| Fault::DuplicateUnit { unit }));
+    faults.extend(
+        duplicates
+            .into_iter()
+            .map(|unit| Fault::DuplicateUnit { unit }),
+    );
 
     let by_id: HashMap<UnitId, &Unit> = snapshot.units.iter().map(|u| (u.uuid, u)).collect();
     let tree_faults = check_tree(&snapshot.units, &by_id, policy, &mut issues);
@@ -282,7 +294,10 @@ fn check_tree(
                 None => {
                     state.insert(id, 1);
                     path.push(id);
-                    current = by_id.get(&id).and_then(|u| u.parent_uuid).filter(|p| by_id.contains_key(p));
+                    current = by_id
+                        .get(&id)
+                        .and_then(|u| u.parent_uuid)
+                        .filter(|p| by_id.contains_key(p));
                 }
             }
         }
@@ -294,7 +309,11 @@ fn check_tree(
 
     let orphans: Vec<(UnitId, UnitId)> = units
         .iter()
-        .filter_map(|u| u.parent_uuid.filter(|p| !by_id.contains_key(p)).map(|p| (u.uuid, p)))
+        .filter_map(|u| {
+            u.parent_uuid
+                .filter(|p| !by_id.contains_key(p))
+                .map(|p| (u.uuid, p))
+        })
         .collect();
     match policy.top_unit {
         Some(top) => {
@@ -314,8 +333,16 @@ fn check_tree(
             }
         }
         None => {
-            faults.extend(orphans.into_iter().map(|(unit, parent)| Fault::MissingParent { unit, parent }));
-            let roots: Vec<UnitId> = units.iter().filter(|u| u.parent_uuid.is_none()).map(|u| u.uuid).collect();
+            faults.extend(
+                orphans
+                    .into_iter()
+                    .map(|(unit, parent)| Fault::MissingParent { unit, parent }),
+            );
+            let roots: Vec<UnitId> = units
+                .iter()
+                .filter(|u| u.parent_uuid.is_none())
+                .map(|u| u.uuid)
+                .collect();
             match roots.len() {
                 0 if !units.is_empty() => faults.push(Fault::NoRoot),
                 0 | 1 => {}
@@ -326,7 +353,11 @@ fn check_tree(
     faults
 }
 
-fn report_active_below_inactive(units: &[Unit], by_id: &HashMap<UnitId, &Unit>, issues: &mut Vec<Issue>) {
+fn report_active_below_inactive(
+    units: &[Unit],
+    by_id: &HashMap<UnitId, &Unit>,
+    issues: &mut Vec<Issue>,
+) {
     // For each active unit, the nearest inactive ancestor (if any) cuts it off.
     let mut cut_off: BTreeMap<UnitId, u64> = BTreeMap::new();
     for unit in units.iter().filter(|u| u.active) {
@@ -349,7 +380,9 @@ fn report_active_below_inactive(units: &[Unit], by_id: &HashMap<UnitId, &Unit>, 
         issues.push(Issue {
             code: IssueCode::ActiveBelowInactive,
             object: Some(inactive.0),
-            message: format!("unit {inactive} is inactive but {n_active} active units below it are not synced"),
+            message: format!(
+                "unit {inactive} is inactive but {n_active} active units below it are not synced"
+            ),
         });
     }
 }
@@ -362,7 +395,10 @@ fn clean_users(users: Vec<User>, unit_ids: &HashSet<UnitId>, issues: &mut Vec<Is
             issues.push(Issue {
                 code: IssueCode::DuplicateUser,
                 object: Some(user.uuid.0),
-                message: format!("user {} appears more than once; the first was kept", user.uuid),
+                message: format!(
+                    "user {} appears more than once; the first was kept",
+                    user.uuid
+                ),
             });
             continue;
         }

@@ -1,4 +1,5 @@
 //! Data-driven tests of the sync rules (DESIGN.md §2 steps 3-5), one or more per rule.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure message
 
 mod common;
 
@@ -36,7 +37,9 @@ fn an_inactive_unit_and_everything_below_it_are_not_synced() {
          dept create u2 parent=u1 custom_id=K2",
     );
     assert!(
-        plan.issues.iter().any(|i| i.message.contains("1 active units below it")),
+        plan.issues
+            .iter()
+            .any(|i| i.message.contains("1 active units below it")),
         "{:?}",
         plan.issues
     );
@@ -46,7 +49,11 @@ fn an_inactive_unit_and_everything_below_it_are_not_synced() {
 fn the_top_unit_limits_the_sync_to_its_subtree_and_has_no_parent() {
     let mut policy = policy();
     policy.top_unit = Some(u(3));
-    let plan = make_plan(&snapshot(small_tree(), vec![]), &Default::default(), &policy);
+    let plan = make_plan(
+        &snapshot(small_tree(), vec![]),
+        &Default::default(),
+        &policy,
+    );
     check(
         &plan,
         "dept create u3 parent=- custom_id=K3
@@ -58,7 +65,11 @@ fn the_top_unit_limits_the_sync_to_its_subtree_and_has_no_parent() {
 fn excluded_units_are_left_out_with_their_subtrees() {
     let mut policy = policy();
     policy.excluded_units = BTreeSet::from([u(3)]);
-    let plan = make_plan(&snapshot(small_tree(), vec![]), &Default::default(), &policy);
+    let plan = make_plan(
+        &snapshot(small_tree(), vec![]),
+        &Default::default(),
+        &policy,
+    );
     check(
         &plan,
         "dept create u1 parent=- custom_id=K1
@@ -70,14 +81,26 @@ fn excluded_units_are_left_out_with_their_subtrees() {
 fn the_custom_id_is_the_user_key_falling_back_to_the_uuid_or_the_uuid_when_configured() {
     let mut units = small_tree();
     units[1].user_key = None;
-    let plan = make_plan(&snapshot(units.clone(), vec![]), &Default::default(), &policy());
-    let custom_ids: Vec<String> = plan.departments.iter().map(|d| d.fields.custom_id.clone().unwrap()).collect();
+    let plan = make_plan(
+        &snapshot(units.clone(), vec![]),
+        &Default::default(),
+        &policy(),
+    );
+    let custom_ids: Vec<String> = plan
+        .departments
+        .iter()
+        .map(|d| d.fields.custom_id.clone().unwrap())
+        .collect();
     assert_eq!(custom_ids, ["K1", "K3", "K4", &u(2).to_string()]);
 
     let mut by_uuid = policy();
     by_uuid.custom_id = CustomIdSource::Uuid;
     let plan = make_plan(&snapshot(units, vec![]), &Default::default(), &by_uuid);
-    assert!(plan.departments.iter().all(|d| d.fields.custom_id == Some(d.external_id.to_string())));
+    assert!(
+        plan.departments
+            .iter()
+            .all(|d| d.fields.custom_id == Some(d.external_id.to_string()))
+    );
 }
 
 #[test]
@@ -100,7 +123,10 @@ fn a_renamed_or_moved_unit_is_updated_with_old_and_new_values() {
 fn managed_departments_absent_or_inactive_in_sts_are_deactivated_children_first() {
     let policy = policy();
     let target = synced(&snapshot(small_tree(), vec![]), &policy);
-    let units = vec![unit(1, "Kommune", None), inactive(unit(2, "Økonomi", Some(1)))];
+    let units = vec![
+        unit(1, "Kommune", None),
+        inactive(unit(2, "Økonomi", Some(1))),
+    ];
     let plan = make_plan(&snapshot(units, vec![]), &target, &policy);
     check(
         &plan,
@@ -144,7 +170,11 @@ fn an_eligible_user_is_created_with_lower_cased_email_split_name_and_customer_de
         user(1, "Anne Marie Hansen", "Anne@Kommune.DK", &[2]),
         user(2, "Bo Ek", "bo@kommune.dk", &[4, 3]),
     ];
-    let plan = make_plan(&snapshot(small_tree(), users), &Default::default(), &policy());
+    let plan = make_plan(
+        &snapshot(small_tree(), users),
+        &Default::default(),
+        &policy(),
+    );
     let rendered = compact(&plan);
     let users: Vec<&str> = rendered.lines().filter(|l| l.starts_with("user")).collect();
     assert_eq!(
@@ -157,7 +187,12 @@ fn an_eligible_user_is_created_with_lower_cased_email_split_name_and_customer_de
     let anne = &plan.users[1];
     let defaults = anne.defaults.as_ref().unwrap();
     assert_eq!(
-        (defaults.user_type.as_str(), defaults.language.as_str(), defaults.timezone.as_str(), defaults.currency.as_str()),
+        (
+            defaults.user_type.as_str(),
+            defaults.language.as_str(),
+            defaults.timezone.as_str(),
+            defaults.currency.as_str()
+        ),
         ("employee", "da", "Europe/Copenhagen", "DKK")
     );
     assert!(defaults.must_change_password);
@@ -217,20 +252,39 @@ fn a_position_in_an_inactive_or_excluded_unit_does_not_make_a_user_eligible() {
     units[1] = inactive(units[1].clone()); // u2
     let mut policy = policy();
     policy.excluded_units = BTreeSet::from([u(4)]);
-    let users = vec![user(1, "A B", "a@kommune.dk", &[2]), user(2, "C D", "c@kommune.dk", &[4])];
+    let users = vec![
+        user(1, "A B", "a@kommune.dk", &[2]),
+        user(2, "C D", "c@kommune.dk", &[4]),
+    ];
     let plan = make_plan(&snapshot(units, users), &Default::default(), &policy);
-    let skips: Vec<String> = compact(&plan).lines().filter(|l| l.starts_with("skip")).map(str::to_owned).collect();
+    let skips: Vec<String> = compact(&plan)
+        .lines()
+        .filter(|l| l.starts_with("skip"))
+        .map(str::to_owned)
+        .collect();
     assert_eq!(skips, ["skip p1 no_position", "skip p2 outside_top_unit"]);
 }
 
 #[test]
 fn sts_is_primary_name_email_and_memberships_overwrite_the_target_but_defaults_do_not() {
     let policy = policy();
-    let target = synced(&snapshot(small_tree(), vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2])]), &policy);
+    let target = synced(
+        &snapshot(
+            small_tree(),
+            vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2])],
+        ),
+        &policy,
+    );
     let changed = user(1, "Anne Jensen", "Anne.Jensen@kommune.dk", &[3, 4]);
     let plan = make_plan(&snapshot(small_tree(), vec![changed]), &target, &policy);
-    check(&plan, "user update p1 [email, last_name, memberships, primary_department, user_name]");
-    assert!(plan.users[0].defaults.is_none(), "defaults are written on create only");
+    check(
+        &plan,
+        "user update p1 [email, last_name, memberships, primary_department, user_name]",
+    );
+    assert!(
+        plan.users[0].defaults.is_none(),
+        "defaults are written on create only"
+    );
     let changes = plan.users[0].changes.as_ref().unwrap();
     assert_eq!(changes["email"].1, "anne.jensen@kommune.dk");
     assert_eq!(changes["memberships"].1, serde_json::json!([u(3), u(4)]));
@@ -248,7 +302,10 @@ fn a_target_user_is_matched_by_external_id_first_then_by_user_name() {
             target_user(None, "bo@kommune.dk", "Bo", "Ek", &[2]),
         ],
     };
-    let users = vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2]), user(2, "Bo Ek", "bo@kommune.dk", &[2])];
+    let users = vec![
+        user(1, "Anne Hansen", "anne@kommune.dk", &[2]),
+        user(2, "Bo Ek", "bo@kommune.dk", &[2]),
+    ];
     let plan = make_plan(&snapshot(small_tree(), users), &target, &policy);
     check(
         &plan,
@@ -260,12 +317,45 @@ fn a_target_user_is_matched_by_external_id_first_then_by_user_name() {
 #[test]
 fn absent_users_in_the_customers_domains_are_deactivated_and_others_are_never_touched() {
     let policy = policy();
-    let mut target = synced(&snapshot(small_tree(), vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2])]), &policy);
-    target.users.push(target_user(Some(7), "gone@kommune.dk", "Gone", "Away", &[2]));
-    target.users.push(target_user(None, "manual@kommune.dk", "Made", "Byhand", &[]));
-    target.users.push(target_user(Some(8), "consultant@firma.dk", "Con", "Sultant", &[2]));
-    target.users.push(target_user(None, "external@gmail.com", "Ex", "Ternal", &[]));
-    let plan = make_plan(&snapshot(small_tree(), vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2])]), &target, &policy);
+    let mut target = synced(
+        &snapshot(
+            small_tree(),
+            vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2])],
+        ),
+        &policy,
+    );
+    target.users.push(target_user(
+        Some(7),
+        "gone@kommune.dk",
+        "Gone",
+        "Away",
+        &[2],
+    ));
+    target.users.push(target_user(
+        None,
+        "manual@kommune.dk",
+        "Made",
+        "Byhand",
+        &[],
+    ));
+    target.users.push(target_user(
+        Some(8),
+        "consultant@firma.dk",
+        "Con",
+        "Sultant",
+        &[2],
+    ));
+    target
+        .users
+        .push(target_user(None, "external@gmail.com", "Ex", "Ternal", &[]));
+    let plan = make_plan(
+        &snapshot(
+            small_tree(),
+            vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2])],
+        ),
+        &target,
+        &policy,
+    );
     check(
         &plan,
         "user deactivate p7
@@ -278,7 +368,10 @@ fn absent_users_in_the_customers_domains_are_deactivated_and_others_are_never_to
 #[test]
 fn a_user_who_left_sts_or_lost_every_position_is_deactivated() {
     let policy = policy();
-    let users = vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2]), user(2, "Bo Ek", "bo@kommune.dk", &[2])];
+    let users = vec![
+        user(1, "Anne Hansen", "anne@kommune.dk", &[2]),
+        user(2, "Bo Ek", "bo@kommune.dk", &[2]),
+    ];
     let target = synced(&snapshot(small_tree(), users), &policy);
     let mut anne = user(1, "Anne Hansen", "anne@kommune.dk", &[2]);
     anne.active = false;
@@ -296,8 +389,18 @@ fn a_user_who_left_sts_or_lost_every_position_is_deactivated() {
 #[test]
 fn a_user_skipped_for_missing_data_keeps_their_target_user() {
     let policy = policy();
-    let target = synced(&snapshot(small_tree(), vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2])]), &policy);
-    let plan = make_plan(&snapshot(small_tree(), vec![user(1, "Anne Hansen", "", &[2])]), &target, &policy);
+    let target = synced(
+        &snapshot(
+            small_tree(),
+            vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2])],
+        ),
+        &policy,
+    );
+    let plan = make_plan(
+        &snapshot(small_tree(), vec![user(1, "Anne Hansen", "", &[2])]),
+        &target,
+        &policy,
+    );
     check(&plan, "skip p1 no_email");
 }
 
@@ -314,15 +417,32 @@ fn a_returning_user_is_reactivated() {
 
 #[test]
 fn two_sts_users_with_one_email_sync_once_and_the_target_holder_wins() {
-    let users = vec![user(1, "Anne Hansen", "anne@kommune.dk", &[2]), user(2, "Anne Hansen", "anne@kommune.dk", &[3])];
-    let plan = make_plan(&snapshot(small_tree(), users.clone()), &Default::default(), &policy());
-    assert_eq!(compact(&plan).lines().filter(|l| l.starts_with("user create p1")).count(), 1);
+    let users = vec![
+        user(1, "Anne Hansen", "anne@kommune.dk", &[2]),
+        user(2, "Anne Hansen", "anne@kommune.dk", &[3]),
+    ];
+    let plan = make_plan(
+        &snapshot(small_tree(), users.clone()),
+        &Default::default(),
+        &policy(),
+    );
+    assert_eq!(
+        compact(&plan)
+            .lines()
+            .filter(|l| l.starts_with("user create p1"))
+            .count(),
+        1
+    );
     assert!(compact(&plan).contains("skip p2 duplicate_email"));
 
     // When the target already holds the e-mail under p2, p2 keeps it.
     let target = synced(&snapshot(small_tree(), vec![users[1].clone()]), &policy());
     let plan = make_plan(&snapshot(small_tree(), users), &target, &policy());
-    assert!(compact(&plan).contains("skip p1 duplicate_email"), "{}", compact(&plan));
+    assert!(
+        compact(&plan).contains("skip p1 duplicate_email"),
+        "{}",
+        compact(&plan)
+    );
     assert!(plan.users.is_empty(), "{}", compact(&plan));
 }
 
@@ -339,7 +459,9 @@ fn optional_mappings_write_title_phone_and_managers_only_when_enabled() {
     let snap = snapshot(small_tree(), vec![boss, worker, top]);
 
     let plain = make_plan(&snap, &Default::default(), &policy());
-    assert!(plain.users.iter().all(|u| u.fields.title.is_none() && u.fields.phone.is_none() && u.fields.manager.is_none()));
+    assert!(plain.users.iter().all(|u| u.fields.title.is_none()
+        && u.fields.phone.is_none()
+        && u.fields.manager.is_none()));
     assert!(plain.departments.iter().all(|d| d.fields.manager.is_none()));
 
     let mut mapped = policy();
@@ -349,7 +471,12 @@ fn optional_mappings_write_title_phone_and_managers_only_when_enabled() {
         manager: true,
     };
     let plan = make_plan(&snap, &Default::default(), &mapped);
-    let get = |n| plan.users.iter().find(|u| u.external_id == Some(p(n))).unwrap();
+    let get = |n| {
+        plan.users
+            .iter()
+            .find(|u| u.external_id == Some(p(n)))
+            .unwrap()
+    };
     assert_eq!(get(2).fields.title.as_deref(), Some("Lærer"));
     assert_eq!(get(2).fields.phone.as_deref(), Some("12 34 56 78"));
     // Carl works in Kantine (no manager) → the manager of Skole above it.
@@ -357,7 +484,11 @@ fn optional_mappings_write_title_phone_and_managers_only_when_enabled() {
     // Bente manages Skole herself → the manager of Kommune above it.
     assert_eq!(get(1).fields.manager, Some(p(3)));
     assert_eq!(get(3).fields.manager, None);
-    let school = plan.departments.iter().find(|d| d.external_id == u(3)).unwrap();
+    let school = plan
+        .departments
+        .iter()
+        .find(|d| d.external_id == u(3))
+        .unwrap();
     assert_eq!(school.fields.manager, Some(p(1)));
 
     // And the mapped fields are compared on the next run.
@@ -365,13 +496,25 @@ fn optional_mappings_write_title_phone_and_managers_only_when_enabled() {
     target.apply(&plan);
     let mut retitled = snap.clone();
     retitled.users[1].positions[0].title = Some("Overlærer".to_owned());
-    check(&make_plan(&retitled, &target, &mapped), "user update p2 [title]");
+    check(
+        &make_plan(&retitled, &target, &mapped),
+        "user update p2 [title]",
+    );
 }
 
 // ---- Guards (step 5) ------------------------------------------------------------------------
 
 fn five_users() -> Vec<orgsync_model::snapshot::User> {
-    (1..=5).map(|n| user(n, &format!("Person Nummer{n}"), &format!("p{n}@kommune.dk"), &[2])).collect()
+    (1..=5)
+        .map(|n| {
+            user(
+                n,
+                &format!("Person Nummer{n}"),
+                &format!("p{n}@kommune.dk"),
+                &[2],
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -379,10 +522,19 @@ fn deactivations_over_the_count_limit_are_held_and_written_nowhere() {
     let mut policy = policy();
     policy.guards.max_deactivations = 1;
     let target = synced(&snapshot(small_tree(), five_users()), &policy);
-    let plan = make_plan(&snapshot(small_tree(), five_users()[..3].to_vec()), &target, &policy);
+    let plan = make_plan(
+        &snapshot(small_tree(), five_users()[..3].to_vec()),
+        &target,
+        &policy,
+    );
     check(&plan, "held 2 [over_count]");
     let held = plan.held.as_ref().unwrap();
-    assert!(held.reason.contains("2 users would be deactivated, more than max_deactivations = 1"), "{}", held.reason);
+    assert!(
+        held.reason
+            .contains("2 users would be deactivated, more than max_deactivations = 1"),
+        "{}",
+        held.reason
+    );
     assert_eq!(held.users.len(), 2);
     assert_eq!(plan.summary.held, 2);
     assert_eq!(plan.summary.users.deactivate, 0);
@@ -394,12 +546,25 @@ fn deactivations_over_the_percent_limit_are_held() {
     policy.guards.max_deactivation_percent = 20.0;
     let target = synced(&snapshot(small_tree(), five_users()), &policy);
     // 1 of 5 = 20 %: allowed.
-    let plan = make_plan(&snapshot(small_tree(), five_users()[..4].to_vec()), &target, &policy);
+    let plan = make_plan(
+        &snapshot(small_tree(), five_users()[..4].to_vec()),
+        &target,
+        &policy,
+    );
     check(&plan, "user deactivate p5");
     // 2 of 5 = 40 %: held.
-    let plan = make_plan(&snapshot(small_tree(), five_users()[..3].to_vec()), &target, &policy);
+    let plan = make_plan(
+        &snapshot(small_tree(), five_users()[..3].to_vec()),
+        &target,
+        &policy,
+    );
     check(&plan, "held 2 [over_percent]");
-    assert!(plan.held.unwrap().reason.contains("2 of 5 active users (40.0 %)"));
+    assert!(
+        plan.held
+            .unwrap()
+            .reason
+            .contains("2 of 5 active users (40.0 %)")
+    );
 }
 
 #[test]
@@ -410,7 +575,12 @@ fn a_plan_from_a_partial_read_deactivates_nothing() {
     partial.partial = Some("Bruger list batch 3 failed".to_owned());
     let plan = make_plan(&partial, &target, &policy);
     check(&plan, "held 1 [partial_read]");
-    assert!(plan.held.unwrap().reason.contains("Bruger list batch 3 failed"));
+    assert!(
+        plan.held
+            .unwrap()
+            .reason
+            .contains("Bruger list batch 3 failed")
+    );
 }
 
 #[test]
@@ -419,11 +589,26 @@ fn a_drop_against_the_last_successful_run_holds_deactivations() {
     policy.guards.max_source_drop_percent = 30.0;
     let target = synced(&snapshot(small_tree(), five_users()), &policy);
     let previous = Some(SourceCounts { units: 4, users: 5 });
-    let plan = make_plan_after(&snapshot(small_tree(), five_users()[..3].to_vec()), &target, &policy, previous);
+    let plan = make_plan_after(
+        &snapshot(small_tree(), five_users()[..3].to_vec()),
+        &target,
+        &policy,
+        previous,
+    );
     check(&plan, "held 2 [source_drop]");
-    assert!(plan.held.unwrap().reason.contains("active users fell from 5 to 3 (40.0 % fewer, limit 30 %)"));
+    assert!(
+        plan.held
+            .unwrap()
+            .reason
+            .contains("active users fell from 5 to 3 (40.0 % fewer, limit 30 %)")
+    );
     // A drop within the limit holds nothing.
-    let plan = make_plan_after(&snapshot(small_tree(), five_users()[..4].to_vec()), &target, &policy, previous);
+    let plan = make_plan_after(
+        &snapshot(small_tree(), five_users()[..4].to_vec()),
+        &target,
+        &policy,
+        previous,
+    );
     check(&plan, "user deactivate p5");
 }
 
@@ -432,7 +617,11 @@ fn department_deactivations_are_guarded_too() {
     let mut policy = policy();
     policy.guards.max_deactivations = 2;
     let target = synced(&snapshot(small_tree(), vec![]), &policy);
-    let plan = make_plan(&snapshot(vec![unit(1, "Kommune", None)], vec![]), &target, &policy);
+    let plan = make_plan(
+        &snapshot(vec![unit(1, "Kommune", None)], vec![]),
+        &target,
+        &policy,
+    );
     check(&plan, "held 3 [over_count]");
     assert_eq!(plan.held.unwrap().departments.len(), 3);
 }
@@ -441,7 +630,11 @@ fn department_deactivations_are_guarded_too() {
 fn the_pipeline_can_hold_deactivations_when_part_of_a_run_failed() {
     let policy = policy();
     let target = synced(&snapshot(small_tree(), five_users()), &policy);
-    let mut plan = make_plan(&snapshot(small_tree(), five_users()[..4].to_vec()), &target, &policy);
+    let mut plan = make_plan(
+        &snapshot(small_tree(), five_users()[..4].to_vec()),
+        &target,
+        &policy,
+    );
     plan.hold_deactivations(HoldReason::RunFailed, "department Økonomi failed");
     check(&plan, "held 1 [run_failed]");
     assert!(plan.users.iter().all(|u| u.action != Action::Deactivate));
@@ -471,7 +664,9 @@ fn the_json_plan_has_every_documented_key() {
     users[0].name = Some("Person Omdøbt".to_owned());
     users.remove(1);
     users.push(user(6, "Ny Person", "ny@kommune.dk", &[3]));
-    let json: serde_json::Value = serde_json::from_str(&make_plan(&snapshot(changed, users), &target, &policy).to_json()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&make_plan(&snapshot(changed, users), &target, &policy).to_json())
+            .unwrap();
     for key in ["cvr", "departments", "users", "skipped", "held", "summary"] {
         assert!(json.get(key).is_some(), "missing {key}");
     }
@@ -479,12 +674,23 @@ fn the_json_plan_has_every_documented_key() {
     assert_eq!(json["held"], serde_json::Value::Null);
     assert_eq!(json["departments"][0]["action"], "update");
     assert_eq!(json["departments"][0]["external_id"], u(2).to_string());
-    assert_eq!(json["departments"][0]["changes"]["title"], serde_json::json!(["Økonomi", "Økonomi og Løn"]));
-    let actions: Vec<&str> = json["users"].as_array().unwrap().iter().map(|u| u["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        json["departments"][0]["changes"]["title"],
+        serde_json::json!(["Økonomi", "Økonomi og Løn"])
+    );
+    let actions: Vec<&str> = json["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, ["update", "create", "deactivate"]);
     assert_eq!(json["users"][1]["user_name"], "ny@kommune.dk");
     assert_eq!(json["users"][1]["defaults"]["currency"], "DKK");
-    assert_eq!(json["users"][0]["changes"]["last_name"], serde_json::json!(["Nummer1", "Omdøbt"]));
+    assert_eq!(
+        json["users"][0]["changes"]["last_name"],
+        serde_json::json!(["Nummer1", "Omdøbt"])
+    );
     assert_eq!(json["users"][2]["external_id"], p(2).to_string());
     assert_eq!(json["skipped"]["no_last_name"], 1);
     assert_eq!(json["summary"]["users"]["create"], 1);
@@ -499,10 +705,20 @@ fn the_text_plan_names_every_change_for_a_person() {
     let target = synced(&snapshot(small_tree(), five_users()), &policy);
     let mut changed = small_tree();
     changed[1].name = "Løn".to_owned();
-    let plan = make_plan(&snapshot(changed, five_users()[1..].to_vec()), &target, &policy);
+    let plan = make_plan(
+        &snapshot(changed, five_users()[1..].to_vec()),
+        &target,
+        &policy,
+    );
     let text = plan.to_text();
-    assert!(text.contains("departments: 0 create, 1 update, 0 reactivate, 0 deactivate, 3 unchanged"), "{text}");
+    assert!(
+        text.contains("departments: 0 create, 1 update, 0 reactivate, 0 deactivate, 3 unchanged"),
+        "{text}"
+    );
     assert!(text.contains("~ update     \"Løn\""), "{text}");
     assert!(text.contains("title: \"Økonomi\" → \"Løn\""), "{text}");
-    assert!(text.contains("- deactivate p1@kommune.dk (Person Nummer1)"), "{text}");
+    assert!(
+        text.contains("- deactivate p1@kommune.dk (Person Nummer1)"),
+        "{text}"
+    );
 }

@@ -1,4 +1,5 @@
 //! Property tests of the planner: idempotence, domain safety, held plans, parent order.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure message
 
 mod common;
 
@@ -14,7 +15,16 @@ use orgsync_model::validate;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-const NAMES: [&str; 8] = ["Anne Hansen", "Bo Ek", "Carl Emil Lærer", "Dorte", "", "Eva Ørum Sø", "Finn Holm", "Gitte Å"];
+const NAMES: [&str; 8] = [
+    "Anne Hansen",
+    "Bo Ek",
+    "Carl Emil Lærer",
+    "Dorte",
+    "",
+    "Eva Ørum Sø",
+    "Finn Holm",
+    "Gitte Å",
+];
 const LOCALS: [&str; 5] = ["anne", "bo", "carl", "dorte", "eva"];
 const DOMAINS: [&str; 3] = ["kommune.dk", "sub.kommune.dk", "firma.dk"];
 
@@ -71,8 +81,13 @@ fn arb_case() -> impl Strategy<Value = Case> {
     (1usize..10).prop_flat_map(|n_units| {
         (
             prop::collection::vec(
-                (any::<Index>(), prop::bool::weighted(0.85), 0..NAMES.len())
-                    .prop_map(|(parent, active, name)| UnitSpec { parent, active, name }),
+                (any::<Index>(), prop::bool::weighted(0.85), 0..NAMES.len()).prop_map(
+                    |(parent, active, name)| UnitSpec {
+                        parent,
+                        active,
+                        name,
+                    },
+                ),
                 n_units,
             ),
             prop::collection::vec(prop::bool::weighted(0.85), n_units),
@@ -88,7 +103,20 @@ fn arb_case() -> impl Strategy<Value = Case> {
             prop::bool::weighted(0.15),
         )
             .prop_map(
-                |(units, previous_units, previous_users, users, manual_users, deactivate_in_target, domains, top, excluded, guards, mappings, partial)| Case {
+                |(
+                    units,
+                    previous_units,
+                    previous_users,
+                    users,
+                    manual_users,
+                    deactivate_in_target,
+                    domains,
+                    top,
+                    excluded,
+                    guards,
+                    mappings,
+                    partial,
+                )| Case {
                     units,
                     previous_units,
                     previous_users,
@@ -111,7 +139,11 @@ fn build_units(specs: &[UnitSpec], active: impl Fn(usize) -> bool) -> Vec<Unit> 
         .iter()
         .enumerate()
         .map(|(i, spec)| {
-            let mut unit = unit(i as u128 + 1, NAMES[spec.name], (i > 0).then(|| spec.parent.index(i) as u128 + 1));
+            let mut unit = unit(
+                i as u128 + 1,
+                NAMES[spec.name],
+                (i > 0).then(|| spec.parent.index(i) as u128 + 1),
+            );
             unit.active = i == 0 || active(i);
             unit
         })
@@ -127,7 +159,9 @@ fn build_users(specs: &[UserSpec], n_units: usize) -> Vec<User> {
             uuid: p(s.id),
             user_name: format!("U{}", s.id),
             name: Some(NAMES[s.name].to_owned()).filter(|n| !n.is_empty()),
-            email: s.email.map(|(l, d)| format!("{}@{}", LOCALS[l], DOMAINS[d])),
+            email: s
+                .email
+                .map(|(l, d)| format!("{}@{}", LOCALS[l], DOMAINS[d])),
             phone: Some(format!("+45 {}", s.id)),
             active: s.active,
             positions: s
@@ -155,7 +189,11 @@ fn build(case: &Case) -> Option<(Snapshot, TargetState, Policy)> {
         .map(|(d, _)| Domain::parse(d).unwrap())
         .collect();
     policy.top_unit = case.top.map(|i| u(i.index(n) as u128 + 1));
-    policy.excluded_units = case.excluded.iter().map(|i| u(i.index(n) as u128 + 1)).collect::<BTreeSet<_>>();
+    policy.excluded_units = case
+        .excluded
+        .iter()
+        .map(|i| u(i.index(n) as u128 + 1))
+        .collect::<BTreeSet<_>>();
     policy.guards = Guards {
         max_deactivations: case.guards.0,
         max_deactivation_percent: case.guards.1,
@@ -166,7 +204,10 @@ fn build(case: &Case) -> Option<(Snapshot, TargetState, Policy)> {
         phone: case.mappings.1,
         manager: case.mappings.2,
     };
-    let previous = snapshot(build_units(&case.units, |i| case.previous_units[i]), build_users(&case.previous_users, n));
+    let previous = snapshot(
+        build_units(&case.units, |i| case.previous_units[i]),
+        build_users(&case.previous_users, n),
+    );
     let mut target = TargetState::default();
     let valid = validate::validate(previous, &policy, None).ok()?;
     target.apply(&plan::plan(&valid, &target, &policy, today()));
@@ -186,7 +227,10 @@ fn build(case: &Case) -> Option<(Snapshot, TargetState, Policy)> {
             ..target_user(None, &email, "Manuel", "Bruger", &[])
         });
     }
-    let mut current = snapshot(build_units(&case.units, |i| case.units[i].active), build_users(&case.users, n));
+    let mut current = snapshot(
+        build_units(&case.units, |i| case.units[i].active),
+        build_users(&case.users, n),
+    );
     if case.partial {
         current.partial = Some("a page failed".to_owned());
     }

@@ -1,5 +1,5 @@
 //! Builders and a compact plan rendering shared by the planner tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // test helpers: a panic is the failure message
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -144,7 +144,13 @@ pub fn target_department(n: u128, title: &str, parent: Option<u128>) -> TargetDe
     }
 }
 
-pub fn target_user(external: Option<u128>, email: &str, first: &str, last: &str, units: &[u128]) -> TargetUser {
+pub fn target_user(
+    external: Option<u128>,
+    email: &str,
+    first: &str,
+    last: &str,
+    units: &[u128],
+) -> TargetUser {
     TargetUser {
         external_id: external.map(p),
         user_name: email.to_owned(),
@@ -166,7 +172,11 @@ pub fn compact(plan: &Plan) -> String {
     let names = IdNames::default();
     let mut lines = Vec::new();
     for item in &plan.departments {
-        let mut line = format!("dept {} {}", action(item.action), names.unit(item.external_id));
+        let mut line = format!(
+            "dept {} {}",
+            action(item.action),
+            names.unit(item.external_id)
+        );
         match item.action {
             Action::Create => line.push_str(&format!(
                 " parent={} custom_id={}",
@@ -202,15 +212,29 @@ pub fn compact(plan: &Plan) -> String {
         lines.push(line);
     }
     for skipped in &plan.skipped_users {
-        lines.push(format!("skip {} {}", names.user(skipped.external_id), skipped.reason.as_str()));
+        lines.push(format!(
+            "skip {} {}",
+            names.user(skipped.external_id),
+            skipped.reason.as_str()
+        ));
     }
     if let Some(held) = &plan.held {
         let reasons: Vec<String> = held
             .reasons
             .iter()
-            .map(|r| serde_json::to_value(r).unwrap().as_str().unwrap().to_owned())
+            .map(|r| {
+                serde_json::to_value(r)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
-        lines.push(format!("held {} [{}]", held.deactivations, reasons.join(", ")));
+        lines.push(format!(
+            "held {} [{}]",
+            held.deactivations,
+            reasons.join(", ")
+        ));
     }
     lines.join("\n")
 }
@@ -225,7 +249,10 @@ fn action(action: Action) -> &'static str {
 }
 
 fn changed(changes: Option<&plan::Changes>) -> String {
-    let fields: Vec<&str> = changes.into_iter().flat_map(|c| c.keys().map(String::as_str)).collect();
+    let fields: Vec<&str> = changes
+        .into_iter()
+        .flat_map(|c| c.keys().map(String::as_str))
+        .collect();
     format!(" [{}]", fields.join(", "))
 }
 
@@ -251,5 +278,8 @@ pub fn check(plan: &Plan, expected: &str) {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("\n");
-    assert_eq!(actual, expected, "\n--- actual ---\n{actual}\n--- expected ---\n{expected}\n");
+    assert_eq!(
+        actual, expected,
+        "\n--- actual ---\n{actual}\n--- expected ---\n{expected}\n"
+    );
 }

@@ -1,0 +1,242 @@
+//! Loading the shipped configuration and broken copies of it.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure message
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use orgsync_config::{StsEnvironment, TargetConfig, load};
+use orgsync_model::policy::CustomIdSource;
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
+}
+
+/// A copy of the shipped config in a temporary directory, with `edit` applied to the demo customer.
+fn copy_with(customer: impl FnOnce(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("customers")).unwrap();
+    fs::copy(
+        shipped().join("orgsync.toml"),
+        dir.path().join("orgsync.toml"),
+    )
+    .unwrap();
+    let demo = fs::read_to_string(shipped().join("customers/demo.toml")).unwrap();
+    fs::write(dir.path().join("customers/demo.toml"), customer(demo)).unwrap();
+    dir
+}
+
+fn problems(dir: &Path) -> Vec<String> {
+    load(dir)
+        .expect_err("the configuration should be refused")
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn every_file_under_config_loads_and_documents_its_values() {
+    let config = load(&shipped()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.service.sts.environment, StsEnvironment::Sim);
+    assert_eq!(config.service.sts.max_calls_per_second, 14);
+    assert_eq!(config.service.redis.key_prefix, "orgsync");
+    assert_eq!(config.customers.len(), 1);
+    let demo = &config.customers[0];
+    assert_eq!(demo.cvr.as_str(), "11111111");
+    assert_eq!(demo.schedule.expression(), "0 0 * * *");
+    assert_eq!(demo.schedule.timezone(), chrono_tz::Europe::Copenhagen);
+    assert_eq!(demo.policy.custom_id, CustomIdSource::UserKey);
+    assert_eq!(demo.policy.guards.max_deactivations, 50);
+    assert_eq!(demo.policy.defaults.currency, "DKK");
+    assert!(matches!(&demo.target, TargetConfig::Sqlite(s) if s.path.ends_with("11111111.sqlite")));
+    // 11111111 fails the modulus-11 check: a warning, not a problem.
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(config.warnings[0].to_string().contains("modulus-11"));
+}
+
+#[test]
+fn a_minimal_customer_file_gets_the_documented_defaults() {
+    let dir = copy_with(|_| {
+        "cvr = \"29189846\"\nname = \"Aarhus\"\ndomains = [\"aarhus.dk\"]\n[target]\nkind = \"sqlite\"\npath = \"x.sqlite\"\n".to_owned()
+    });
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let c = &config.customers[0];
+    assert_eq!(c.schedule.expression(), "0 0 * * *");
+    assert_eq!(c.schedule.timezone(), chrono_tz::UTC);
+    assert!(c.enabled);
+    assert_eq!(c.jitter_seconds, 0);
+    assert_eq!(c.policy.defaults.language, "da");
+    assert_eq!(c.policy.guards.max_deactivation_percent, 10.0);
+    assert!(!c.policy.mappings.title);
+    assert!(
+        config.warnings.is_empty(),
+        "29189846 passes modulus 11: {:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn several_problems_are_all_reported_with_file_field_and_position() {
+    let dir = copy_with(|demo| {
+        demo.replace("cvr = \"11111111\"", "cvr = \"1234\"")
+            .replace(
+                "domains = [\"demo-kommune.dk\"]",
+                "domains = [\"demo-kommune.dk\", \"bad domain\"]",
+            )
+            .replace("schedule = \"0 0 * * *\"", "schedule = \"0 25 * * *\"")
+            .replacen(
+                "timezone = \"Europe/Copenhagen\"",
+                "timezone = \"Europe/Aarhus\"",
+                1,
+            )
+            .replace(
+                "max_deactivation_percent = 10.0",
+                "max_deactivation_percent = 150.0",
+            )
+            .replace(
+                "custom_id = \"user_key\"",
+                "custom_id = \"user_key\"\ncolour = \"blue\"",
+            )
+            .replace("title = false", "title = false\ntitel = true")
+    });
+    let found = problems(dir.path());
+    let file = dir.path().join("customers/demo.toml").display().to_string();
+    let expect = [
+        (":6:7: cvr:", "expected exactly 8 digits, got \"1234\""),
+        (": domains[1]:", "\"bad domain\" is not a mail domain"),
+        (": timezone:", "\"Europe/Aarhus\" is not a time zone"),
+        (
+            ": guards.max_deactivation_percent:",
+            "150; expected a percentage from 0 to 100",
+        ),
+        (": colour:", "unknown field"),
+        (": mappings.titel:", "unknown field"),
+    ];
+    for (field, message) in expect {
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with(&file) && p.contains(field) && p.contains(message)),
+            "no problem {field} {message} in:\n{}",
+            found.join("\n")
+        );
+    }
+    // The schedule cannot be checked without a time zone; with one, a bad hour is reported.
+    let dir =
+        copy_with(|demo| demo.replace("schedule = \"0 0 * * *\"", "schedule = \"0 25 * * *\""));
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains(": schedule:") && p.contains("\"0 25 * * *\"")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn two_customer_files_with_the_same_cvr_are_refused() {
+    let dir = copy_with(|demo| demo);
+    fs::copy(
+        dir.path().join("customers/demo.toml"),
+        dir.path().join("customers/zz-copy.toml"),
+    )
+    .unwrap();
+    let found = problems(dir.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("zz-copy.toml")
+            && found[0].contains("already configured in")
+            && found[0].contains("demo.toml")
+    );
+}
+
+#[test]
+fn a_malformed_file_names_its_line() {
+    let dir = copy_with(|demo| demo.replace("name = \"Demo Kommune\"", "name = Demo Kommune"));
+    let found = problems(dir.path());
+    assert!(
+        found[0].contains("demo.toml:") && found[0].contains(":8:"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_target_of_an_unknown_kind_or_with_unknown_fields_is_refused() {
+    let dir = copy_with(|demo| demo.replace("kind = \"sqlite\"", "kind = \"ldap\""));
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains(": target:") && p.contains("ldap")),
+        "{found:?}"
+    );
+
+    let dir = copy_with(|demo| {
+        demo.replace(
+            "path = \"data/11111111.sqlite\"",
+            "path = \"x\"\npassword = \"x\"",
+        )
+    });
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains(": target:") && p.contains("password")),
+        "{found:?}"
+    );
+
+    let scim = "[target]\nkind = \"scim\"\nbase_url = \"https://hr.example.com/scim/v2/\"\ntoken_env = \"secret-token-value\"\n";
+    let dir = copy_with(|demo| demo[..demo.find("[target]").unwrap()].to_owned() + scim);
+    let found = problems(dir.path());
+    assert!(
+        found.iter().any(
+            |p| p.contains("target.token_env") && p.contains("NAME of an environment variable")
+        ),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn service_file_problems_are_all_reported() {
+    let dir = copy_with(|demo| demo);
+    let service = fs::read_to_string(dir.path().join("orgsync.toml")).unwrap();
+    let broken = service
+        .replace(
+            "url = \"redis://127.0.0.1:6379\"",
+            "url = \"http://127.0.0.1:6379\"",
+        )
+        .replace("max_calls_per_second = 14", "max_calls_per_second = 0")
+        .replace("level = \"info\"", "level = \"info\"\nlevle = \"debug\"")
+        .replace("[web]", "[web]\nport = 80");
+    fs::write(dir.path().join("orgsync.toml"), broken).unwrap();
+    let found = problems(dir.path());
+    let file = dir.path().join("orgsync.toml").display().to_string();
+    for needle in [
+        "redis.url: scheme \"http\"",
+        "sts.max_calls_per_second: 0; expected 1 to 1000",
+        "log.levle:",
+        "web.port:",
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with(&file) && p.contains(needle)),
+            "no {needle} in:\n{}",
+            found.join("\n")
+        );
+    }
+}
+
+#[test]
+fn a_missing_directory_or_service_file_is_a_clear_problem() {
+    let found = problems(Path::new("/nonexistent/orgsync-config"));
+    assert!(
+        found[0].contains("does not exist") && found[0].contains("--config"),
+        "{found:?}"
+    );
+
+    let dir = copy_with(|demo| demo);
+    fs::remove_file(dir.path().join("orgsync.toml")).unwrap();
+    let found = problems(dir.path());
+    assert!(found[0].contains("orgsync.toml: not found"), "{found:?}");
+}

@@ -1,0 +1,119 @@
+//! `orgsync config check`: validate the configuration and say what it means.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use orgsync_config::{Config, CustomerConfig, TargetConfig};
+
+/// Loads the configuration in `dir` and prints a summary, or every problem (to stderr).
+pub(crate) fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    match orgsync_config::load(dir) {
+        Ok(config) => {
+            print_summary(&config, out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            let mut stderr = std::io::stderr().lock();
+            write!(stderr, "error: {problems}")?;
+            writeln!(
+                stderr,
+                "Nothing was run. Fix the problems above and run `orgsync config check` again."
+            )?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn print_summary(config: &Config, out: &mut impl Write) -> std::io::Result<()> {
+    let service = &config.service;
+    let n = config.customers.len();
+    writeln!(
+        out,
+        "Configuration in {}: orgsync.toml and {n} customer file{}",
+        config.dir.display(),
+        if n == 1 { "" } else { "s" }
+    )?;
+    writeln!(
+        out,
+        "  redis  {} (key prefix {:?})",
+        service.redis.url_for_display(),
+        service.redis.key_prefix
+    )?;
+    writeln!(
+        out,
+        "  sts    {} at {} ({} calls in flight per customer, {} calls/s in all, {} s timeout)",
+        service.sts.environment,
+        service.sts.effective_base_url(),
+        service.sts.max_in_flight_per_customer,
+        service.sts.max_calls_per_second,
+        service.sts.call_timeout_ms / 1000
+    )?;
+    writeln!(out, "  web    {}", service.web.bind)?;
+    for customer in &config.customers {
+        print_customer(customer, out)?;
+    }
+    for warning in &config.warnings {
+        writeln!(out, "warning: {warning}")?;
+    }
+    writeln!(out, "Configuration OK.")
+}
+
+fn print_customer(c: &CustomerConfig, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  customer {} {} ({})",
+        c.cvr,
+        c.name,
+        c.file.display()
+    )?;
+    let next = c.schedule.next_after(chrono::Utc::now()).map_or_else(
+        || "never".to_owned(),
+        |t| {
+            t.with_timezone(&c.schedule.timezone())
+                .format("%Y-%m-%d %H:%M %Z")
+                .to_string()
+        },
+    );
+    let jitter = if c.jitter_seconds > 0 {
+        format!(", plus up to {} s jitter", c.jitter_seconds)
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "    schedule  {:?} in {} ({}); next {next}{jitter}{}",
+        c.schedule.expression(),
+        c.schedule.timezone(),
+        c.schedule.describe(),
+        if c.enabled {
+            ""
+        } else {
+            " (disabled: by hand only)"
+        }
+    )?;
+    let domains: Vec<&str> = c.policy.domains.iter().map(|d| d.as_str()).collect();
+    writeln!(out, "    domains   {}", domains.join(", "))?;
+    let g = c.policy.guards;
+    writeln!(
+        out,
+        "    guards    hold deactivations over {} or over {} %, or when STS drops more than {} %",
+        g.max_deactivations, g.max_deactivation_percent, g.max_source_drop_percent
+    )?;
+    match &c.target {
+        TargetConfig::Sqlite(sqlite) => {
+            writeln!(out, "    target    sqlite {}", sqlite.path.display())
+        }
+        TargetConfig::Scim(scim) => writeln!(
+            out,
+            "    target    scim {} (token from ${}{})",
+            scim.base_url,
+            scim.token_env,
+            if std::env::var_os(&scim.token_env).is_some() {
+                ""
+            } else {
+                ", NOT SET in this environment"
+            }
+        ),
+    }
+}

@@ -5,10 +5,12 @@
 mod config_check;
 mod logging;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret as _;
 
 /// Keeps an HR system's departments and users in step with a municipality's STS Organisation.
 #[derive(Debug, Parser)]
@@ -33,6 +35,10 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The dead-letter queue: jobs whose attempts are spent. List, show, replay, delete.
+    Dlq(orgsync_queue::cli::DlqCommand),
+    /// The job queue: statistics per job type and state, and live workers.
+    Queue(orgsync_queue::cli::QueueCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,10 +51,12 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init_default();
-    let result = match cli.command {
-        Command::Config(ConfigCommand::Check) => {
-            config_check::run(&cli.config, &mut std::io::stdout().lock())
-        }
+    let result = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
     };
     match result {
         Ok(code) => code,
@@ -57,6 +65,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Config(ConfigCommand::Check) => config_check::run(&cli.config, &mut stdout),
+        Command::Dlq(cmd) => {
+            let queue = connect_queue(&cli.config).await?;
+            orgsync_queue::cli::run_dlq(&cmd, &queue, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue(cmd) => {
+            let queue = connect_queue(&cli.config).await?;
+            orgsync_queue::cli::run_queue(&cmd, &queue, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads the configuration (refusing an invalid one with every problem) and connects to the queue.
+fn load_config(dir: &Path) -> anyhow::Result<orgsync_config::Config> {
+    orgsync_config::load(dir)
+        .map_err(|problems| anyhow::anyhow!("{problems}Run `orgsync config check` for details."))
+}
+
+async fn connect_queue(dir: &Path) -> anyhow::Result<orgsync_queue::QueueHandle> {
+    let config = load_config(dir)?;
+    let redis = &config.service.redis;
+    orgsync_queue::QueueHandle::connect(orgsync_queue::QueueConfig::new(
+        redis.url.expose_secret().to_owned(),
+        redis.key_prefix.clone(),
+    ))
+    .await
+    .context("cannot open the job queue")
 }
 
 #[cfg(test)]

@@ -1,0 +1,271 @@
+//! Errors of the queue API (`QueueError`) and of job handlers (`JobError`, with its error class).
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// Boxed error as apalis passes it around.
+pub type BoxDynError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Stable error classes. A class is a short string that support filters dead letters by;
+/// handlers may use their own, these are the ones the queue itself produces or suggests.
+pub mod class {
+    /// Network or connection trouble talking to a remote system (retried).
+    pub const TRANSPORT: &str = "transport";
+    /// The remote system answered with a fault (SOAP fault, HTTP 4xx/5xx with a body).
+    pub const FAULT: &str = "fault";
+    /// The remote system's answer could not be understood.
+    pub const MALFORMED: &str = "malformed";
+    /// The job's payload does not deserialise into the handler's type (never retried).
+    pub const DESERIALIZE: &str = "deserialize";
+    /// The handler panicked (retried).
+    pub const PANIC: &str = "panic";
+    /// Workers holding the job died too often while running it (never retried).
+    pub const ABANDONED: &str = "abandoned";
+    /// The handler returned apalis' `AbortError` (never retried).
+    pub const ABORTED: &str = "aborted";
+    /// The handler returned an error that is not a [`JobError`](crate::JobError) (retried).
+    pub const UNCLASSIFIED: &str = "unclassified";
+}
+
+/// Errors of the queue API itself (connecting, enqueueing, reading, replaying).
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The Redis URL could not be parsed.
+    #[error("invalid Redis URL {url}: {source}")]
+    InvalidUrl {
+        /// The URL with its password masked.
+        url: String,
+        /// What redis-rs said.
+        source: redis::RedisError,
+    },
+    /// Redis did not answer when connecting.
+    #[error("Redis at {url} is unreachable: {source}")]
+    Unreachable {
+        /// The URL with its password masked.
+        url: String,
+        /// What redis-rs said.
+        source: redis::RedisError,
+    },
+    /// A Redis command failed while running.
+    #[error("Redis command failed: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A job type name that is not usable in a key.
+    #[error("invalid job type {0:?}: use 1 to 64 ASCII letters, digits, '_', '-' or '.'")]
+    InvalidJobType(String),
+    /// A payload that does not serialise to JSON.
+    #[error("could not serialise the payload of job type {job_type}: {source}")]
+    Serialize {
+        /// The job type.
+        job_type: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// Redis answered something this crate did not expect.
+    #[error("unexpected reply from Redis: {0}")]
+    Protocol(String),
+    /// No job with that id.
+    #[error("no job with id {0}")]
+    NotFound(String),
+    /// The job exists but is not in the dead-letter queue.
+    #[error("job {id} is not a dead letter (state: {state})")]
+    NotDead {
+        /// The job id.
+        id: String,
+        /// Its current state.
+        state: String,
+    },
+}
+
+impl QueueError {
+    /// Whether trying the same call again later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+            }
+            Self::InvalidUrl { .. }
+            | Self::InvalidJobType(_)
+            | Self::Serialize { .. }
+            | Self::Protocol(_)
+            | Self::NotFound(_)
+            | Self::NotDead { .. } => false,
+        }
+    }
+}
+
+/// The error a job handler returns: an error class, whether another attempt may help,
+/// and the error chain (outermost first), all of which end up in the error log and the
+/// dead-letter queue.
+///
+/// ```
+/// use orgsync_queue::{JobError, class};
+/// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out");
+/// let err = JobError::retriable(class::TRANSPORT, io);
+/// assert!(err.is_retriable());
+/// assert_eq!(err.class(), "transport");
+/// ```
+#[derive(Debug, Clone)]
+pub struct JobError {
+    class: String,
+    retriable: bool,
+    chain: Vec<String>,
+}
+
+impl JobError {
+    /// A failure worth another attempt (timeouts, 5xx, connection resets).
+    pub fn retriable(class: impl Into<String>, error: impl Into<BoxDynError>) -> Self {
+        let error = error.into();
+        Self::from_error(class, true, error.as_ref())
+    }
+
+    /// A failure no further attempt will fix (missing agreement, bad data): the job goes
+    /// to the dead-letter queue at once.
+    pub fn permanent(class: impl Into<String>, error: impl Into<BoxDynError>) -> Self {
+        let error = error.into();
+        Self::from_error(class, false, error.as_ref())
+    }
+
+    /// Builds from any error, walking its `source()` chain.
+    pub fn from_error(
+        class: impl Into<String>,
+        retriable: bool,
+        error: &(dyn StdError + 'static),
+    ) -> Self {
+        Self {
+            class: class.into(),
+            retriable,
+            chain: error_chain(error),
+        }
+    }
+
+    /// Builds from a message alone.
+    pub fn message(class: impl Into<String>, retriable: bool, message: impl Into<String>) -> Self {
+        Self {
+            class: class.into(),
+            retriable,
+            chain: vec![message.into()],
+        }
+    }
+
+    /// The error class (`transport`, `fault`, `malformed`, `deserialize`, ...).
+    pub fn class(&self) -> &str {
+        &self.class
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn is_retriable(&self) -> bool {
+        self.retriable
+    }
+
+    /// The error chain, outermost first.
+    pub fn chain(&self) -> &[String] {
+        &self.chain
+    }
+
+    /// The outermost message.
+    pub fn summary(&self) -> &str {
+        self.chain.first().map(String::as_str).unwrap_or("")
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.class, self.chain.join(": "))
+    }
+}
+
+impl StdError for JobError {}
+
+/// The Display strings of an error and its sources, outermost first.
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> Vec<String> {
+    let mut chain = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if chain.last() != Some(&text) {
+            chain.push(text);
+        }
+        source = e.source();
+    }
+    chain
+}
+
+/// Classifies whatever a handler (or a tower layer around it) returned.
+pub(crate) fn classify(error: &BoxDynError) -> JobError {
+    if let Some(job_error) = error.downcast_ref::<JobError>() {
+        return job_error.clone();
+    }
+    if error
+        .downcast_ref::<apalis::prelude::AbortError>()
+        .is_some()
+    {
+        return JobError::from_error(class::ABORTED, false, error.as_ref());
+    }
+    JobError::from_error(class::UNCLASSIFIED, true, error.as_ref())
+}
+
+/// Masks the password (and a lone username used as a password) in a Redis URL.
+pub fn mask_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => match url.find('@') {
+            Some(at) => {
+                let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+                format!("{}***{}", &url[..scheme_end], &url[at..])
+            }
+            None => url.to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_a_url_hides_the_password_but_keeps_host_and_user() {
+        assert_eq!(
+            mask_url("redis://admin:s3cret@db.example:6380/2"),
+            "redis://admin:***@db.example:6380/2"
+        );
+        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert!(!mask_url("redis://:pw@host").contains("pw"));
+    }
+
+    #[test]
+    fn a_job_error_keeps_the_whole_source_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("calling STS failed")]
+        struct Outer(#[source] std::io::Error);
+        let err = JobError::retriable(
+            class::TRANSPORT,
+            Outer(std::io::Error::other("connection reset")),
+        );
+        assert_eq!(err.chain(), ["calling STS failed", "connection reset"]);
+        assert_eq!(
+            err.to_string(),
+            "transport: calling STS failed: connection reset"
+        );
+    }
+
+    #[test]
+    fn errors_that_are_not_job_errors_are_unclassified_and_retried() {
+        let boxed: BoxDynError = Box::new(std::io::Error::other("boom"));
+        let classified = classify(&boxed);
+        assert_eq!(classified.class(), class::UNCLASSIFIED);
+        assert!(classified.is_retriable());
+        let job: BoxDynError = Box::new(JobError::permanent(class::FAULT, "no agreement"));
+        let classified = classify(&job);
+        assert_eq!(classified.class(), class::FAULT);
+        assert!(!classified.is_retriable());
+    }
+}

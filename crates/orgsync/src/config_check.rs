@@ -6,11 +6,25 @@ use std::process::ExitCode;
 
 use orgsync_config::{Config, CustomerConfig, TargetConfig};
 
-/// Loads the configuration in `dir` and prints a summary, or every problem (to stderr).
-pub(crate) fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// Loads the configuration in `dir` and prints a summary, or every problem (to stderr); then,
+/// unless `offline`, runs every customer's target health check.
+pub(crate) async fn run(
+    dir: &Path,
+    offline: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
     match orgsync_config::load(dir) {
         Ok(config) => {
-            print_summary(&config, out)?;
+            let failed = print_summary(&config, offline, out).await?;
+            if failed > 0 {
+                writeln!(
+                    out,
+                    "The configuration is valid, but {failed} health check{} failed.",
+                    if failed == 1 { "" } else { "s" }
+                )?;
+                return Ok(ExitCode::FAILURE);
+            }
+            writeln!(out, "Configuration OK.")?;
             Ok(ExitCode::SUCCESS)
         }
         Err(problems) => {
@@ -25,7 +39,12 @@ pub(crate) fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> 
     }
 }
 
-fn print_summary(config: &Config, out: &mut impl Write) -> std::io::Result<()> {
+/// Prints the summary; returns how many health checks failed.
+async fn print_summary(
+    config: &Config,
+    offline: bool,
+    out: &mut impl Write,
+) -> std::io::Result<usize> {
     let service = &config.service;
     let n = config.customers.len();
     writeln!(
@@ -50,13 +69,24 @@ fn print_summary(config: &Config, out: &mut impl Write) -> std::io::Result<()> {
         service.sts.call_timeout_ms / 1000
     )?;
     writeln!(out, "  web    {}", service.web.bind)?;
+    let mut failed = 0;
     for customer in &config.customers {
         print_customer(customer, out)?;
+        if offline {
+            continue;
+        }
+        match crate::targets::health(customer).await {
+            Ok(summary) => writeln!(out, "    health    ok: {summary}")?,
+            Err(error) => {
+                failed += 1;
+                writeln!(out, "    health    FAILED: {error:#}")?;
+            }
+        }
     }
     for warning in &config.warnings {
         writeln!(out, "warning: {warning}")?;
     }
-    writeln!(out, "Configuration OK.")
+    Ok(failed)
 }
 
 fn print_customer(c: &CustomerConfig, out: &mut impl Write) -> std::io::Result<()> {

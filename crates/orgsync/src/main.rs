@@ -4,6 +4,7 @@
 
 mod config_check;
 mod logging;
+mod targets;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,9 +44,13 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Validate orgsync.toml and every customer file; report every problem with file, field
-    /// and position. Exits 1 when the configuration is unusable.
-    Check,
+    /// Validate orgsync.toml and every customer file (every problem, with file, field and
+    /// position), then run each customer's target health check. Exits 1 on any problem.
+    Check {
+        /// Only validate the files; skip the health checks.
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,7 +75,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
-        Command::Config(ConfigCommand::Check) => config_check::run(&cli.config, &mut stdout),
+        Command::Config(ConfigCommand::Check { offline }) => {
+            config_check::run(&cli.config, offline, &mut stdout).await
+        }
         Command::Dlq(cmd) => {
             let queue = connect_queue(&cli.config).await?;
             orgsync_queue::cli::run_dlq(&cmd, &queue, &mut stdout).await?;

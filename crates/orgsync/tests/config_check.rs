@@ -187,3 +187,144 @@ fn a_missing_config_directory_says_how_to_name_another() {
         ))
         .stderr(predicate::str::contains("--config DIR"));
 }
+
+/// A copy of the shipped config whose customer writes to a SCIM target at `base_url`.
+fn copy_with_scim_target(base_url: &str) -> tempfile::TempDir {
+    let dir = copy_of_shipped();
+    let demo = dir.path().join("customers/demo.toml");
+    let text = fs::read_to_string(&demo).unwrap();
+    let head = &text[..text.find("[target]").unwrap()];
+    let target = format!(
+        "[target]\nkind = \"scim\"\nbase_url = \"{base_url}\"\ntoken_env = \"ORGSYNC_TEST_SCIM_TOKEN\"\n"
+    );
+    fs::write(&demo, format!("{head}{target}")).unwrap();
+    dir
+}
+
+struct ScimServer(std::process::Child);
+
+impl Drop for ScimServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_scim_server(token: &str) -> (ScimServer, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("scim2-server")
+        .args([
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--tenant",
+            "11111111",
+            "--bearer-token",
+            token,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("scim2-server starts (pip install scim2-server; .ci/run does)");
+    let server = ScimServer(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scim2-server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (server, format!("http://127.0.0.1:{port}/11111111/v2/"))
+}
+
+#[test]
+fn config_check_runs_each_customers_target_health_check() {
+    let (_server, base_url) = start_scim_server("health-token");
+    let dir = copy_with_scim_target(&base_url);
+    orgsync()
+        .args(["config", "check", "--config"])
+        .arg(dir.path())
+        .env("ORGSYNC_TEST_SCIM_TOKEN", "health-token")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("health    ok: SCIM"))
+        .stdout(predicate::str::contains("accepts the token"))
+        .stdout(predicate::str::contains("(0 users for this customer)"));
+
+    // The wrong token: the check fails, says why, and never prints the token.
+    orgsync()
+        .args(["config", "check", "--config"])
+        .arg(dir.path())
+        .env("ORGSYNC_TEST_SCIM_TOKEN", "wrong-token")
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains(
+            "health    FAILED: the target refused the credentials (HTTP 401)",
+        ))
+        .stdout(predicate::str::contains("1 health check failed"))
+        .stdout(predicate::str::contains("wrong-token").not());
+
+    // No token at all: named, and --offline skips the check.
+    orgsync()
+        .args(["config", "check", "--config"])
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains(
+            "ORGSYNC_TEST_SCIM_TOKEN, which is not set",
+        ));
+    orgsync()
+        .args(["config", "check", "--offline", "--config"])
+        .arg(dir.path())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("health").not());
+}
+
+#[test]
+fn config_check_reports_an_unreachable_target_and_an_existing_sqlite_directory() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = copy_with_scim_target(&format!("http://127.0.0.1:{port}/scim/v2/"));
+    orgsync()
+        .args(["config", "check", "--config"])
+        .arg(dir.path())
+        .env("ORGSYNC_TEST_SCIM_TOKEN", "t")
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains(
+            "health    FAILED: the target is unreachable",
+        ));
+
+    let dir = copy_of_shipped();
+    let db = dir.path().join("directory.sqlite");
+    edit(
+        &dir.path().join("customers/demo.toml"),
+        "path = \"data/11111111.sqlite\"",
+        &format!("path = {:?}", db.display().to_string()),
+    );
+    create_empty_file(&db);
+    orgsync()
+        .args(["config", "check", "--config"])
+        .arg(dir.path())
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("health    ok: SQLite")
+                .and(predicate::str::contains("readable and writable")),
+        );
+}
+
+/// An empty file is a valid empty SQLite database; the health check opens and migrates it.
+fn create_empty_file(path: &Path) {
+    fs::write(path, b"").unwrap();
+}

@@ -1,0 +1,124 @@
+//! Writing many items: object-level failures are collected per object and the rest of the batch
+//! is written; the first run-level failure stops the batch and is returned.
+
+use std::collections::HashSet;
+
+use futures::stream::{self, StreamExt};
+use orgsync_model::ids::UnitId;
+use orgsync_model::plan::{DepartmentItem, UserItem};
+use serde::Serialize;
+
+use crate::{Target, TargetError, WriteOutcome};
+
+/// What a batch did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BatchReport {
+    /// Items that changed the target.
+    pub written: u64,
+    /// Items already in place (nothing sent).
+    pub unchanged: u64,
+    /// Items the target rejected, one by one.
+    pub rejected: Vec<Rejection>,
+}
+
+impl BatchReport {
+    fn add(
+        &mut self,
+        outcome: Result<WriteOutcome, TargetError>,
+        external_id: String,
+    ) -> Result<(), TargetError> {
+        match outcome {
+            Ok(WriteOutcome::Written) => self.written += 1,
+            Ok(WriteOutcome::Unchanged) => self.unchanged += 1,
+            Err(e) if e.is_object_level() => self.rejected.push(Rejection::new(external_id, &e)),
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+/// One rejected object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// The object's external id (or user name for a user without one).
+    pub external_id: String,
+    /// HTTP status (or its SQLite equivalent).
+    pub status: Option<u16>,
+    /// The target's `scimType`.
+    pub scim_type: Option<String>,
+    /// The whole message.
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(external_id: String, error: &TargetError) -> Rejection {
+        let (status, scim_type) = match error {
+            TargetError::Rejected {
+                status, scim_type, ..
+            } => (Some(*status), scim_type.clone()),
+            _ => (None, None),
+        };
+        Rejection {
+            external_id,
+            status,
+            scim_type,
+            message: error.to_string(),
+        }
+    }
+}
+
+/// Writes department items. Items whose parent is written in the same batch wait for it; the
+/// others are written `concurrency` at a time. A rejected parent's children are still tried
+/// (the target reports them if it cares).
+pub async fn write_departments(
+    target: &dyn Target,
+    items: &[DepartmentItem],
+    concurrency: usize,
+) -> Result<BatchReport, TargetError> {
+    let mut report = BatchReport::default();
+    let mut pending: Vec<&DepartmentItem> = items.iter().collect();
+    while !pending.is_empty() {
+        let waiting: HashSet<UnitId> = pending.iter().map(|i| i.external_id).collect();
+        let (ready, later): (Vec<&DepartmentItem>, Vec<&DepartmentItem>) =
+            pending.into_iter().partition(|i| {
+                i.fields
+                    .parent
+                    .is_none_or(|p| !waiting.contains(&p) || p == i.external_id)
+            });
+        // A parent cycle inside the batch cannot happen for validated plans; write the rest anyway.
+        let (ready, later) = if ready.is_empty() {
+            (later, Vec::new())
+        } else {
+            (ready, later)
+        };
+        let mut results = stream::iter(ready)
+            .map(|item| async move { (item.external_id, target.write_department(item).await) })
+            .buffer_unordered(concurrency.max(1));
+        while let Some((id, outcome)) = results.next().await {
+            report.add(outcome, id.to_string())?;
+        }
+        pending = later;
+    }
+    Ok(report)
+}
+
+/// Writes user items, `concurrency` at a time.
+pub async fn write_users(
+    target: &dyn Target,
+    items: &[UserItem],
+    concurrency: usize,
+) -> Result<BatchReport, TargetError> {
+    let mut report = BatchReport::default();
+    let mut results = stream::iter(items)
+        .map(|item| async move {
+            let id = item
+                .external_id
+                .map_or_else(|| item.fields.user_name.clone(), |id| id.to_string());
+            (id, target.write_user(item).await)
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some((id, outcome)) = results.next().await {
+        report.add(outcome, id)?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,145 @@
+//! The SQLite adapter: an embedded directory database (departments, users, memberships) in one
+//! file, the demo's default target and a result anyone can query with `sqlite3`.
+//!
+//! The schema lives in `migrations/sqlite/` and is applied on open. One file may hold several
+//! customers (every row carries the CVR); each [`SqliteTarget`] sees only its own.
+
+mod config;
+mod db;
+mod health;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use orgsync_model::ids::{UnitId, UserId};
+use orgsync_model::plan::{DepartmentItem, UserItem};
+use orgsync_model::target::{TargetDepartment, TargetState, TargetUser};
+use rusqlite::Connection;
+
+pub use config::SqliteOptions;
+
+use crate::{Capabilities, Health, Target, TargetError, WriteOutcome};
+
+/// One customer's view of a directory database.
+#[derive(Clone)]
+pub struct SqliteTarget {
+    options: Arc<SqliteOptions>,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTarget")
+            .field("path", &self.options.path)
+            .field("cvr", &self.options.cvr)
+            .finish()
+    }
+}
+
+impl SqliteTarget {
+    /// Opens (creating and migrating) the database.
+    pub async fn open(options: SqliteOptions) -> Result<SqliteTarget, TargetError> {
+        let path = options.path.clone();
+        let conn = tokio::task::spawn_blocking(move || db::open(&path))
+            .await
+            .map_err(|e| TargetError::Storage(e.to_string()))??;
+        Ok(SqliteTarget {
+            options: Arc::new(options),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `work` on the connection on tokio's blocking pool.
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &SqliteOptions) -> Result<T, TargetError> + Send + 'static,
+    ) -> Result<T, TargetError> {
+        let conn = Arc::clone(&self.conn);
+        let options = Arc::clone(&self.options);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| TargetError::Storage("a previous write panicked".to_owned()))?;
+            work(&mut conn, &options)
+        })
+        .await
+        .map_err(|e| TargetError::Storage(e.to_string()))?
+    }
+
+    /// How many rows every write so far changed (SQLite's `total_changes`): what tests count
+    /// to prove that a repeated write writes nothing.
+    pub async fn total_changes(&self) -> Result<u64, TargetError> {
+        self.with_conn(|conn, _| Ok(conn.total_changes())).await
+    }
+}
+
+#[async_trait]
+impl Target for SqliteTarget {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: "sqlite",
+            etags: false,
+            cursor_paging: false,
+            max_in_flight: 1,
+        }
+    }
+
+    async fn health(&self) -> Result<Health, TargetError> {
+        self.with_conn(health::check).await
+    }
+
+    async fn read_state(&self) -> Result<TargetState, TargetError> {
+        self.with_conn(|conn, o| {
+            Ok(TargetState {
+                departments: db::read_departments(conn, o.cvr.as_str()).map_err(db::storage)?,
+                users: db::read_users(conn, o.cvr.as_str()).map_err(db::storage)?,
+            })
+        })
+        .await
+    }
+
+    async fn find_user(
+        &self,
+        external_id: UserId,
+        user_name: &str,
+    ) -> Result<Option<TargetUser>, TargetError> {
+        let user_name = user_name.to_owned();
+        self.with_conn(move |conn, o| {
+            db::find_user(conn, o.cvr.as_str(), external_id, &user_name).map_err(db::storage)
+        })
+        .await
+    }
+
+    async fn find_department(
+        &self,
+        external_id: UnitId,
+    ) -> Result<Option<TargetDepartment>, TargetError> {
+        self.with_conn(move |conn, o| {
+            db::find_department(conn, o.cvr.as_str(), external_id).map_err(db::storage)
+        })
+        .await
+    }
+
+    async fn write_department(&self, item: &DepartmentItem) -> Result<WriteOutcome, TargetError> {
+        let item = item.clone();
+        self.with_conn(move |conn, o| db::write_department(conn, o.cvr.as_str(), &item, o.mappings))
+            .await
+    }
+
+    async fn write_user(&self, item: &UserItem) -> Result<WriteOutcome, TargetError> {
+        let item = item.clone();
+        self.with_conn(move |conn, o| db::write_user(conn, o.cvr.as_str(), &item, o.mappings))
+            .await
+    }
+
+    async fn set_memberships(
+        &self,
+        user: UserId,
+        departments: &BTreeSet<UnitId>,
+    ) -> Result<WriteOutcome, TargetError> {
+        let departments = departments.clone();
+        self.with_conn(move |conn, o| db::set_memberships(conn, o.cvr.as_str(), user, &departments))
+            .await
+    }
+}

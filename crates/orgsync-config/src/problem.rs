@@ -26,28 +26,28 @@ impl Position {
     /// Where the key `dotted`'s last segment is first assigned in `text` (`name = ...`), as a
     /// best effort for problems serde reports without a position.
     pub fn of_key(text: &str, dotted: &str) -> Option<Position> {
-        let key = dotted.rsplit('.').next()?;
+        // `section.key` is looked for under `[section]`; a bare key before any section header.
+        let (section, key) = match dotted.rsplit_once('.') {
+            Some((section, key)) => (section, key),
+            None => ("", dotted),
+        };
+        let mut current = String::new();
         let mut offset = 0;
         for line in text.split_inclusive('\n') {
             let trimmed = line.trim_start();
-            if let Some(rest) = trimmed
-                .strip_prefix(key)
-                .or_else(|| trimmed.strip_prefix(&format!("\"{key}\"")))
-            {
-                if rest.trim_start().starts_with('=') {
-                    return Some(Position::of_offset(
-                        text,
-                        offset + line.len() - trimmed.len(),
-                    ));
+            let here = || Position::of_offset(text, offset + line.len() - trimmed.len());
+            if let Some(header) = trimmed.strip_prefix('[') {
+                current = header.split(']').next().unwrap_or("").trim().to_owned();
+                if current == dotted {
+                    return Some(here());
                 }
-            }
-            if trimmed.starts_with(&format!("[{key}]"))
-                || trimmed.starts_with(&format!("[{dotted}]"))
-            {
-                return Some(Position::of_offset(
-                    text,
-                    offset + line.len() - trimmed.len(),
-                ));
+            } else if current == section {
+                let rest = trimmed
+                    .strip_prefix(key)
+                    .or_else(|| trimmed.strip_prefix(&format!("\"{key}\"")));
+                if rest.is_some_and(|r| r.trim_start().starts_with('=')) {
+                    return Some(here());
+                }
             }
             offset += line.len();
         }
@@ -150,16 +150,13 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_found_where_it_is_assigned() {
-        let text = "[guards]\n  max_x = 1\nmax_deactivations = 2\n";
-        assert_eq!(
-            Position::of_key(text, "guards.max_x"),
-            Some(Position { line: 2, column: 3 })
-        );
-        assert_eq!(
-            Position::of_key(text, "guards"),
-            Some(Position { line: 1, column: 1 })
-        );
+    fn a_key_is_found_in_its_own_section() {
+        let text = "timezone = 1\n[defaults]\ntimezone = 2\n[guards]\n  max_x = 1\n";
+        let at = |line, column| Some(Position { line, column });
+        assert_eq!(Position::of_key(text, "guards.max_x"), at(5, 3));
+        assert_eq!(Position::of_key(text, "guards"), at(4, 1));
+        assert_eq!(Position::of_key(text, "defaults.timezone"), at(3, 1));
+        assert_eq!(Position::of_key(text, "timezone"), at(1, 1));
         assert_eq!(Position::of_key(text, "nothing"), None);
     }
 }

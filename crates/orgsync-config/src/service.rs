@@ -295,12 +295,22 @@ fn push_figment_errors(
             .metadata
             .as_ref()
             .is_some_and(|m| m.name.to_lowercase().contains("environment"));
-        let (file, position) = if from_env {
-            (Path::new("environment").to_owned(), None)
+        if from_env {
+            let variable = format!("{ENV_PREFIX}{}", field.replace('.', "__").to_uppercase());
+            problems.push(Problem::at(
+                Path::new("environment"),
+                &variable,
+                None,
+                error.kind.to_string(),
+            ));
         } else {
-            (path.to_owned(), Position::of_key(text, &field))
-        };
-        problems.push(Problem::at(&file, &field, position, error.kind.to_string()));
+            problems.push(Problem::at(
+                path,
+                &field,
+                Position::of_key(text, &field),
+                error.kind.to_string(),
+            ));
+        }
     }
 }
 

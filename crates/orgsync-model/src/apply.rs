@@ -73,6 +73,7 @@ impl TargetState {
                 user.manager = fields.manager;
                 user.active = true;
             }
+            None if item.action == Action::Deactivate => {} // nothing to deactivate
             None => self.users.push(TargetUser {
                 external_id: item.external_id,
                 user_name: fields.user_name.clone(),

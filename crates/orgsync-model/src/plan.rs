@@ -355,8 +355,9 @@ pub fn plan(
 
     let mut summary = Summary::default();
     let mut departments = plan_departments(&tree, target, policy, managers.as_ref(), &mut summary);
-    let mut users = plan_users(
+    let (mut users, conflicts) = plan_users(
         &eligibility,
+        &snapshot.users,
         &tree,
         target,
         policy,
@@ -373,8 +374,15 @@ pub fn plan(
         Action::Deactivate => 2,
     });
 
+    let mut skipped_users = eligibility.skipped;
+    skipped_users.extend(conflicts);
+    skipped_users.sort_by(|a, b| {
+        a.reason
+            .cmp(&b.reason)
+            .then(a.external_id.cmp(&b.external_id))
+    });
     let mut skipped: BTreeMap<SkipReason, u64> = BTreeMap::new();
-    for s in &eligibility.skipped {
+    for s in &skipped_users {
         *skipped.entry(s.reason).or_default() += 1;
     }
     let mut plan = Plan {
@@ -382,7 +390,7 @@ pub fn plan(
         departments,
         users,
         skipped,
-        skipped_users: eligibility.skipped,
+        skipped_users,
         held: None,
         summary,
         issues: valid.issues().to_vec(),
@@ -756,12 +764,13 @@ fn plan_departments(
 
 fn plan_users(
     eligibility: &Eligibility<'_>,
+    sts_users: &[User],
     tree: &Tree<'_>,
     target: &TargetState,
     policy: &Policy,
     managers: Option<&HashMap<UnitId, UserId>>,
     summary: &mut Summary,
-) -> Vec<UserItem> {
+) -> (Vec<UserItem>, Vec<SkippedUser>) {
     let eligible_ids: HashSet<UserId> = eligibility.eligible.iter().map(|e| e.user.uuid).collect();
     let mut by_ext: HashMap<UserId, usize> = HashMap::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
@@ -771,8 +780,18 @@ fn plan_users(
         }
         by_name.entry(user.user_name.to_lowercase()).or_insert(i);
     }
+    // A target user may be adopted by user name when it was made by hand, or carries the
+    // external id of someone no longer eligible (the account follows the e-mail address).
+    let adoptable = |i: usize| {
+        target.users[i]
+            .external_id
+            .is_none_or(|id| !eligible_ids.contains(&id))
+    };
     let mut claimed: HashSet<usize> = HashSet::new();
-    // Target users of people skipped for data quality are left alone, not deactivated.
+
+    // Target users of people skipped for missing data are left alone, not deactivated: by
+    // external id, and, when only the name is missing, by their (valid) e-mail as user name.
+    let sts_by_id: HashMap<UserId, &User> = sts_users.iter().map(|u| (u.uuid, u)).collect();
     for skipped in eligibility
         .skipped
         .iter()
@@ -780,6 +799,21 @@ fn plan_users(
     {
         if let Some(i) = by_ext.get(&skipped.external_id) {
             claimed.insert(*i);
+            continue;
+        }
+        if matches!(
+            skipped.reason,
+            SkipReason::NoFirstName | SkipReason::NoLastName
+        ) {
+            let email = sts_by_id
+                .get(&skipped.external_id)
+                .and_then(|u| u.email.as_deref())
+                .and_then(|e| Email::parse(e).ok());
+            if let Some(i) = email.and_then(|e| by_name.get(e.as_str()).copied()) {
+                if !claimed.contains(&i) && adoptable(i) {
+                    claimed.insert(i);
+                }
+            }
         }
     }
 
@@ -796,6 +830,56 @@ fn plan_users(
             e.email.as_str().to_owned(),
         )
     });
+
+    // Match: by external id first (for everyone), then by user name.
+    let mut matched: HashMap<UserId, usize> = HashMap::new();
+    for e in &order {
+        if let Some(i) = by_ext.get(&e.user.uuid) {
+            matched.insert(e.user.uuid, *i);
+            claimed.insert(*i);
+        }
+    }
+    for e in &order {
+        if matched.contains_key(&e.user.uuid) {
+            continue;
+        }
+        if let Some(i) = by_name.get(e.email.as_str()).copied() {
+            if !claimed.contains(&i) && adoptable(i) {
+                matched.insert(e.user.uuid, i);
+                claimed.insert(i);
+            }
+        }
+    }
+    // A user name held by another target user (not one being renamed away from it) cannot be
+    // taken: the target would refuse it on every run. Both accounts are left alone and the
+    // person is reported as `duplicate_email`.
+    let renamed_away: HashSet<usize> = order
+        .iter()
+        .filter_map(|e| {
+            let i = *matched.get(&e.user.uuid)?;
+            (!target.users[i]
+                .user_name
+                .eq_ignore_ascii_case(e.email.as_str()))
+            .then_some(i)
+        })
+        .collect();
+    let mut conflicts: HashSet<UserId> = HashSet::new();
+    let mut extra_skips = Vec::new();
+    for e in &order {
+        let own = matched.get(&e.user.uuid).copied();
+        if let Some(holder) = by_name.get(e.email.as_str()).copied() {
+            if Some(holder) != own && !renamed_away.contains(&holder) {
+                conflicts.insert(e.user.uuid);
+                claimed.insert(holder);
+                extra_skips.push(SkippedUser {
+                    external_id: e.user.uuid,
+                    sts_user_name: e.user.user_name.clone(),
+                    reason: SkipReason::DuplicateEmail,
+                });
+            }
+        }
+    }
+    order.retain(|e| !conflicts.contains(&e.user.uuid));
 
     let mut items = Vec::new();
     for e in order {
@@ -826,17 +910,7 @@ fn plan_users(
                 .flatten(),
             manager: managers.and_then(|m| tree.manager_of(e.user.uuid, e.primary.unit_uuid, m)),
         };
-        // By external id; else adopt the target user holding this e-mail as its user name,
-        // unless another eligible STS user owns it (the account follows the e-mail address).
-        let matched = by_ext.get(&e.user.uuid).copied().or_else(|| {
-            by_name.get(e.email.as_str()).copied().filter(|i| {
-                !claimed.contains(i)
-                    && target.users[*i]
-                        .external_id
-                        .is_none_or(|id| !eligible_ids.contains(&id))
-            })
-        });
-        let Some(index) = matched else {
+        let Some(index) = matched.get(&e.user.uuid).copied() else {
             items.push(UserItem {
                 action: Action::Create,
                 external_id: Some(e.user.uuid),
@@ -852,7 +926,6 @@ fn plan_users(
             });
             continue;
         };
-        claimed.insert(index);
         let current = &target.users[index];
         let changes = user_changes(current, e.user.uuid, &fields, policy);
         let action = if !current.active {
@@ -902,7 +975,7 @@ fn plan_users(
     }
     gone.sort_by(|a, b| a.fields.user_name.cmp(&b.fields.user_name));
     items.extend(gone);
-    items
+    (items, extra_skips)
 }
 
 /// Whether a target user is in the customer's domains (by e-mail, else by user name).

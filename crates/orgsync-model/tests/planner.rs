@@ -722,3 +722,80 @@ fn the_text_plan_names_every_change_for_a_person() {
         "{text}"
     );
 }
+
+#[test]
+fn the_hand_made_account_of_a_user_skipped_for_a_missing_name_is_left_alone() {
+    let policy = policy();
+    let mut target = synced(
+        &snapshot(
+            small_tree(),
+            vec![user(1, "Anna Berg", "anna@kommune.dk", &[2])],
+        ),
+        &policy,
+    );
+    target
+        .users
+        .push(target_user(None, "madonna@kommune.dk", "", "Madonna", &[]));
+    let snap = snapshot(
+        small_tree(),
+        vec![
+            user(1, "Anna Berg", "anna@kommune.dk", &[2]),
+            user(2, "Madonna", "madonna@kommune.dk", &[2]),
+        ],
+    );
+    check(&make_plan(&snap, &target, &policy), "skip p2 no_first_name");
+}
+
+#[test]
+fn a_rename_onto_a_user_name_another_account_holds_is_skipped_and_both_are_left_alone() {
+    let policy = policy();
+    let mut target = synced(
+        &snapshot(
+            small_tree(),
+            vec![user(1, "Anna Berg", "anna@kommune.dk", &[2])],
+        ),
+        &policy,
+    );
+    target.users.push(target_user(
+        None,
+        "anna.berg@kommune.dk",
+        "Anna",
+        "Berg",
+        &[],
+    ));
+    let renamed = snapshot(
+        small_tree(),
+        vec![user(1, "Anna Berg", "anna.berg@kommune.dk", &[2])],
+    );
+    let plan = make_plan(&renamed, &target, &policy);
+    check(&plan, "skip p1 duplicate_email");
+    assert_eq!(
+        plan.skipped[&orgsync_model::plan::SkipReason::DuplicateEmail],
+        1
+    );
+}
+
+#[test]
+fn a_user_name_freed_by_a_rename_can_be_taken_in_the_same_run() {
+    let policy = policy();
+    let target = synced(
+        &snapshot(
+            small_tree(),
+            vec![user(1, "Anna Berg", "x@kommune.dk", &[2])],
+        ),
+        &policy,
+    );
+    // Anna moves to y@; a new colleague gets x@.
+    let snap = snapshot(
+        small_tree(),
+        vec![
+            user(1, "Anna Berg", "y@kommune.dk", &[2]),
+            user(2, "Bo Ek", "x@kommune.dk", &[2]),
+        ],
+    );
+    check(
+        &make_plan(&snap, &target, &policy),
+        "user update p1 [email, user_name]
+         user create p2 x@kommune.dk first=\"Bo\" last=\"Ek\" in=u2",
+    );
+}

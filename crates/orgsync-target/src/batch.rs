@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use futures::stream::{self, StreamExt};
 use orgsync_model::ids::UnitId;
-use orgsync_model::plan::{DepartmentItem, UserItem};
+use orgsync_model::plan::{Action, DepartmentItem, UserItem};
 use serde::Serialize;
 
 use crate::{Target, TargetError, WriteOutcome};
@@ -76,7 +76,10 @@ pub async fn write_departments(
     concurrency: usize,
 ) -> Result<BatchReport, TargetError> {
     let mut report = BatchReport::default();
-    let mut pending: Vec<&DepartmentItem> = items.iter().collect();
+    // Creates, updates and reactivations: a child waits for its parent in the same batch.
+    // Deactivations afterwards, one by one in plan order (deepest first).
+    let (deactivations, mut pending): (Vec<&DepartmentItem>, Vec<&DepartmentItem>) =
+        items.iter().partition(|i| i.action == Action::Deactivate);
     while !pending.is_empty() {
         let waiting: HashSet<UnitId> = pending.iter().map(|i| i.external_id).collect();
         let (ready, later): (Vec<&DepartmentItem>, Vec<&DepartmentItem>) =
@@ -99,26 +102,41 @@ pub async fn write_departments(
         }
         pending = later;
     }
+    for item in deactivations {
+        report.add(
+            target.write_department(item).await,
+            item.external_id.to_string(),
+        )?;
+    }
     Ok(report)
 }
 
-/// Writes user items, `concurrency` at a time.
+/// Writes user items, `concurrency` at a time, in three phases that each finish before the
+/// next starts: updates and reactivations (a rename frees its old user name), creates (which
+/// may take it), deactivations.
 pub async fn write_users(
     target: &dyn Target,
     items: &[UserItem],
     concurrency: usize,
 ) -> Result<BatchReport, TargetError> {
     let mut report = BatchReport::default();
-    let mut results = stream::iter(items)
-        .map(|item| async move {
-            let id = item
-                .external_id
-                .map_or_else(|| item.fields.user_name.clone(), |id| id.to_string());
-            (id, target.write_user(item).await)
-        })
-        .buffer_unordered(concurrency.max(1));
-    while let Some((id, outcome)) = results.next().await {
-        report.add(outcome, id)?;
+    let phase = |item: &UserItem| match item.action {
+        Action::Update | Action::Reactivate => 0,
+        Action::Create => 1,
+        Action::Deactivate => 2,
+    };
+    for current in 0..3 {
+        let mut results = stream::iter(items.iter().filter(|i| phase(i) == current))
+            .map(|item| async move {
+                let id = item
+                    .external_id
+                    .map_or_else(|| item.fields.user_name.clone(), |id| id.to_string());
+                (id, target.write_user(item).await)
+            })
+            .buffer_unordered(concurrency.max(1));
+        while let Some((id, outcome)) = results.next().await {
+            report.add(outcome, id)?;
+        }
     }
     Ok(report)
 }

@@ -538,3 +538,22 @@ async fn health_checks_exercise_the_real_operations() {
     assert!(!error.is_retriable());
     assert!(!error.to_string().contains("not-the-token"), "{error}");
 }
+
+#[tokio::test]
+async fn a_rename_and_a_create_taking_the_freed_user_name_succeed_in_one_batch() {
+    let policy = policy(Mappings::default());
+    for h in both(Mappings::default()).await {
+        let h = h.as_ref();
+        let before = vec![user(1, "Dorte Direktør", "x@kommune.dk", &[1])];
+        sync(h, &snapshot(tree(), before), &policy).await;
+        let after = vec![
+            user(1, "Dorte Direktør", "y@kommune.dk", &[1]),
+            user(2, "Anne Marie Hansen", "x@kommune.dk", &[2]),
+        ];
+        let snap = snapshot(tree(), after);
+        let (_, _, _, report) = sync(h, &snap, &policy).await;
+        assert!(report.rejected.is_empty(), "{}: {report:?}", h.name());
+        assert_eq!(report.written, 2, "{}", h.name());
+        assert_nothing_left_to_do(h, &snap, &policy).await;
+    }
+}

@@ -328,3 +328,16 @@ fn config_check_reports_an_unreachable_target_and_an_existing_sqlite_directory()
 fn create_empty_file(path: &Path) {
     fs::write(path, b"").unwrap();
 }
+
+#[test]
+fn a_malformed_environment_override_is_named_by_its_variable() {
+    orgsync()
+        .args(["config", "check", "--offline", "--config"])
+        .arg(shipped())
+        .env("ORGSYNC__STS__CALL_TIMEOUT_MS", "soon")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "environment: ORGSYNC__STS__CALL_TIMEOUT_MS:",
+        ));
+}

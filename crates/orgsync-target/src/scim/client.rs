@@ -18,7 +18,6 @@ const SCIM_JSON: &str = "application/scim+json";
 /// A SCIM answer.
 #[derive(Debug)]
 pub(crate) struct Reply {
-    pub(crate) status: StatusCode,
     pub(crate) body: Option<Value>,
 }
 
@@ -56,8 +55,7 @@ impl Client {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Sends one request; `object` names what it is about in errors. 2xx answers are `Ok`, 404
-    /// too (the caller decides what absence means); every other status is an error.
+    /// Sends one request; `object` names what it is about in errors. 2xx answers are `Ok`; every other status is an error (404 included: see `endpoint_missing`).
     pub(crate) async fn send(
         &self,
         method: Method,
@@ -113,8 +111,8 @@ impl Client {
                     ))
                 })?)
             };
-            if status.is_success() || status == StatusCode::NOT_FOUND {
-                return Ok(Reply { status, body });
+            if status.is_success() {
+                return Ok(Reply { body });
             }
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let wait = retry_after.unwrap_or(Duration::from_secs(1));
@@ -168,7 +166,8 @@ impl Client {
             }
             let reply = self
                 .send(Method::GET, endpoint, &query, None, None, endpoint)
-                .await?;
+                .await
+                .map_err(|e| endpoint_missing(e, endpoint))?;
             let body = reply.body.unwrap_or(Value::Null);
             let resources = body
                 .get("Resources")
@@ -229,5 +228,16 @@ fn status_error(status: StatusCode, body: Option<&Value>, object: &str) -> Targe
             scim_type,
             detail,
         },
+    }
+}
+
+/// A 404 on a list or search is not one missing object but a wrong base URL (another tenant,
+/// a missing `/v2`): a run-level configuration error.
+pub(crate) fn endpoint_missing(error: TargetError, endpoint: &str) -> TargetError {
+    match error {
+        TargetError::Rejected { status: 404, .. } => TargetError::Config(format!(
+            "the SCIM endpoint {endpoint} does not exist at the configured base URL (HTTP 404); check target.base_url"
+        )),
+        other => other,
     }
 }

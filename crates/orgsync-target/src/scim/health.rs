@@ -20,7 +20,8 @@ pub(super) async fn check(target: &ScimTarget) -> Result<Health, TargetError> {
             None,
             "Users",
         )
-        .await?;
+        .await
+        .map_err(|e| super::client::endpoint_missing(e, "Users"))?;
     let users = reply
         .body
         .as_ref()

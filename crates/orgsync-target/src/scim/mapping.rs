@@ -16,7 +16,10 @@ use scim_v2::models::user::{Email, Name, PhoneNumber, User};
 use scim_v2::schema_urns;
 use serde_json::{Map, Value, json};
 
-/// The orgsync extension on Users: `currency`, `mustChangePassword`, `primaryDepartment`.
+/// The value of the User extension's `source`: the marker of users orgsync created or adopted.
+pub(crate) const SOURCE: &str = "orgsync";
+
+/// The orgsync extension on Users: `source`, `currency`, `mustChangePassword`, `primaryDepartment`.
 pub const USER_EXTENSION: &str = "urn:ietf:params:scim:schemas:extension:orgsync:2.0:User";
 /// The orgsync extension on Groups that are departments: `parent`, `customId`, `active`, `manager`.
 pub const ORG_UNIT_EXTENSION: &str = "urn:ietf:params:scim:schemas:extension:orgsync:2.0:OrgUnit";
@@ -115,6 +118,7 @@ pub(crate) fn new_user(
     user.schemas.push(USER_EXTENSION.to_owned());
     let mut value = serde_json::to_value(&user).unwrap_or(Value::Null);
     let mut extension = Map::new();
+    extension.insert("source".into(), json!(SOURCE));
     if let Some(department) = fields.primary_department {
         extension.insert("primaryDepartment".into(), json!(department.to_string()));
     }
@@ -130,6 +134,7 @@ pub(crate) fn new_user(
 
 /// A PATCH that writes the named changed user fields (names as [`crate::user_changes`] gives them).
 pub(crate) fn user_patch(
+    current: &Value,
     changed: &[&str],
     external_id: Option<UserId>,
     fields: &UserFields,
@@ -145,20 +150,28 @@ pub(crate) fn user_patch(
             "external_id" => {
                 if let Some(id) = external_id {
                     replace.insert("externalId".into(), json!(id.to_string()));
+                    // Adopted: from now on the user carries orgsync's marker.
+                    replace.insert(
+                        USER_EXTENSION.into(),
+                        json!({"source": SOURCE, "primaryDepartment": fields.primary_department.map(|d| d.to_string())}),
+                    );
                 }
             }
             "user_name" => {
                 replace.insert("userName".into(), json!(fields.user_name));
             }
-            "email" => match &fields.email {
-                Some(email) => {
-                    replace.insert(
-                        "emails".into(),
-                        serde_json::to_value(emails(email)).unwrap_or(Value::Null),
-                    );
+            "email" => {
+                // Replace only orgsync's work address; other addresses stay (not primary).
+                let mut list = others(current, "emails", fields.email.as_deref());
+                if let Some(email) = &fields.email {
+                    list.push(serde_json::to_value(&emails(email)[0]).unwrap_or(Value::Null));
                 }
-                None => removes.push("emails"),
-            },
+                if list.is_empty() {
+                    removes.push("emails");
+                } else {
+                    replace.insert("emails".into(), Value::Array(list));
+                }
+            }
             "first_name" | "last_name" => {
                 replace.insert(
                     "name".into(),
@@ -180,15 +193,18 @@ pub(crate) fn user_patch(
                 }
                 None => removes.push("title"),
             },
-            "phone" => match &fields.phone {
-                Some(phone) => {
-                    replace.insert(
-                        "phoneNumbers".into(),
-                        serde_json::to_value(phones(phone)).unwrap_or(Value::Null),
-                    );
+            "phone" => {
+                // Replace only the work number; mobile and other numbers stay.
+                let mut list = others(current, "phoneNumbers", None);
+                if let Some(phone) = &fields.phone {
+                    list.push(serde_json::to_value(&phones(phone)[0]).unwrap_or(Value::Null));
                 }
-                None => removes.push("phoneNumbers"),
-            },
+                if list.is_empty() {
+                    removes.push("phoneNumbers");
+                } else {
+                    replace.insert("phoneNumbers".into(), Value::Array(list));
+                }
+            }
             "manager" => match manager_scim_id {
                 Some(id) => {
                     replace.insert(
@@ -203,6 +219,30 @@ pub(crate) fn user_patch(
         }
     }
     patch(replace, &removes)
+}
+
+/// The entries of a multi-valued attribute that orgsync does not own: everything but the
+/// `work` entries (and an entry equal to `keep_out`), with `primary` cleared.
+fn others(current: &Value, attribute: &str, keep_out: Option<&str>) -> Vec<Value> {
+    current
+        .get(attribute)
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter(|e| e.get("type").and_then(Value::as_str) != Some("work"))
+                .filter(|e| {
+                    keep_out.is_none() || e.get("value").and_then(Value::as_str) != keep_out
+                })
+                .map(|e| {
+                    let mut e = e.clone();
+                    if let Some(object) = e.as_object_mut() {
+                        object.remove("primary");
+                    }
+                    e
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A PATCH that sets `active` to false.
@@ -332,13 +372,17 @@ fn string_at(value: &Value, pointer: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Whether a resource carries another source's `externalId` (present, but not a UUID): such
-/// a user is never adopted, updated or deactivated by orgsync.
+/// Whether a User belongs to another source: it has an `externalId` but not orgsync's marker
+/// (the User extension's `source`). Entra and Okta put GUIDs in `externalId` too, so the id's
+/// shape proves nothing. Such a user is never adopted, updated or deactivated by orgsync.
 pub(crate) fn is_foreign(resource: &Value) -> bool {
-    resource
-        .get("externalId")
+    let has_external_id = resource.get("externalId").and_then(Value::as_str).is_some();
+    let ours = resource
+        .get(USER_EXTENSION)
+        .and_then(|e| e.get("source"))
         .and_then(Value::as_str)
-        .is_some_and(|id| uuid::Uuid::parse_str(id).is_err())
+        == Some(SOURCE);
+    has_external_id && !ours
 }
 
 /// The SCIM `id` of a resource.
@@ -370,13 +414,13 @@ pub(crate) fn target_user(
             .or_else(|| list.first())
             .and_then(|e| e.get("value").and_then(Value::as_str).map(str::to_owned))
     });
+    // Only the work number is orgsync's to compare and write.
     let phone = resource
         .get("phoneNumbers")
         .and_then(Value::as_array)
         .and_then(|list| {
             list.iter()
                 .find(|p| p.get("type").and_then(Value::as_str) == Some("work"))
-                .or_else(|| list.first())
                 .and_then(|p| p.get("value").and_then(Value::as_str).map(str::to_owned))
         });
     Some(TargetUser {
@@ -417,7 +461,9 @@ pub(crate) fn target_department(resource: &Value) -> TargetDepartment {
     let extension = resource.get(ORG_UNIT_EXTENSION);
     let ext_string = |key: &str| extension.and_then(|e| e.get(key)).and_then(Value::as_str);
     TargetDepartment {
-        external_id: uuid_at(resource, "/externalId").map(UnitId),
+        // A Group is a department orgsync manages only with the OrgUnit extension; any other
+        // Group (made by hand or by another system, whatever its externalId) is never touched.
+        external_id: extension.and(uuid_at(resource, "/externalId")).map(UnitId),
         title: string_at(resource, "/displayName").unwrap_or_default(),
         custom_id: ext_string("customId").map(str::to_owned),
         parent: ext_string("parent")

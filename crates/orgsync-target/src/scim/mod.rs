@@ -19,7 +19,7 @@ use orgsync_model::ids::{UnitId, UserId};
 use orgsync_model::plan::{Action, DepartmentItem, UserItem};
 use orgsync_model::target::{TargetDepartment, TargetState, TargetUser};
 use rand::Rng as _;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
@@ -85,7 +85,8 @@ impl ScimTarget {
                         None,
                         "ServiceProviderConfig",
                     )
-                    .await?;
+                    .await
+                    .map_err(|e| client::endpoint_missing(e, "ServiceProviderConfig"))?;
                 let config = reply.body.unwrap_or(Value::Null);
                 let flag = |pointer: &str| {
                     config
@@ -116,7 +117,8 @@ impl ScimTarget {
         let reply = self
             .client
             .send(Method::GET, endpoint, &query, None, None, endpoint)
-            .await?;
+            .await
+            .map_err(|e| client::endpoint_missing(e, endpoint))?;
         Ok(reply.body.and_then(|b| {
             b.get("Resources")
                 .and_then(Value::as_array)
@@ -244,7 +246,7 @@ impl ScimTarget {
 
     /// The external id of the user with this SCIM id (for the manager reference).
     async fn external_id_of(&self, user_scim_id: &str) -> Result<Option<UserId>, TargetError> {
-        let reply = self
+        let reply = match self
             .client
             .send(
                 Method::GET,
@@ -254,10 +256,11 @@ impl ScimTarget {
                 None,
                 "manager",
             )
-            .await?;
-        if reply.status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
+            .await
+        {
+            Err(TargetError::Rejected { status: 404, .. }) => return Ok(None),
+            other => other?,
+        };
         Ok(reply
             .body
             .as_ref()
@@ -453,9 +456,22 @@ impl ScimTarget {
                     return Ok(WriteOutcome::Written);
                 }
                 let manager = self.manager_reference(item).await?;
-                if let Some(body) =
-                    mapping::user_patch(&changed, item.external_id, f, manager.as_deref())
-                {
+                let mut changed = changed;
+                if f.manager.is_some() && manager.is_none() {
+                    // The manager is not in the target (yet): leave the reference as it is
+                    // rather than removing it; a later run sets it once the manager exists.
+                    changed.retain(|c| *c != "manager");
+                    if changed.is_empty() {
+                        return Ok(WriteOutcome::Unchanged);
+                    }
+                }
+                if let Some(body) = mapping::user_patch(
+                    &resource,
+                    &changed,
+                    item.external_id,
+                    f,
+                    manager.as_deref(),
+                ) {
                     self.client
                         .send(
                             Method::PATCH,

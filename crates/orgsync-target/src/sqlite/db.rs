@@ -99,7 +99,11 @@ const DEPARTMENT_COLUMNS: &str = "external_id, title, custom_id, parent, manager
 
 fn department_row(row: &Row<'_>) -> rusqlite::Result<TargetDepartment> {
     Ok(TargetDepartment {
-        external_id: uuid_column(row, 0, UnitId)?,
+        // Another source's external id (not a UUID): a department orgsync never touches.
+        external_id: row
+            .get::<_, Option<String>>(0)?
+            .and_then(|id| uuid::Uuid::parse_str(&id).ok())
+            .map(UnitId),
         title: row.get(1)?,
         custom_id: row.get(2)?,
         parent: uuid_column(row, 3, UnitId)?,

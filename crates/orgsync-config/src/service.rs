@@ -291,26 +291,29 @@ fn push_figment_errors(
 ) {
     for error in errors {
         let field = error.path.join(".");
-        let from_env = error
-            .metadata
-            .as_ref()
-            .is_some_and(|m| m.name.to_lowercase().contains("environment"));
-        if from_env {
-            let variable = format!("{ENV_PREFIX}{}", field.replace('.', "__").to_uppercase());
-            problems.push(Problem::at(
-                Path::new("environment"),
-                &variable,
-                None,
-                error.kind.to_string(),
-            ));
-        } else {
-            problems.push(Problem::at(
-                path,
-                &field,
-                Position::of_key(text, &field),
-                error.kind.to_string(),
-            ));
-        }
+        let from_env = error.metadata.as_ref().is_some_and(is_environment);
+        problems.push(located(
+            path,
+            text,
+            &field,
+            from_env,
+            error.kind.to_string(),
+        ));
+    }
+}
+
+fn is_environment(metadata: &figment::Metadata) -> bool {
+    metadata.name.to_lowercase().contains("environment")
+}
+
+/// A problem with `field`, named by the layer its value came from: the file (with a
+/// position), or the `ORGSYNC__` variable.
+fn located(path: &Path, text: &str, field: &str, from_env: bool, message: String) -> Problem {
+    if from_env {
+        let variable = format!("{ENV_PREFIX}{}", field.replace('.', "__").to_uppercase());
+        Problem::at(Path::new("environment"), &variable, None, message)
+    } else {
+        Problem::at(path, field, Position::of_key(text, field), message)
     }
 }
 
@@ -322,26 +325,8 @@ fn check(
     problems: &mut Vec<Problem>,
 ) {
     let mut problem = |field: &str, message: String| {
-        // Name the layer the value came from: the file, or the environment variable.
-        let from_env = figment
-            .find_metadata(field)
-            .is_some_and(|m| m.name.to_lowercase().contains("environment"));
-        if from_env {
-            let variable = format!("{ENV_PREFIX}{}", field.replace('.', "__").to_uppercase());
-            problems.push(Problem::at(
-                Path::new("environment"),
-                &variable,
-                None,
-                message,
-            ));
-        } else {
-            problems.push(Problem::at(
-                path,
-                field,
-                Position::of_key(text, field),
-                message,
-            ));
-        }
+        let from_env = figment.find_metadata(field).is_some_and(is_environment);
+        problems.push(located(path, text, field, from_env, message));
     };
     match Url::parse(service.redis.url.expose_secret()) {
         Ok(url) if matches!(url.scheme(), "redis" | "rediss") => {}

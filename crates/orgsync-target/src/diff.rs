@@ -93,3 +93,11 @@ pub fn may_adopt(found_external_id: Option<UserId>, item: &UserItem) -> bool {
             .is_some_and(|(old, _)| old.as_str() == Some(found.to_string().as_str())),
     }
 }
+
+/// How errors name a user item: `user anne@kommune.dk (5b2b…)`.
+pub fn user_label(item: &UserItem) -> String {
+    match item.external_id {
+        Some(id) => format!("user {} ({id})", item.fields.user_name),
+        None => format!("user {}", item.fields.user_name),
+    }
+}

@@ -20,7 +20,7 @@ use orgsync_model::ids::{UnitId, UserId};
 use orgsync_model::plan::{DepartmentItem, UserItem};
 use orgsync_model::target::{TargetDepartment, TargetState, TargetUser};
 
-pub use diff::{department_differs, may_adopt, user_changes};
+pub use diff::{department_differs, may_adopt, user_changes, user_label};
 pub use error::TargetError;
 
 /// What a write did.

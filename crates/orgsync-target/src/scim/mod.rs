@@ -28,7 +28,7 @@ pub use mapping::{ORG_UNIT_EXTENSION, USER_EXTENSION};
 
 use crate::{
     Capabilities, Health, Target, TargetError, WriteOutcome, department_differs, may_adopt,
-    user_changes,
+    user_changes, user_label,
 };
 use client::Client;
 
@@ -379,13 +379,7 @@ impl ScimTarget {
 
     async fn write_user_once(&self, item: &UserItem) -> Result<WriteOutcome, TargetError> {
         let f = &item.fields;
-        let object = format!(
-            "user {}{}",
-            f.user_name,
-            item.external_id
-                .map(|id| format!(" ({id})"))
-                .unwrap_or_default()
-        );
+        let object = user_label(item);
         let mappings = self.client.options().mappings;
         if f.user_name.trim().is_empty() {
             // RFC 7643 makes userName required; some servers accept "" anyway. Refuse it here,

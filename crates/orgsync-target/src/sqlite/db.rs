@@ -11,7 +11,7 @@ use orgsync_model::target::{TargetDepartment, TargetUser};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use rusqlite_migration::{M, Migrations};
 
-use crate::{TargetError, WriteOutcome, department_differs, may_adopt, user_changes};
+use crate::{TargetError, WriteOutcome, department_differs, may_adopt, user_changes, user_label};
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_directory.sql")];
 
@@ -307,13 +307,7 @@ pub(crate) fn write_user(
     mappings: Mappings,
 ) -> Result<WriteOutcome, TargetError> {
     let f = &item.fields;
-    let object = format!(
-        "user {}{}",
-        f.user_name,
-        item.external_id
-            .map(|id| format!(" ({id})"))
-            .unwrap_or_default()
-    );
+    let object = user_label(item);
     let (by_external, by_name) =
         find_user_row(conn, cvr, item.external_id, &f.user_name).map_err(storage)?;
     let current = by_external.or_else(|| by_name.filter(|(_, u)| may_adopt(u.external_id, item)));

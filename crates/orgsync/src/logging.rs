@@ -4,9 +4,10 @@ use std::io::Write as _;
 
 use tracing_subscriber::EnvFilter;
 
-/// Logging before the configuration is known: `RUST_LOG`, else warnings only, to stderr.
-pub(crate) fn init_default() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+/// Logging to stderr: `RUST_LOG` when set, else `default` (`warn` for one-shot commands, `info`
+/// for long-running roles, which say where they listen and what they do).
+pub(crate) fn init(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -4,6 +4,7 @@
 
 mod config_check;
 mod logging;
+mod sts;
 mod targets;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,12 @@ enum Command {
     Dlq(orgsync_queue::cli::DlqCommand),
     /// The job queue: statistics per job type and state, and live workers.
     Queue(orgsync_queue::cli::QueueCommand),
+    /// Run the STS Organisation 6 simulator: synthetic or fixture municipalities over the real
+    /// SOAP protocol, with latency and fault injection. Stops on Ctrl-C or SIGTERM.
+    Sim(orgsync_sts_sim::cli::SimArgs),
+    /// Read from STS Organisation through the configured `[sts]`.
+    #[command(subcommand)]
+    Sts(orgsync_sts::cli::StsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,7 +62,10 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init_default();
+    logging::init(match cli.command {
+        Command::Sim(_) => "info",
+        _ => "warn",
+    });
     let result = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,6 +96,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queue(cmd) => {
             let queue = connect_queue(&cli.config).await?;
             orgsync_queue::cli::run_queue(&cmd, &queue, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sim(args) => {
+            let shutdown = async {
+                let _ = orgsync_queue::shutdown_signal().await;
+            };
+            orgsync_sts_sim::cli::run(args, shutdown)
+                .await
+                .context("the STS simulator stopped")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sts(cmd) => {
+            let config = load_config(&cli.config)?;
+            let options = sts::client_options(&config, &cmd)?;
+            orgsync_sts::cli::run(&cmd, &options, &mut stdout)
+                .await
+                .context("reading STS Organisation")?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,111 @@
+//! `orgsync sim`: clap arguments and the run function, for the binary to plug in.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chrono::Utc;
+use clap::Args;
+use orgsync_model::ids::Cvr;
+
+use crate::generate::{Size, generate};
+use crate::server::{FaultOptions, LatencyModel, SimOptions, Simulator};
+use crate::{SimError, load_fixture};
+
+/// Run the STS Organisation simulator.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub bind: SocketAddr,
+    /// Size of the synthetic municipality (ignored for municipalities given by --fixture).
+    #[arg(long, value_enum, default_value_t = Size::S)]
+    pub size: Size,
+    /// Seed of the synthetic data and of the latency/fault dice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// CVR numbers of synthetic municipalities (repeatable; default 11111111, KOMBIT's Korsbæk).
+    #[arg(long = "cvr", value_parser = parse_cvr)]
+    pub cvrs: Vec<Cvr>,
+    /// Snapshot JSON fixtures to serve (repeatable); each brings its own CVR.
+    #[arg(long = "fixture")]
+    pub fixtures: Vec<PathBuf>,
+    /// Fixed latency per call in ms; without it the SIZES.md §5 model applies (150-400 ms, 1-5 s per 500-row page).
+    #[arg(long)]
+    pub latency_ms: Option<u64>,
+    /// Probability (0-1) that a call fails with HTTP 503 or a SOAP fault.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Refuse calls above this many per second with HTTP 429.
+    #[arg(long)]
+    pub rate_limit: Option<f64>,
+}
+
+fn parse_cvr(text: &str) -> Result<Cvr, String> {
+    Cvr::parse(text).map_err(|e| e.to_string())
+}
+
+/// The simulator's options from the arguments.
+pub fn options(args: &SimArgs) -> Result<SimOptions, SimError> {
+    if !(0.0..=1.0).contains(&args.fault_rate) {
+        return Err(SimError::Usage(format!(
+            "--fault-rate must be between 0 and 1, got {}",
+            args.fault_rate
+        )));
+    }
+    Ok(SimOptions {
+        latency: args
+            .latency_ms
+            .map_or_else(LatencyModel::sizes, LatencyModel::fixed),
+        faults: FaultOptions {
+            fault_rate: args.fault_rate,
+            status_error_rate: 0.0,
+            rate_limit_per_second: args.rate_limit,
+        },
+        seed: args.seed,
+        ..SimOptions::default()
+    })
+}
+
+/// Starts the simulator, then serves until `shutdown` completes.
+pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> Result<(), SimError> {
+    let options = options(&args)?;
+    let today = Utc::now().date_naive();
+    let mut municipalities = Vec::new();
+    for path in &args.fixtures {
+        municipalities.push(load_fixture(path)?);
+    }
+    let mut cvrs = args.cvrs.clone();
+    if cvrs.is_empty() && municipalities.is_empty() {
+        cvrs.push(Cvr::parse("11111111").map_err(|e| SimError::Usage(e.to_string()))?);
+    }
+    for (i, cvr) in cvrs.iter().enumerate() {
+        municipalities.push(generate(
+            cvr,
+            args.size,
+            args.seed.wrapping_add(i as u64),
+            today,
+        ));
+    }
+    let summary: Vec<String> = municipalities
+        .iter()
+        .map(|m| {
+            format!(
+                "{} ({} units, {} users)",
+                m.cvr,
+                m.units.len(),
+                m.users.len()
+            )
+        })
+        .collect();
+    let simulator = Simulator::start_on(args.bind, municipalities, options).await?;
+    tracing::info!(
+        address = %simulator.address(),
+        base_url = %simulator.base_url(),
+        municipalities = %summary.join(", "),
+        "STS simulator listening"
+    );
+    shutdown.await;
+    simulator.shutdown().await;
+    Ok(())
+}

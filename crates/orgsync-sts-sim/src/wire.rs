@@ -1,0 +1,95 @@
+//! Wire names the simulator speaks (PROTOCOL.md §2, §9), written down independently of the client so that the XSD tests check both.
+
+use uuid::Uuid;
+
+pub(crate) const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
+pub(crate) const SAGDOK_NS: &str = "urn:oio:sagdok:3.0.0";
+pub(crate) const ORGFAELLES_NS: &str = "http://stoettesystemerne.dk/organisation/6/";
+pub(crate) const STS_NS: &str = "urn:oio:sts:6";
+pub(crate) const REQUEST_HEADER_NS: &str = "http://kombit.dk/xml/schemas/RequestHeader/1/";
+
+/// The services the simulator answers, by URL path segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// `organisationsystem/6/`.
+    OrganisationSystem,
+    /// `organisation/6/`.
+    Organisation,
+    /// `organisationenhed/6/`.
+    OrganisationEnhed,
+    /// `organisationfunktion/6/`.
+    OrganisationFunktion,
+    /// `bruger/6/`.
+    Bruger,
+    /// `person/6/`.
+    Person,
+    /// `adresse/6/`.
+    Adresse,
+    /// `virksomhed/6/`.
+    Virksomhed,
+}
+
+impl Service {
+    pub(crate) fn from_segment(segment: &str) -> Option<Service> {
+        Some(match segment {
+            "organisationsystem" => Service::OrganisationSystem,
+            "organisation" => Service::Organisation,
+            "organisationenhed" => Service::OrganisationEnhed,
+            "organisationfunktion" => Service::OrganisationFunktion,
+            "bruger" => Service::Bruger,
+            "person" => Service::Person,
+            "adresse" => Service::Adresse,
+            "virksomhed" => Service::Virksomhed,
+            _ => return None,
+        })
+    }
+
+    /// The URL path and namespace segment.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Service::OrganisationSystem => "organisationsystem",
+            Service::Organisation => "organisation",
+            Service::OrganisationEnhed => "organisationenhed",
+            Service::OrganisationFunktion => "organisationfunktion",
+            Service::Bruger => "bruger",
+            Service::Person => "person",
+            Service::Adresse => "adresse",
+            Service::Virksomhed => "virksomhed",
+        }
+    }
+
+    pub(crate) fn namespace(self) -> String {
+        format!(
+            "http://stoettesystemerne.dk/organisation/{}/6/",
+            self.segment()
+        )
+    }
+
+    /// The SOAP action prefix; OrganisationSystem's action says `organisationssystem`.
+    pub(crate) fn action(self, operation: &str) -> String {
+        let segment = match self {
+            Service::OrganisationSystem => "organisationssystem",
+            other => other.segment(),
+        };
+        format!("http://kombit.dk/sts/organisation/{segment}/{operation}")
+    }
+}
+
+const fn uuid(text: &str) -> Uuid {
+    match Uuid::try_parse(text) {
+        Ok(id) => id,
+        Err(_) => panic!("a well-known UUID constant is malformed"),
+    }
+}
+
+pub(crate) const FUNCTION_TYPE_POSITION: Uuid = uuid("02e61900-33e0-407f-a2a7-22f70221f003");
+pub(crate) const FUNCTION_TYPE_MANAGER: Uuid = uuid("46c73630-f7ad-4000-9624-c06131cde671");
+pub(crate) const ADDRESS_ROLE_EMAIL: Uuid = uuid("5d13e891-162a-456b-abf2-fd9b864df96d");
+pub(crate) const ADDRESS_ROLE_MOBILE: Uuid = uuid("5ef6be2d-59f4-4652-a680-585929924ba9");
+pub(crate) const ADDRESS_ROLE_LANDLINE: Uuid = uuid("47c05422-5379-4c27-9ddf-e02b52b3d961");
+pub(crate) const ADDRESS_ROLE_LOCATION: Uuid = uuid("ad04ac80-e24a-45a5-9dd9-8537a916ac74");
+pub(crate) const ADDRESS_TYPE_USER: Uuid = uuid("71a08d28-3af7-4bb4-9964-bc2b76b93d64");
+pub(crate) const UNIT_TYPE_DEPARTMENT: Uuid = uuid("16bf18c3-ed6f-44b0-b7a1-35f94984e519");
+pub(crate) const UNIT_TYPE_TEAM: Uuid = uuid("2d9710bf-e9cc-465f-8ec7-46d5f2a64412");
+/// A unit type the client does not know (stands for any other Enhedstype class).
+pub(crate) const UNIT_TYPE_OTHER: Uuid = uuid("9c3bd1a4-5b7e-4f0a-8e21-3d6c0b1f7a55");

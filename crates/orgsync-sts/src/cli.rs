@@ -1,0 +1,225 @@
+//! The `orgsync sts ...` subcommands: clap types and their run function, for the binary to plug in.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand, ValueEnum};
+use orgsync_model::ids::Cvr;
+use orgsync_model::policy::{Guards, Mappings, Policy, UserDefaults};
+use orgsync_model::validate;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::client::{SnapshotRead, StsClient};
+use crate::error::StsError;
+use crate::issues::ReadIssue;
+use crate::limits::SystemLimits;
+use crate::options::ClientOptions;
+
+/// Talk to STS Organisation directly.
+#[derive(Debug, Clone, Subcommand)]
+pub enum StsCommand {
+    /// Read one municipality from STS and print the snapshot (JSON) or a summary.
+    Snapshot(SnapshotArgs),
+}
+
+/// Arguments of `orgsync sts snapshot`.
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotArgs {
+    /// The municipality's CVR number (8 digits).
+    #[arg(value_parser = parse_cvr)]
+    pub cvr: Cvr,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+    pub format: OutputFormat,
+}
+
+/// How `orgsync sts snapshot` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The snapshot JSON plus an `issues` key.
+    Json,
+    /// Counts and issues, for people.
+    Summary,
+}
+
+fn parse_cvr(text: &str) -> Result<Cvr, String> {
+    Cvr::parse(text).map_err(|e| e.to_string())
+}
+
+/// Why a CLI command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The STS read failed.
+    #[error(transparent)]
+    Sts(#[from] StsError),
+    /// Writing the output failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// The snapshot could not be turned into JSON.
+    #[error("cannot serialise the snapshot: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One entry of the `issues` key: from the reader or from `orgsync_model::validate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportedIssue {
+    /// `read` (the STS data) or `validate` (the snapshot as a whole).
+    pub source: &'static str,
+    /// Stable machine-readable code.
+    pub code: String,
+    /// The unit, user or other object concerned.
+    pub object: Option<uuid::Uuid>,
+    /// The element concerned (read issues only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub element: Option<String>,
+    /// What happened.
+    pub message: String,
+}
+
+/// Read issues plus the model's validation issues and faults, for printing.
+pub fn report_issues(read: &SnapshotRead) -> Vec<ReportedIssue> {
+    let mut out: Vec<ReportedIssue> = read.issues.iter().map(from_read_issue).collect();
+    let policy = Policy {
+        cvr: read.snapshot.cvr.clone(),
+        domains: Vec::new(),
+        top_unit: None,
+        excluded_units: Default::default(),
+        custom_id: Default::default(),
+        defaults: UserDefaults {
+            user_type: String::new(),
+            language: String::new(),
+            timezone: String::new(),
+            currency: String::new(),
+        },
+        guards: Guards::default(),
+        mappings: Mappings::default(),
+    };
+    let (issues, faults) = match validate::validate(read.snapshot.clone(), &policy, None) {
+        Ok(valid) => (valid.issues().to_vec(), Vec::new()),
+        Err(invalid) => (invalid.issues, invalid.faults),
+    };
+    for issue in issues {
+        out.push(ReportedIssue {
+            source: "validate",
+            code: code_of(&issue.code),
+            object: issue.object,
+            element: None,
+            message: issue.message,
+        });
+    }
+    for fault in faults {
+        let code = serde_json::to_value(&fault)
+            .ok()
+            .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| "fault".to_owned());
+        out.push(ReportedIssue {
+            source: "validate",
+            code,
+            object: None,
+            element: None,
+            message: fault.to_string(),
+        });
+    }
+    out
+}
+
+fn code_of(code: &impl Serialize) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn from_read_issue(issue: &ReadIssue) -> ReportedIssue {
+    ReportedIssue {
+        source: "read",
+        code: code_of(&issue.code),
+        object: issue.object,
+        element: Some(format!("{}/{}", issue.object_kind, issue.element)),
+        message: issue.message.clone(),
+    }
+}
+
+/// The JSON printed by `--format json`: the snapshot's JSON with an `issues` key added.
+pub fn snapshot_json(read: &SnapshotRead) -> Result<Value, serde_json::Error> {
+    let mut value = serde_json::to_value(&read.snapshot)?;
+    let issues = serde_json::to_value(report_issues(read))?;
+    if let Value::Object(map) = &mut value {
+        map.insert("issues".to_owned(), issues);
+        map.insert("sts_calls".to_owned(), Value::from(read.calls));
+    }
+    Ok(value)
+}
+
+/// Runs an `orgsync sts` command with the unsigned (simulator) transport, printing to `out`.
+pub async fn run(
+    command: &StsCommand,
+    options: &ClientOptions,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    match command {
+        StsCommand::Snapshot(args) => {
+            let limits = SystemLimits::new(options.max_calls_per_second);
+            let client = StsClient::new(args.cvr.clone(), options, limits)?;
+            let read = client.read_snapshot().await?;
+            match args.format {
+                OutputFormat::Json => {
+                    serde_json::to_writer_pretty(&mut *out, &snapshot_json(&read)?)?;
+                    writeln!(out)?;
+                }
+                OutputFormat::Summary => write_summary(&read, out)?,
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_summary(read: &SnapshotRead, out: &mut impl Write) -> std::io::Result<()> {
+    let snapshot = &read.snapshot;
+    let active_units = snapshot.units.iter().filter(|u| u.active).count();
+    let active_users = snapshot.users.iter().filter(|u| u.active).count();
+    let positions: usize = snapshot.users.iter().map(|u| u.positions.len()).sum();
+    let managers: usize = snapshot
+        .users
+        .iter()
+        .flat_map(|u| &u.positions)
+        .filter(|p| p.manager)
+        .count();
+    let with_email = snapshot.users.iter().filter(|u| u.email.is_some()).count();
+    writeln!(out, "municipality {}", snapshot.cvr)?;
+    writeln!(
+        out,
+        "units        {} ({active_units} active)",
+        snapshot.units.len()
+    )?;
+    writeln!(
+        out,
+        "users        {} ({active_users} active, {with_email} with e-mail)",
+        snapshot.users.len()
+    )?;
+    writeln!(out, "positions    {positions} ({managers} manager)")?;
+    writeln!(out, "sts calls    {}", read.calls)?;
+    match &snapshot.partial {
+        Some(reason) => writeln!(out, "PARTIAL      {reason}")?,
+        None => writeln!(out, "complete     yes")?,
+    }
+    let issues = report_issues(read);
+    writeln!(out, "issues       {}", issues.len())?;
+    for issue in issues.iter().take(50) {
+        let object = issue.object.map(|o| format!(" {o}")).unwrap_or_default();
+        let element = issue
+            .element
+            .as_deref()
+            .map(|e| format!(" [{e}]"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {} {}{object}{element}: {}",
+            issue.source, issue.code, issue.message
+        )?;
+    }
+    if issues.len() > 50 {
+        writeln!(out, "  ... and {} more", issues.len() - 50)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1088 @@
+//! The STS client: polite calls with retries, paging, and the bulk and per-unit reads that build the model's snapshot.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use orgsync_model::ids::{Cvr, UnitId, UserId};
+use orgsync_model::snapshot::{Position, Snapshot, Unit, UnitExtra, UnitKind, User};
+use serde::de::DeserializeOwned;
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::bitemporal::{self, FunctionRecord, UnitRecord, UserRecord};
+use crate::error::{CallSite, StsError, TransportError};
+use crate::issues::{ReadIssue, ReadIssueCode};
+use crate::limits::SystemLimits;
+use crate::options::ClientOptions;
+use crate::request::{self, Search};
+use crate::response::{HasStatus, HierarchyOutput, ListOutput, ObjectXml, SoegOutput};
+use crate::transport::{SoapCall, SoapResponse, Transport, UnsignedTransport};
+use crate::wire::{
+    ADDRESS_ROLE_EMAIL, ADDRESS_ROLE_LANDLINE, ADDRESS_ROLE_MOBILE, FUNCTION_TYPE_MANAGER,
+    FUNCTION_TYPE_POSITION, Operation, Service, UNIT_TYPE_DEPARTMENT, UNIT_TYPE_TEAM,
+};
+use crate::xml::{self, Body};
+
+/// A client for one municipality (one CVR). Cheap to clone; clones share limits and counters.
+#[derive(Clone, Debug)]
+pub struct StsClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cvr: Cvr,
+    options: ClientOptions,
+    transport: Arc<dyn Transport>,
+    limits: SystemLimits,
+    in_flight: Semaphore,
+    calls: AtomicU64,
+    organisation: OnceCell<Uuid>,
+}
+
+/// The result of a bulk read: the snapshot and what was noticed on the way.
+#[derive(Clone, Debug)]
+pub struct SnapshotRead {
+    /// The municipality as read; `partial` is set when a page or batch failed for good.
+    pub snapshot: Snapshot,
+    /// Problems in the data (the objects concerned were skipped or read without the element).
+    pub issues: Vec<ReadIssue>,
+    /// STS calls this read made (retries included).
+    pub calls: u64,
+}
+
+/// The result of a per-unit read: one unit, the users with positions in it (only those positions).
+#[derive(Clone, Debug)]
+pub struct UnitRead {
+    /// The unit; `None` when STS does not know it (or it is passivated).
+    pub unit: Option<Unit>,
+    /// Users with a position (current or future) in the unit; `positions` holds only those in this unit.
+    pub users: Vec<User>,
+    /// Problems in the data.
+    pub issues: Vec<ReadIssue>,
+    /// `Some(reason)` when a page or batch failed for good.
+    pub partial: Option<String>,
+    /// STS calls this read made.
+    pub calls: u64,
+}
+
+/// Issues and failures collected by concurrent parts of one read.
+#[derive(Debug, Default)]
+struct ReadState {
+    issues: Mutex<Vec<ReadIssue>>,
+    failures: Mutex<Vec<String>>,
+}
+
+impl ReadState {
+    fn issues(&self, mut more: Vec<ReadIssue>) {
+        if !more.is_empty() {
+            self.issues
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .append(&mut more);
+        }
+    }
+
+    fn fail(&self, what: String) {
+        tracing::warn!(failure = %what, "STS read incomplete");
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(what);
+    }
+
+    fn finish(&self) -> (Vec<ReadIssue>, Option<String>) {
+        let issues = std::mem::take(&mut *self.issues.lock().unwrap_or_else(|e| e.into_inner()));
+        let failures =
+            std::mem::take(&mut *self.failures.lock().unwrap_or_else(|e| e.into_inner()));
+        let partial = (!failures.is_empty()).then(|| {
+            let shown: Vec<&str> = failures.iter().take(5).map(String::as_str).collect();
+            let more = failures.len().saturating_sub(shown.len());
+            let mut text = shown.join("; ");
+            if more > 0 {
+                text.push_str(&format!("; and {more} more failures"));
+            }
+            text
+        });
+        (issues, partial)
+    }
+}
+
+/// A user with the values read from Person and Adresse.
+#[derive(Debug)]
+struct UserRow {
+    record: UserRecord,
+    name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+}
+
+impl StsClient {
+    /// A client on the unsigned transport (simulator only: refuses other environments and non-loopback URLs).
+    pub fn new(
+        cvr: Cvr,
+        options: &ClientOptions,
+        limits: SystemLimits,
+    ) -> Result<StsClient, StsError> {
+        let transport = UnsignedTransport::new(options)?;
+        Ok(StsClient::with_transport(
+            cvr,
+            options,
+            limits,
+            Arc::new(transport),
+        ))
+    }
+
+    /// A client on any transport (the signed one of issue #7, or a recording wrapper in tests).
+    pub fn with_transport(
+        cvr: Cvr,
+        options: &ClientOptions,
+        limits: SystemLimits,
+        transport: Arc<dyn Transport>,
+    ) -> StsClient {
+        let options = options.clamped();
+        let organisation = OnceCell::new_with(options.organisation_uuid);
+        StsClient {
+            inner: Arc::new(Inner {
+                cvr,
+                in_flight: Semaphore::new(options.max_in_flight),
+                options,
+                transport,
+                limits,
+                calls: AtomicU64::new(0),
+                organisation,
+            }),
+        }
+    }
+
+    /// The municipality.
+    pub fn cvr(&self) -> &Cvr {
+        &self.inner.cvr
+    }
+
+    /// STS calls made by this client so far (every attempt counts).
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// The options in use (page and batch sizes clamped to the protocol's limits).
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    fn url(&self, service: Service) -> Result<url::Url, StsError> {
+        let mut base = self.inner.options.base_url.clone();
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        base.join(&service.path()).map_err(|e| {
+            StsError::Config(format!(
+                "cannot build the {} URL from {base}: {e}",
+                service.segment()
+            ))
+        })
+    }
+
+    /// One call with politeness, timeout and retries. `Ok(None)` = StatusKode 44 (nothing found).
+    async fn call<T: DeserializeOwned + HasStatus>(
+        &self,
+        service: Service,
+        operation: Operation,
+        payload: String,
+    ) -> Result<Option<T>, StsError> {
+        let site = CallSite { service, operation };
+        let options = &self.inner.options;
+        let call = SoapCall {
+            cvr: self.inner.cvr.clone(),
+            service,
+            operation,
+            url: self.url(service)?,
+            action: service.action(operation),
+            payload,
+            transaction_id: Uuid::new_v4(),
+        };
+        let mut attempt = 1;
+        loop {
+            let result = {
+                let _permit = self
+                    .inner
+                    .in_flight
+                    .acquire()
+                    .await
+                    .map_err(|_| StsError::Config("the client was shut down".to_owned()))?;
+                self.inner.limits.admit().await;
+                self.inner.calls.fetch_add(1, Ordering::Relaxed);
+                match tokio::time::timeout(options.call_timeout, self.inner.transport.send(&call))
+                    .await
+                {
+                    Err(_) => Err(StsError::Timeout {
+                        site: site.clone(),
+                        timeout: options.call_timeout,
+                    }),
+                    Ok(Err(TransportError::Io(message))) => Err(StsError::Transport {
+                        site: site.clone(),
+                        message,
+                    }),
+                    Ok(Err(TransportError::TooLarge { limit })) => Err(StsError::TooLarge {
+                        site: site.clone(),
+                        limit,
+                    }),
+                    Ok(Err(TransportError::Refused(message))) => Err(StsError::Config(message)),
+                    Ok(Ok(response)) => interpret::<T>(&site, &response),
+                }
+            };
+            match result {
+                Err(error) if error.is_retriable() && attempt < options.max_attempts => {
+                    let delay = backoff(options, attempt);
+                    tracing::debug!(call = %site, attempt, error = %error, delay_ms = delay.as_millis() as u64, "STS call failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The municipality's Organisation UUID: configured, or Virksomhed soeg (CVR) then Organisation soeg (Virksomhed).
+    pub async fn organisation_uuid(&self) -> Result<Uuid, StsError> {
+        self.inner
+            .organisation
+            .get_or_try_init(|| async {
+                let cvr = self.inner.cvr.as_str().to_owned();
+                let search = Search {
+                    cvr: Some(cvr.clone()),
+                    ..Search::default()
+                };
+                let found: Option<SoegOutput> = self
+                    .call(
+                        Service::Virksomhed,
+                        Operation::Soeg,
+                        request::soeg(Service::Virksomhed, 0, 2, &search),
+                    )
+                    .await?;
+                let company = first_id(found).ok_or_else(|| StsError::OrganisationNotFound {
+                    cvr: cvr.clone(),
+                    message: "Virksomhed soeg found no company with this CVR-NummerTekst"
+                        .to_owned(),
+                })?;
+                let search = Search {
+                    relations: vec![("Virksomhed", company)],
+                    ..Search::default()
+                };
+                let found: Option<SoegOutput> = self
+                    .call(
+                        Service::Organisation,
+                        Operation::Soeg,
+                        request::soeg(Service::Organisation, 0, 2, &search),
+                    )
+                    .await?;
+                first_id(found).ok_or_else(|| StsError::OrganisationNotFound {
+                    cvr,
+                    message: format!(
+                        "Organisation soeg found no Organisation for Virksomhed {company}"
+                    ),
+                })
+            })
+            .await
+            .copied()
+    }
+
+    /// Reads the whole municipality: units, positions, users, names, e-mail and phone.
+    pub async fn read_snapshot(&self) -> Result<SnapshotRead, StsError> {
+        let calls_before = self.calls();
+        let now = Utc::now();
+        let organisation = self.organisation_uuid().await?;
+        let state = Arc::new(ReadState::default());
+
+        let units = self.read_units(&state, now);
+        let positions = self.read_functions(organisation, None, &state, now);
+        let users = self.read_users(organisation, &state, now);
+        let (units, functions, users) = tokio::join!(units, positions, users);
+        let units = units?;
+
+        let (mut issues, partial) = state.finish();
+        let snapshot = assemble(
+            self.inner.cvr.clone(),
+            organisation,
+            units,
+            functions,
+            users,
+            partial,
+            &mut issues,
+        );
+        Ok(SnapshotRead {
+            snapshot,
+            issues,
+            calls: self.calls() - calls_before,
+        })
+    }
+
+    /// Reads one unit with the users who have a position in it (to refresh a single department).
+    pub async fn read_unit(&self, unit: UnitId) -> Result<UnitRead, StsError> {
+        let calls_before = self.calls();
+        let now = Utc::now();
+        let organisation = self.organisation_uuid().await?;
+        let state = Arc::new(ReadState::default());
+        let objects = self
+            .list_objects(Service::OrganisationEnhed, &[unit.0], None)
+            .await?;
+        let mut issues = Vec::new();
+        let record = objects
+            .iter()
+            .filter_map(|o| bitemporal::unit(o, now, &mut issues))
+            .find(|u| u.uuid == unit.0);
+        state.issues(issues);
+
+        let functions = self
+            .read_functions(organisation, Some(unit.0), &state, now)
+            .await;
+        let mut positions: BTreeMap<Uuid, Vec<Position>> = BTreeMap::new();
+        for function in &functions {
+            for (user, position) in &function.positions {
+                if position.unit_uuid == unit {
+                    positions.entry(*user).or_default().push(position.clone());
+                }
+            }
+        }
+        let user_ids: Vec<Uuid> = positions.keys().copied().collect();
+        let mut tasks = JoinSet::new();
+        for chunk in user_ids.chunks(self.inner.options.list_batch_size) {
+            let client = self.clone();
+            let state = state.clone();
+            let ids = chunk.to_vec();
+            tasks.spawn(async move { client.user_batch(ids, &state, now).await });
+        }
+        let rows = join_all(tasks, &state).await.into_iter().flatten();
+        let mut users: Vec<User> = rows
+            .map(|row| {
+                let mut positions = positions.get(&row.record.uuid).cloned().unwrap_or_default();
+                sort_positions(&mut positions);
+                to_user(row, positions)
+            })
+            .collect();
+        users.sort_by_key(|u| u.uuid);
+        let (mut issues, partial) = state.finish();
+        let unit = record.and_then(|r| to_unit(r, organisation, &mut issues));
+        Ok(UnitRead {
+            unit,
+            users,
+            issues,
+            partial,
+            calls: self.calls() - calls_before,
+        })
+    }
+
+    /// All units, page by page. A failure here fails the read: without units nothing is usable.
+    async fn read_units(
+        &self,
+        state: &ReadState,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UnitRecord>, StsError> {
+        let limit = self.inner.options.page_size;
+        let mut offset = 0u64;
+        let mut units = Vec::new();
+        let mut seen = HashSet::new();
+        loop {
+            let page: Option<HierarchyOutput> = self
+                .call(
+                    Service::OrganisationSystem,
+                    Operation::FremsoegObjekthierarki,
+                    request::hierarchy(offset, limit),
+                )
+                .await?;
+            let objects = page
+                .and_then(|p| p.units)
+                .map(|u| u.objects)
+                .unwrap_or_default();
+            if objects.is_empty() {
+                break;
+            }
+            let mut issues = Vec::new();
+            let mut new = 0usize;
+            for object in &objects {
+                if let Some(unit) = bitemporal::unit(object, now, &mut issues) {
+                    if seen.insert(unit.uuid) {
+                        new += 1;
+                        units.push(unit);
+                    }
+                }
+            }
+            state.issues(issues);
+            if new == 0 && objects.len() as u64 >= u64::from(limit) {
+                return Err(StsError::Malformed {
+                    site: CallSite {
+                        service: Service::OrganisationSystem,
+                        operation: Operation::FremsoegObjekthierarki,
+                    },
+                    message: format!(
+                        "the page at FoersteResultatReference {offset} repeats earlier units; paging stopped"
+                    ),
+                });
+            }
+            offset += objects.len() as u64;
+        }
+        Ok(units)
+    }
+
+    /// Positions: OrganisationFunktion soeg (Enhedsrolle and Lederrolle, or any type in one unit) + list.
+    async fn read_functions(
+        &self,
+        organisation: Uuid,
+        unit: Option<Uuid>,
+        state: &Arc<ReadState>,
+        now: DateTime<Utc>,
+    ) -> Vec<FunctionRecord> {
+        let searches: Vec<Search> = match unit {
+            Some(unit) => vec![Search {
+                validity: Some("Aktiv"),
+                relations: vec![
+                    ("TilknyttedeEnheder", unit),
+                    ("TilknyttedeOrganisationer", organisation),
+                ],
+                from: Some(now),
+                ..Search::default()
+            }],
+            None => [FUNCTION_TYPE_POSITION, FUNCTION_TYPE_MANAGER]
+                .into_iter()
+                .map(|kind| Search {
+                    validity: Some("Aktiv"),
+                    relations: vec![
+                        ("Funktionstype", kind),
+                        ("TilknyttedeOrganisationer", organisation),
+                    ],
+                    from: Some(now),
+                    ..Search::default()
+                })
+                .collect(),
+        };
+        let runs: Vec<_> = searches
+            .into_iter()
+            .map(|search| {
+                let task_state = state.clone();
+                self.search_then(
+                    Service::OrganisationFunktion,
+                    search,
+                    state.clone(),
+                    move |client, ids| {
+                        let state = task_state.clone();
+                        async move {
+                            match client
+                                .list_objects(Service::OrganisationFunktion, &ids, Some(now))
+                                .await
+                            {
+                                Ok(objects) => {
+                                    let mut issues = Vec::new();
+                                    let records: Vec<FunctionRecord> = objects
+                                        .iter()
+                                        .filter_map(|o| bitemporal::function(o, now, &mut issues))
+                                        .collect();
+                                    state.issues(issues);
+                                    records
+                                }
+                                Err(error) => {
+                                    state.fail(format!(
+                                        "OrganisationFunktion list of {} functions failed: {error}",
+                                        ids.len()
+                                    ));
+                                    Vec::new()
+                                }
+                            }
+                        }
+                    },
+                )
+            })
+            .collect();
+        // The searches run concurrently.
+        let mut all: Vec<FunctionRecord> = join_futures(runs).await.into_iter().flatten().collect();
+        all.retain(|f: &FunctionRecord| {
+            if f.organisations.is_empty() || f.organisations.contains(&organisation) {
+                true
+            } else {
+                state.issues(vec![ReadIssue {
+                    code: ReadIssueCode::ForeignObject,
+                    object_kind: "OrganisationFunktion".to_owned(),
+                    object: Some(f.uuid),
+                    element: "RelationListe/TilknyttedeOrganisationer".to_owned(),
+                    message: format!(
+                        "the function belongs to another Organisation than {organisation}; ignored"
+                    ),
+                }]);
+                false
+            }
+        });
+        let mut seen = HashSet::new();
+        all.retain(|f| seen.insert(f.uuid));
+        all
+    }
+
+    /// Users: Bruger soeg (Tilhoerer = the Organisation, active and inactive) + list, then Person and Adresse lists.
+    async fn read_users(
+        &self,
+        organisation: Uuid,
+        state: &Arc<ReadState>,
+        now: DateTime<Utc>,
+    ) -> Vec<UserRow> {
+        let search = Search {
+            relations: vec![("Tilhoerer", organisation)],
+            ..Search::default()
+        };
+        let task_state = state.clone();
+        self.search_then(
+            Service::Bruger,
+            search,
+            state.clone(),
+            move |client, ids| {
+                let state = task_state.clone();
+                async move { client.user_batch(ids, &state, now).await }
+            },
+        )
+        .await
+    }
+
+    /// One batch of users (at most `list_batch_size`): Bruger list, then Person and Adresse lists.
+    async fn user_batch(
+        &self,
+        ids: Vec<Uuid>,
+        state: &ReadState,
+        now: DateTime<Utc>,
+    ) -> Vec<UserRow> {
+        let objects = match self.list_objects(Service::Bruger, &ids, None).await {
+            Ok(objects) => objects,
+            Err(error) => {
+                state.fail(format!(
+                    "Bruger list of {} users failed: {error}",
+                    ids.len()
+                ));
+                return Vec::new();
+            }
+        };
+        let mut issues = Vec::new();
+        let records: Vec<UserRecord> = objects
+            .iter()
+            .filter_map(|o| bitemporal::user(o, now, &mut issues))
+            .collect();
+        let returned: HashSet<Uuid> = objects
+            .iter()
+            .filter_map(|o| {
+                o.object
+                    .as_ref()
+                    .and_then(|id| id.uuid.as_deref())
+                    .and_then(|t| Uuid::parse_str(t.trim()).ok())
+            })
+            .collect();
+        for id in ids.iter().filter(|id| !returned.contains(id)) {
+            issues.push(ReadIssue {
+                code: ReadIssueCode::NotReturned,
+                object_kind: "Bruger".to_owned(),
+                object: Some(*id),
+                element: "FiltreretOejebliksbillede".to_owned(),
+                message: "soeg found the user but list did not return it".to_owned(),
+            });
+        }
+        state.issues(issues);
+
+        let person_ids: Vec<Uuid> = records.iter().filter_map(|r| r.person).collect();
+        let chosen: Vec<(Option<Uuid>, Option<Uuid>)> =
+            records.iter().map(choose_addresses).collect();
+        let address_ids: Vec<Uuid> = chosen
+            .iter()
+            .flat_map(|(e, p)| [*e, *p])
+            .flatten()
+            .collect();
+        let (persons, addresses) = tokio::join!(
+            self.values(Service::Person, "Person", person_ids, state, now),
+            self.values(Service::Adresse, "Adresse", address_ids, state, now)
+        );
+        records
+            .into_iter()
+            .zip(chosen)
+            .map(|(record, (email, phone))| UserRow {
+                name: record
+                    .person
+                    .and_then(|p| persons.get(&p).cloned().flatten()),
+                email: email.and_then(|a| addresses.get(&a).cloned().flatten()),
+                phone: phone.and_then(|a| addresses.get(&a).cloned().flatten()),
+                record,
+            })
+            .collect()
+    }
+
+    /// Person names or Adresse texts by UUID (lists of at most `list_batch_size`).
+    async fn values(
+        &self,
+        service: Service,
+        kind: &'static str,
+        ids: Vec<Uuid>,
+        state: &ReadState,
+        now: DateTime<Utc>,
+    ) -> HashMap<Uuid, Option<String>> {
+        let mut values = HashMap::new();
+        if ids.is_empty() {
+            return values;
+        }
+        match self.list_objects(service, &ids, None).await {
+            Ok(objects) => {
+                let mut issues = Vec::new();
+                for object in &objects {
+                    if let Some((id, value)) =
+                        bitemporal::named_value(object, kind, now, &mut issues)
+                    {
+                        values.insert(id, value);
+                    }
+                }
+                for id in ids.iter().filter(|id| !values.contains_key(id)) {
+                    issues.push(ReadIssue {
+                        code: ReadIssueCode::NotReturned,
+                        object_kind: kind.to_owned(),
+                        object: Some(*id),
+                        element: "FiltreretOejebliksbillede".to_owned(),
+                        message: "a user refers to it but list did not return it".to_owned(),
+                    });
+                }
+                state.issues(issues);
+            }
+            Err(error) => state.fail(format!(
+                "{kind} list of {} objects failed: {error}",
+                ids.len()
+            )),
+        }
+        values
+    }
+
+    /// `list` in batches of at most `list_batch_size`, one after the other.
+    async fn list_objects(
+        &self,
+        service: Service,
+        ids: &[Uuid],
+        from: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ObjectXml>, StsError> {
+        let mut objects = Vec::new();
+        for chunk in ids.chunks(self.inner.options.list_batch_size) {
+            let output: Option<ListOutput> = self
+                .call(
+                    service,
+                    Operation::List,
+                    request::list(service, chunk, from),
+                )
+                .await?;
+            if let Some(mut output) = output {
+                objects.append(&mut output.objects);
+            }
+        }
+        Ok(objects)
+    }
+
+    /// Pages through a soeg and starts `task` on each page's UUIDs in batches, concurrently.
+    /// A failed page ends the search and marks the read partial.
+    fn search_then<R, F, Fut>(
+        &self,
+        service: Service,
+        search: Search,
+        state: Arc<ReadState>,
+        task: F,
+    ) -> impl Future<Output = Vec<R>> + Send + 'static
+    where
+        R: Send + 'static,
+        F: Fn(StsClient, Vec<Uuid>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let client = self.clone();
+        async move {
+            let limit = client.inner.options.page_size;
+            let batch = client.inner.options.list_batch_size;
+            let mut tasks = JoinSet::new();
+            let mut offset = 0u64;
+            let mut seen = HashSet::new();
+            loop {
+                let page: Result<Option<SoegOutput>, StsError> = client
+                    .call(
+                        service,
+                        Operation::Soeg,
+                        request::soeg(service, offset, limit, &search),
+                    )
+                    .await;
+                let raw = match page {
+                    Ok(page) => page.and_then(|p| p.ids).map(|l| l.ids).unwrap_or_default(),
+                    Err(error) => {
+                        state.fail(format!(
+                            "{} soeg stopped at offset {offset}: {error}",
+                            service.segment()
+                        ));
+                        break;
+                    }
+                };
+                if raw.is_empty() {
+                    break;
+                }
+                let mut ids = Vec::with_capacity(raw.len());
+                let mut issues = Vec::new();
+                for text in &raw {
+                    match Uuid::parse_str(text.trim()) {
+                        Ok(id) if seen.insert(id) => ids.push(id),
+                        Ok(_) => {}
+                        Err(_) => issues.push(ReadIssue {
+                            code: ReadIssueCode::Malformed,
+                            object_kind: service.segment().to_owned(),
+                            object: None,
+                            element: "IdListe/UUIDIdentifikator".to_owned(),
+                            message: format!("{text:?} is not a UUID; ignored"),
+                        }),
+                    }
+                }
+                state.issues(issues);
+                if ids.is_empty() && raw.len() as u64 >= u64::from(limit) {
+                    state.fail(format!(
+                        "{} soeg repeated its results at offset {offset}; paging stopped",
+                        service.segment()
+                    ));
+                    break;
+                }
+                for chunk in ids.chunks(batch) {
+                    tasks.spawn(task(client.clone(), chunk.to_vec()));
+                }
+                offset += raw.len() as u64;
+            }
+            join_all(tasks, &state)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        }
+    }
+}
+
+fn backoff(options: &ClientOptions, attempt: u32) -> Duration {
+    let base =
+        options.backoff_initial.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
+    let capped = base.min(options.backoff_max.as_secs_f64());
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    Duration::from_secs_f64((capped * jitter).max(0.0))
+}
+
+/// Turns an HTTP answer into the payload, or a typed error.
+fn interpret<T: DeserializeOwned + HasStatus>(
+    site: &CallSite,
+    response: &SoapResponse,
+) -> Result<Option<T>, StsError> {
+    let ok_status = (200..300).contains(&response.status);
+    let body = match xml::read_body(&response.body) {
+        Ok(body) => body,
+        Err(_) if !ok_status => {
+            return Err(StsError::Http {
+                site: site.clone(),
+                status: response.status,
+            });
+        }
+        Err(error) if error.truncated => {
+            return Err(StsError::Truncated {
+                site: site.clone(),
+                message: error.message,
+            });
+        }
+        Err(error) => {
+            return Err(StsError::Malformed {
+                site: site.clone(),
+                message: error.message,
+            });
+        }
+    };
+    let (namespace, local_name, payload) = match body {
+        Body::Fault(fault) => {
+            return Err(StsError::Fault {
+                site: site.clone(),
+                code: fault.code,
+                subcode: fault.subcode,
+                reason: fault.reason,
+                http_status: response.status,
+            });
+        }
+        Body::Payload { .. } if !ok_status => {
+            return Err(StsError::Http {
+                site: site.clone(),
+                status: response.status,
+            });
+        }
+        Body::Payload {
+            namespace,
+            local_name,
+            xml,
+        } => (namespace, local_name, xml),
+    };
+    let expected_ns = site.service.namespace();
+    let expected_name = site.operation.output_element();
+    if namespace != expected_ns || local_name != expected_name {
+        return Err(StsError::Malformed {
+            site: site.clone(),
+            message: format!(
+                "expected {{{expected_ns}}}{expected_name} in the SOAP Body, got {{{namespace}}}{local_name}"
+            ),
+        });
+    }
+    let output: T = quick_xml::de::from_str(payload).map_err(|e| StsError::Malformed {
+        site: site.clone(),
+        message: format!("{expected_name}: {e}"),
+    })?;
+    let Some(retur) = output.standard_retur() else {
+        return Err(StsError::Malformed {
+            site: site.clone(),
+            message: format!("{expected_name}: the mandatory element StandardRetur is missing"),
+        });
+    };
+    let code_text = retur.status.as_deref().map(str::trim).unwrap_or_default();
+    let code: i64 = code_text.parse().map_err(|_| StsError::Malformed {
+        site: site.clone(),
+        message: format!(
+            "{expected_name}/StandardRetur/StatusKode: {code_text:?} is not an integer"
+        ),
+    })?;
+    match code {
+        20 => Ok(Some(output)),
+        44 => Ok(None),
+        code => Err(StsError::Status {
+            site: site.clone(),
+            code,
+            message: retur.message.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+fn first_id(found: Option<SoegOutput>) -> Option<Uuid> {
+    found?
+        .ids?
+        .ids
+        .iter()
+        .find_map(|t| Uuid::parse_str(t.trim()).ok())
+}
+
+async fn join_all<R: Send + 'static>(mut tasks: JoinSet<Vec<R>>, state: &ReadState) -> Vec<Vec<R>> {
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(result) => results.push(result),
+            Err(error) => state.fail(format!("a read task failed: {error}")),
+        }
+    }
+    results
+}
+
+async fn join_futures<R: Send + 'static>(
+    futures: Vec<impl Future<Output = Vec<R>> + Send + 'static>,
+) -> Vec<Vec<R>> {
+    let mut set = JoinSet::new();
+    for (index, future) in futures.into_iter().enumerate() {
+        set.spawn(async move { (index, future.await) });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        if let Ok(result) = joined {
+            results.push(result);
+        }
+    }
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The e-mail and phone address UUIDs of a user, chosen by role UUID (never by label).
+fn choose_addresses(record: &UserRecord) -> (Option<Uuid>, Option<Uuid>) {
+    let by_role = |role: Uuid| {
+        record
+            .addresses
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, a)| *a)
+    };
+    let email = by_role(ADDRESS_ROLE_EMAIL);
+    let phone = by_role(ADDRESS_ROLE_MOBILE).or_else(|| by_role(ADDRESS_ROLE_LANDLINE));
+    (email, phone)
+}
+
+fn sort_positions(positions: &mut [Position]) {
+    positions.sort_by(|a, b| {
+        (a.unit_uuid, a.manager, &a.title, a.valid_from, a.valid_to).cmp(&(
+            b.unit_uuid,
+            b.manager,
+            &b.title,
+            b.valid_from,
+            b.valid_to,
+        ))
+    });
+}
+
+fn to_user(row: UserRow, positions: Vec<Position>) -> User {
+    User {
+        uuid: UserId(row.record.uuid),
+        user_name: row.record.user_name.unwrap_or_default(),
+        name: row.name,
+        email: row.email,
+        phone: row.phone,
+        active: row.record.active,
+        positions,
+    }
+}
+
+fn to_unit(record: UnitRecord, organisation: Uuid, issues: &mut Vec<ReadIssue>) -> Option<Unit> {
+    match record.belongs_to {
+        Some(owner) if owner != organisation => {
+            issues.push(ReadIssue {
+                code: ReadIssueCode::ForeignObject,
+                object_kind: "OrganisationEnhed".to_owned(),
+                object: Some(record.uuid),
+                element: "RelationListe/Tilhoerer".to_owned(),
+                message: format!(
+                    "the unit belongs to Organisation {owner}, not {organisation}; ignored"
+                ),
+            });
+            return None;
+        }
+        None => issues.push(ReadIssue {
+            code: ReadIssueCode::Missing,
+            object_kind: "OrganisationEnhed".to_owned(),
+            object: Some(record.uuid),
+            element: "RelationListe/Tilhoerer".to_owned(),
+            message: "the unit names no Organisation; kept".to_owned(),
+        }),
+        Some(_) => {}
+    }
+    let kind = record.unit_type.map(|t| match t {
+        t if t == UNIT_TYPE_DEPARTMENT => UnitKind::Department,
+        t if t == UNIT_TYPE_TEAM => UnitKind::Team,
+        _ => UnitKind::Other,
+    });
+    Some(Unit {
+        uuid: UnitId(record.uuid),
+        name: record.name.unwrap_or_default(),
+        user_key: record.user_key,
+        parent_uuid: record.parent.map(UnitId),
+        active: record.active,
+        kind,
+        extra: UnitExtra::default(),
+    })
+}
+
+fn assemble(
+    cvr: Cvr,
+    organisation: Uuid,
+    units: Vec<UnitRecord>,
+    functions: Vec<FunctionRecord>,
+    users: Vec<UserRow>,
+    partial: Option<String>,
+    issues: &mut Vec<ReadIssue>,
+) -> Snapshot {
+    let units: Vec<Unit> = units
+        .into_iter()
+        .filter_map(|u| to_unit(u, organisation, issues))
+        .collect();
+    let mut positions: HashMap<Uuid, Vec<Position>> = HashMap::new();
+    for function in functions {
+        for (user, position) in function.positions {
+            positions.entry(user).or_default().push(position);
+        }
+    }
+    let mut out: Vec<User> = Vec::with_capacity(users.len());
+    for row in users {
+        if let Some(owner) = row.record.belongs_to.filter(|o| *o != organisation) {
+            issues.push(ReadIssue {
+                code: ReadIssueCode::ForeignObject,
+                object_kind: "Bruger".to_owned(),
+                object: Some(row.record.uuid),
+                element: "RelationListe/Tilhoerer".to_owned(),
+                message: format!(
+                    "the user belongs to Organisation {owner}, not {organisation}; ignored"
+                ),
+            });
+            continue;
+        }
+        let mut mine = positions.remove(&row.record.uuid).unwrap_or_default();
+        sort_positions(&mut mine);
+        out.push(to_user(row, mine));
+    }
+    if partial.is_none() {
+        for (user, list) in positions {
+            issues.push(ReadIssue {
+                code: ReadIssueCode::NotReturned,
+                object_kind: "Bruger".to_owned(),
+                object: Some(user),
+                element: "RelationListe/TilknyttedeBrugere".to_owned(),
+                message: format!(
+                    "{} positions name this user, whom Bruger soeg did not return; ignored",
+                    list.len()
+                ),
+            });
+        }
+    }
+    out.sort_by_key(|u| u.uuid);
+    Snapshot {
+        cvr,
+        units,
+        users: out,
+        partial,
+    }
+}
+
+/// What [`inspect_response`] found in one response.
+#[derive(Clone, Debug, Default)]
+pub struct Inspection {
+    /// UUIDs of a `SoegOutput`, objects kept from a `ListOutput` or hierarchy page.
+    pub found: usize,
+    /// Problems noticed in the objects.
+    pub issues: Vec<ReadIssue>,
+}
+
+/// Parses one HTTP answer exactly as the client does (envelope, fault, StandardRetur, payload,
+/// bitemporal rules) without calling anything. For tests, fuzzing and support tools.
+pub fn inspect_response(
+    service: Service,
+    operation: Operation,
+    status: u16,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Inspection, StsError> {
+    let site = CallSite { service, operation };
+    let response = SoapResponse {
+        status,
+        body: body.to_vec(),
+    };
+    let mut issues = Vec::new();
+    let found = match operation {
+        Operation::Soeg => interpret::<SoegOutput>(&site, &response)?
+            .and_then(|o| o.ids)
+            .map_or(0, |l| l.ids.len()),
+        Operation::FremsoegObjekthierarki => interpret::<HierarchyOutput>(&site, &response)?
+            .and_then(|o| o.units)
+            .map_or(0, |u| {
+                u.objects
+                    .iter()
+                    .filter_map(|o| bitemporal::unit(o, now, &mut issues))
+                    .count()
+            }),
+        Operation::List | Operation::Laes => {
+            let objects = interpret::<ListOutput>(&site, &response)?
+                .map(|o| o.objects)
+                .unwrap_or_default();
+            objects
+                .iter()
+                .filter(|o| match service {
+                    Service::OrganisationEnhed => bitemporal::unit(o, now, &mut issues).is_some(),
+                    Service::Bruger => bitemporal::user(o, now, &mut issues).is_some(),
+                    Service::OrganisationFunktion => {
+                        bitemporal::function(o, now, &mut issues).is_some()
+                    }
+                    Service::Person => {
+                        bitemporal::named_value(o, "Person", now, &mut issues).is_some()
+                    }
+                    Service::Adresse => {
+                        bitemporal::named_value(o, "Adresse", now, &mut issues).is_some()
+                    }
+                    _ => bitemporal::object_uuid(o, "object", &mut issues).is_some(),
+                })
+                .count()
+        }
+    };
+    Ok(Inspection { found, issues })
+}

@@ -1,0 +1,220 @@
+//! The seam between operations and the wire: a [`Transport`] takes a body payload and its SOAP action and returns the HTTP answer.
+//!
+//! Operations build payloads and parse answers; they never see envelopes, headers, tokens or
+//! TLS. The unsigned transport here wraps the payload in a plain SOAP 1.2 envelope and is only
+//! allowed against the simulator on a loopback address. Issue #7 adds a signed transport (WS-Trust
+//! token per CVR, WS-Security signature, mutual TLS) implementing the same trait.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use orgsync_model::ids::Cvr;
+use url::Url;
+use uuid::Uuid;
+
+use crate::error::{StsError, TransportError};
+use crate::options::{ClientOptions, Environment};
+use crate::wire::{Operation, REQUEST_HEADER_NS, SOAP12_NS, Service, WSA_NS};
+use crate::xml::XmlWriter;
+
+/// One SOAP call as the operations see it.
+#[derive(Clone, Debug)]
+pub struct SoapCall {
+    /// The municipality the call is made for (the token's `CvrNumberIdentifier`).
+    pub cvr: Cvr,
+    /// The service.
+    pub service: Service,
+    /// The operation.
+    pub operation: Operation,
+    /// The full URL of the service (`<base>/<svc>/6/`).
+    pub url: Url,
+    /// The SOAP action (PROTOCOL.md §2).
+    pub action: String,
+    /// The body payload: one element (`SoegInput`, `ListInput`, ...) declaring its own namespaces.
+    pub payload: String,
+    /// A fresh id for the `RequestHeader/TransactionUUID`.
+    pub transaction_id: Uuid,
+}
+
+/// An HTTP answer: the status and the body, already limited in size by the transport.
+#[derive(Clone, Debug)]
+pub struct SoapResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body bytes (a SOAP envelope, or whatever an intermediary sent).
+    pub body: Vec<u8>,
+}
+
+/// A boxed future, so that transports can be used as trait objects.
+pub type TransportFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<SoapResponse, TransportError>> + Send + 'a>>;
+
+/// Sends SOAP calls. Implementations own envelopes, security headers, tokens and TLS.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// Sends one call and returns the HTTP answer. Must stop reading after `max_response_bytes`
+    /// with [`TransportError::TooLarge`]. Timeouts and retries are the client's job.
+    fn send<'a>(&'a self, call: &'a SoapCall) -> TransportFuture<'a>;
+}
+
+/// Plain SOAP 1.2 over HTTP without WS-Security: the simulator's profile only.
+///
+/// Carries the CVR in an `X-Orgsync-Sim-Cvr` HTTP header, standing in for the SAML token's
+/// `CvrNumberIdentifier` that scopes every real call.
+#[derive(Debug, Clone)]
+pub struct UnsignedTransport {
+    http: reqwest::Client,
+    max_response_bytes: usize,
+}
+
+/// The HTTP header that carries the CVR to the simulator.
+pub const SIM_CVR_HEADER: &str = "x-orgsync-sim-cvr";
+
+impl UnsignedTransport {
+    /// Builds the transport, refusing anything but `environment = sim` with a loopback base URL.
+    pub fn new(options: &ClientOptions) -> Result<UnsignedTransport, StsError> {
+        check_unsigned_allowed(options)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(16)
+            .build()
+            .map_err(|e| StsError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(UnsignedTransport {
+            http,
+            max_response_bytes: options.max_response_bytes,
+        })
+    }
+}
+
+/// Whether the unsigned profile may be used with these options.
+pub fn check_unsigned_allowed(options: &ClientOptions) -> Result<(), StsError> {
+    let refuse = |why: String| {
+        Err(StsError::Config(format!(
+            "{why}; the unsigned transport is only for environment = sim with a loopback base URL. \
+             Real STS needs the signed profile (WS-Trust token, WS-Security signature, mutual TLS: issue #7)"
+        )))
+    };
+    if options.environment != Environment::Sim {
+        return refuse(format!("environment is {:?}", options.environment));
+    }
+    let loopback = match options.base_url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if !loopback {
+        return refuse(format!(
+            "base URL {} is not a loopback address",
+            options.base_url
+        ));
+    }
+    Ok(())
+}
+
+/// The unsigned SOAP 1.2 envelope around a payload: RequestHeader plus WS-Addressing Action, MessageID and To.
+pub fn unsigned_envelope(call: &SoapCall) -> String {
+    let mut w = XmlWriter::new();
+    w.raw(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    w.start("s:Envelope", &[("xmlns:s", SOAP12_NS), ("xmlns:a", WSA_NS)]);
+    w.start("s:Header", &[]);
+    w.leaf("a:Action", &call.action);
+    w.leaf("a:MessageID", &format!("urn:uuid:{}", Uuid::new_v4()));
+    w.leaf("a:To", call.url.as_str());
+    w.start("h:RequestHeader", &[("xmlns:h", REQUEST_HEADER_NS)]);
+    w.leaf("h:TransactionUUID", &call.transaction_id.to_string());
+    w.end("h:RequestHeader");
+    w.end("s:Header");
+    w.start("s:Body", &[]);
+    w.raw(&call.payload);
+    w.end("s:Body");
+    w.end("s:Envelope");
+    w.finish()
+}
+
+impl Transport for UnsignedTransport {
+    fn send<'a>(&'a self, call: &'a SoapCall) -> TransportFuture<'a> {
+        Box::pin(async move {
+            check_loopback(&call.url)?;
+            let envelope = unsigned_envelope(call);
+            let content_type = format!(
+                "application/soap+xml; charset=utf-8; action=\"{}\"",
+                call.action
+            );
+            let mut response = self
+                .http
+                .post(call.url.clone())
+                .header("content-type", content_type)
+                .header(SIM_CVR_HEADER, call.cvr.as_str())
+                .body(envelope)
+                .send()
+                .await
+                .map_err(|e| TransportError::Io(error_chain(&e)))?;
+            let status = response.status().as_u16();
+            let limit = self.max_response_bytes;
+            if response.content_length().is_some_and(|n| n > limit as u64) {
+                return Err(TransportError::TooLarge { limit });
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| TransportError::Io(error_chain(&e)))?
+            {
+                if body.len() + chunk.len() > limit {
+                    return Err(TransportError::TooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(SoapResponse { status, body })
+        })
+    }
+}
+
+fn check_loopback(url: &Url) -> Result<(), TransportError> {
+    let ok = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(TransportError::Refused(format!(
+            "{url} is not a loopback address; the signed profile is required"
+        )))
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unsigned_transport_refuses_real_sts_addresses() {
+        let mut options = ClientOptions {
+            base_url: Url::parse("https://organisation.stoettesystemerne.dk/organisation/")
+                .unwrap(),
+            ..ClientOptions::default()
+        };
+        let error = UnsignedTransport::new(&options).unwrap_err().to_string();
+        assert!(error.contains("signed profile"), "{error}");
+        options.base_url = Url::parse("http://127.0.0.1:1/organisation/").unwrap();
+        assert!(UnsignedTransport::new(&options).is_ok());
+        options.environment = Environment::Production;
+        assert!(UnsignedTransport::new(&options).is_err());
+    }
+}

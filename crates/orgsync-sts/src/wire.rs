@@ -1,0 +1,188 @@
+//! Names on the wire of Organisation 6 (PROTOCOL.md §2, §9): services, operations, namespaces, SOAP actions and well-known class UUIDs.
+
+use uuid::Uuid;
+
+/// SOAP 1.2 envelope namespace.
+pub const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
+/// The sagdok namespace: every generic element (UUIDIdentifikator, Virkning, relations, StandardRetur, paging).
+pub const SAGDOK_NS: &str = "urn:oio:sagdok:3.0.0";
+/// `orgfaelles`: Gyldighed and GyldighedStatusKode.
+pub const ORGFAELLES_NS: &str = "http://stoettesystemerne.dk/organisation/6/";
+/// `sts`: CVR-NummerTekst, AdresseTekst, NavnTekst of Virksomhed.
+pub const STS_NS: &str = "urn:oio:sts:6";
+/// The KOMBIT request header namespace.
+pub const REQUEST_HEADER_NS: &str = "http://kombit.dk/xml/schemas/RequestHeader/1/";
+/// WS-Addressing.
+pub const WSA_NS: &str = "http://www.w3.org/2005/08/addressing";
+
+/// The Organisation 6 services this client calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// `organisationsystem/6/`: FremsoegObjekthierarki.
+    OrganisationSystem,
+    /// `organisation/6/`.
+    Organisation,
+    /// `organisationenhed/6/`.
+    OrganisationEnhed,
+    /// `organisationfunktion/6/`.
+    OrganisationFunktion,
+    /// `bruger/6/`.
+    Bruger,
+    /// `person/6/`.
+    Person,
+    /// `adresse/6/`.
+    Adresse,
+    /// `virksomhed/6/`.
+    Virksomhed,
+}
+
+impl Service {
+    /// Every service, for tables and tests.
+    pub const ALL: [Service; 8] = [
+        Service::OrganisationSystem,
+        Service::Organisation,
+        Service::OrganisationEnhed,
+        Service::OrganisationFunktion,
+        Service::Bruger,
+        Service::Person,
+        Service::Adresse,
+        Service::Virksomhed,
+    ];
+
+    /// The lower-case segment used in the URL path and the payload namespace.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Service::OrganisationSystem => "organisationsystem",
+            Service::Organisation => "organisation",
+            Service::OrganisationEnhed => "organisationenhed",
+            Service::OrganisationFunktion => "organisationfunktion",
+            Service::Bruger => "bruger",
+            Service::Person => "person",
+            Service::Adresse => "adresse",
+            Service::Virksomhed => "virksomhed",
+        }
+    }
+
+    /// The segment of the SOAP action, which differs from the path for OrganisationSystem
+    /// (`organisationssystem`, double "s").
+    pub fn action_segment(self) -> &'static str {
+        match self {
+            Service::OrganisationSystem => "organisationssystem",
+            other => other.segment(),
+        }
+    }
+
+    /// Path below the base URL, with the trailing slash the real services use.
+    pub fn path(self) -> String {
+        format!("{}/6/", self.segment())
+    }
+
+    /// The payload namespace, `http://stoettesystemerne.dk/organisation/<svc>/6/`.
+    pub fn namespace(self) -> String {
+        format!(
+            "http://stoettesystemerne.dk/organisation/{}/6/",
+            self.segment()
+        )
+    }
+
+    /// The SOAP action of an operation on this service.
+    pub fn action(self, operation: Operation) -> String {
+        format!(
+            "http://kombit.dk/sts/organisation/{}/{}",
+            self.action_segment(),
+            operation.action_name()
+        )
+    }
+}
+
+/// The read operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `soeg`: search, returns UUIDs.
+    Soeg,
+    /// `list`: read many by UUID.
+    List,
+    /// `laes`: read one by UUID.
+    Laes,
+    /// `fremsoegobjekthierarki`: the whole unit tree, in pages.
+    FremsoegObjekthierarki,
+}
+
+impl Operation {
+    /// The last segment of the SOAP action.
+    pub fn action_name(self) -> &'static str {
+        match self {
+            Operation::Soeg => "soeg",
+            Operation::List => "list",
+            Operation::Laes => "laes",
+            Operation::FremsoegObjekthierarki => "fremsoegobjekthierarki",
+        }
+    }
+
+    /// The local name of the request payload element.
+    pub fn input_element(self) -> &'static str {
+        match self {
+            Operation::Soeg => "SoegInput",
+            Operation::List => "ListInput",
+            Operation::Laes => "LaesInput",
+            Operation::FremsoegObjekthierarki => "FremsoegObjekthierarkiInput",
+        }
+    }
+
+    /// The local name of the response payload element.
+    pub fn output_element(self) -> &'static str {
+        match self {
+            Operation::Soeg => "SoegOutput",
+            Operation::List => "ListOutput",
+            Operation::Laes => "LaesOutput",
+            Operation::FremsoegObjekthierarki => "FremsoegObjekthierarkiOutput",
+        }
+    }
+}
+
+const fn uuid(text: &str) -> Uuid {
+    match Uuid::try_parse(text) {
+        Ok(id) => id,
+        Err(_) => panic!("a well-known UUID constant is malformed"),
+    }
+}
+
+/// Funktionstype Enhedsrolle ("Arbejder i"): a position.
+pub const FUNCTION_TYPE_POSITION: Uuid = uuid("02e61900-33e0-407f-a2a7-22f70221f003");
+/// Funktionstype Lederrolle: a manager position.
+pub const FUNCTION_TYPE_MANAGER: Uuid = uuid("46c73630-f7ad-4000-9624-c06131cde671");
+/// Bruger address role: e-mail.
+pub const ADDRESS_ROLE_EMAIL: Uuid = uuid("5d13e891-162a-456b-abf2-fd9b864df96d");
+/// Bruger address role: mobile phone ("Telefon").
+pub const ADDRESS_ROLE_MOBILE: Uuid = uuid("5ef6be2d-59f4-4652-a680-585929924ba9");
+/// Bruger address role: landline.
+pub const ADDRESS_ROLE_LANDLINE: Uuid = uuid("47c05422-5379-4c27-9ddf-e02b52b3d961");
+/// Bruger address role: location.
+pub const ADDRESS_ROLE_LOCATION: Uuid = uuid("ad04ac80-e24a-45a5-9dd9-8537a916ac74");
+/// Enhedstype Afdeling.
+pub const UNIT_TYPE_DEPARTMENT: Uuid = uuid("16bf18c3-ed6f-44b0-b7a1-35f94984e519");
+/// Enhedstype Team.
+pub const UNIT_TYPE_TEAM: Uuid = uuid("2d9710bf-e9cc-465f-8ec7-46d5f2a64412");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn organisation_system_has_a_double_s_in_its_action_only() {
+        let service = Service::OrganisationSystem;
+        assert_eq!(service.path(), "organisationsystem/6/");
+        assert_eq!(
+            service.action(Operation::FremsoegObjekthierarki),
+            "http://kombit.dk/sts/organisation/organisationssystem/fremsoegobjekthierarki"
+        );
+        assert_eq!(
+            Service::Bruger.action(Operation::List),
+            "http://kombit.dk/sts/organisation/bruger/list"
+        );
+        assert_eq!(
+            Service::Person.namespace(),
+            "http://stoettesystemerne.dk/organisation/person/6/"
+        );
+    }
+}

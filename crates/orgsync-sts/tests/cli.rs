@@ -1,0 +1,91 @@
+//! `orgsync sts snapshot`: JSON with the required keys plus issues, a summary for people, and clap wiring.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions may unwrap: a panic is the failure message
+
+mod common;
+
+use clap::{CommandFactory, Parser};
+use common::*;
+use orgsync_model::ids::UnitId;
+use orgsync_sts::cli::{StsCommand, run};
+use orgsync_sts_sim::generate::Size;
+use orgsync_sts_sim::server::SimOptions;
+
+#[derive(Parser, Debug)]
+struct Cli {
+    #[command(subcommand)]
+    command: StsCommand,
+}
+
+#[test]
+fn the_cli_definition_is_consistent() {
+    Cli::command().debug_assert();
+    let cli =
+        Cli::try_parse_from(["orgsync", "snapshot", "29189846", "--format", "summary"]).unwrap();
+    assert!(matches!(cli.command, StsCommand::Snapshot(ref a) if a.cvr.as_str() == "29189846"));
+    assert!(Cli::try_parse_from(["orgsync", "snapshot", "2918984"]).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_json_has_the_documented_keys_and_validation_issues() {
+    let mut truth = municipality(Size::Xs, 4);
+    // A unit whose parent is missing, and two units in a cycle: validation issues, not a crash.
+    let orphan = uuid::Uuid::new_v4();
+    truth.units[5].parent_uuid = Some(UnitId(orphan));
+    let (a, b) = (truth.units[6].uuid, truth.units[7].uuid);
+    truth.units[6].parent_uuid = Some(b);
+    truth.units[7].parent_uuid = Some(a);
+    let sim = start(truth, SimOptions::default()).await;
+    let cli = Cli::try_parse_from(["orgsync", "snapshot", "29189846", "--format", "json"]).unwrap();
+    let mut out = Vec::new();
+    run(&cli.command, &fast_options(&sim), &mut out)
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    for key in ["uuid", "name", "user_key", "parent_uuid", "active"] {
+        assert!(json["units"][0].get(key).is_some(), "units[].{key}");
+    }
+    let user = json["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| !u["positions"].as_array().unwrap().is_empty())
+        .unwrap();
+    for key in [
+        "uuid",
+        "user_name",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "active",
+        "positions",
+    ] {
+        assert!(user.get(key).is_some(), "users[].{key}");
+    }
+    for key in ["unit_uuid", "title", "manager"] {
+        assert!(user["positions"][0].get(key).is_some(), "positions[].{key}");
+    }
+    let issues = json["issues"].as_array().unwrap();
+    let codes: Vec<&str> = issues.iter().filter_map(|i| i["code"].as_str()).collect();
+    assert!(codes.contains(&"missing_parent"), "{codes:?}");
+    assert!(codes.contains(&"cycle"), "{codes:?}");
+    assert!(
+        issues
+            .iter()
+            .any(|i| i["message"].as_str().unwrap().contains(&orphan.to_string()))
+    );
+
+    let cli =
+        Cli::try_parse_from(["orgsync", "snapshot", "29189846", "--format", "summary"]).unwrap();
+    let mut out = Vec::new();
+    run(&cli.command, &fast_options(&sim), &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("units") && text.contains("users") && text.contains("issues"),
+        "{text}"
+    );
+    sim.shutdown().await;
+}

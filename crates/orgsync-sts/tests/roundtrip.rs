@@ -1,0 +1,116 @@
+//! The client reads the simulator's municipality completely: the snapshot equals the generator's model.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions may unwrap: a panic is the failure message
+
+mod common;
+
+use common::*;
+use orgsync_model::ids::UnitId;
+use orgsync_sts_sim::generate::{Size, expected_read};
+use orgsync_sts_sim::server::SimOptions;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_median_municipality_yields_exactly_the_generated_model() {
+    let truth = municipality(Size::M, 7);
+    let sim = start(truth.clone(), SimOptions::default()).await;
+    let client = client(&sim);
+    let read = client.read_snapshot().await.unwrap();
+    assert_eq!(read.snapshot.partial, None);
+    let expected = normalised(expected_read(&truth, today()));
+    let actual = normalised(read.snapshot.clone());
+    assert_eq!(actual.units.len(), expected.units.len());
+    assert_eq!(actual.users.len(), expected.users.len());
+    for (a, e) in actual.users.iter().zip(&expected.users) {
+        assert_eq!(a, e);
+    }
+    assert_eq!(actual, expected);
+    // Only the synthetic passivated users are noted: nothing else is wrong with the data.
+    assert!(
+        read.issues.is_empty(),
+        "{:#?}",
+        &read.issues[..read.issues.len().min(5)]
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.calls, read.calls);
+    assert!(
+        stats.max_in_flight <= 4,
+        "{} calls in flight",
+        stats.max_in_flight
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_returning_full_history_gives_the_same_snapshot() {
+    let truth = municipality(Size::S, 3);
+    let options = SimOptions {
+        full_history: true,
+        ..SimOptions::default()
+    };
+    let sim = start(truth.clone(), options).await;
+    let read = client(&sim).read_snapshot().await.unwrap();
+    assert_eq!(
+        normalised(read.snapshot),
+        normalised(expected_read(&truth, today()))
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_unit_read_returns_the_unit_and_the_positions_in_it() {
+    let truth = municipality(Size::S, 5);
+    let expected = expected_read(&truth, today());
+    let sim = start(truth.clone(), SimOptions::default()).await;
+    let client = client(&sim);
+    // The unit with most positions.
+    let unit = truth
+        .units
+        .iter()
+        .max_by_key(|u| {
+            expected
+                .users
+                .iter()
+                .flat_map(|x| &x.positions)
+                .filter(|p| p.unit_uuid == u.uuid)
+                .count()
+        })
+        .unwrap()
+        .clone();
+    let read = client.read_unit(unit.uuid).await.unwrap();
+    assert_eq!(read.unit.as_ref(), Some(&unit));
+    assert_eq!(read.partial, None);
+    let mut want: Vec<_> = expected
+        .users
+        .iter()
+        .filter(|u| u.positions.iter().any(|p| p.unit_uuid == unit.uuid))
+        .map(|u| {
+            let mut u = u.clone();
+            u.positions.retain(|p| p.unit_uuid == unit.uuid);
+            u
+        })
+        .collect();
+    want.sort_by_key(|u| u.uuid);
+    let got = normalised(orgsync_model::snapshot::Snapshot {
+        cvr: cvr(),
+        units: vec![],
+        users: read.users.clone(),
+        partial: None,
+    })
+    .users;
+    let want = normalised(orgsync_model::snapshot::Snapshot {
+        cvr: cvr(),
+        units: vec![],
+        users: want,
+        partial: None,
+    })
+    .users;
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    // An unknown unit reads as absent, not as an error.
+    let none = client
+        .read_unit(UnitId(uuid::Uuid::new_v4()))
+        .await
+        .unwrap();
+    assert!(none.unit.is_none() && none.users.is_empty());
+    sim.shutdown().await;
+}

@@ -1,6 +1,6 @@
 //! Logging set-up (tracing to stderr) and how the binary reports a fatal error.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 
 use tracing_subscriber::EnvFilter;
 
@@ -11,6 +11,7 @@ pub(crate) fn init(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

@@ -17,7 +17,6 @@ pub use problem::{Problem, Problems};
 pub use schedule::Schedule;
 pub use service::{
     LogConfig, LogFormat, RedisConfig, ServiceConfig, StsConfig, StsEnvironment, WebConfig,
-    mask_url,
 };
 
 /// The prefix of environment overrides: `ORGSYNC__REDIS__URL` overrides `[redis] url`.

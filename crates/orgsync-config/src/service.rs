@@ -49,25 +49,6 @@ impl Default for RedisConfig {
     }
 }
 
-impl RedisConfig {
-    /// The URL with any password replaced by `***`, for messages and logs.
-    pub fn url_for_display(&self) -> String {
-        mask_url(self.url.expose_secret())
-    }
-}
-
-/// Replaces the password of a URL with `***`.
-pub fn mask_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "(an unparsable URL)".to_owned(),
-    }
-}
-
 fn default_redis_url() -> SecretString {
     SecretString::from("redis://127.0.0.1:6379")
 }

@@ -208,12 +208,31 @@ pub(crate) fn classify(error: &BoxDynError) -> JobError {
     JobError::from_error(class::UNCLASSIFIED, true, error.as_ref())
 }
 
+fn is_secret_parameter(name: &str) -> bool {
+    matches!(name.to_ascii_lowercase().as_str(), "pass" | "password")
+}
+
 /// Masks the password (and a lone username used as a password) in a Redis URL.
 pub fn mask_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
+            }
+            // redis-rs also takes the password as a query parameter (`redis+unix:///s?pass=…`).
+            if parsed.query_pairs().any(|(k, _)| is_secret_parameter(&k)) {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if is_secret_parameter(&k) {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
             }
             parsed.to_string()
         }
@@ -230,6 +249,13 @@ pub fn mask_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masking_a_url_hides_a_password_given_as_a_query_parameter() {
+        let masked = mask_url("redis+unix:///run/redis.sock?db=2&pass=hunter2");
+        assert!(!masked.contains("hunter2"), "{masked}");
+        assert!(masked.contains("db=2"), "{masked}");
+    }
 
     #[test]
     fn masking_a_url_hides_the_password_but_keeps_host_and_user() {

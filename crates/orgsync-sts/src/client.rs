@@ -477,6 +477,24 @@ impl StsClient {
                                 .await
                             {
                                 Ok(objects) => {
+                                    let returned: HashSet<Uuid> = objects
+                                        .iter()
+                                        .filter_map(|o| {
+                                            o.object
+                                                .as_ref()
+                                                .and_then(|id| id.uuid.as_deref())
+                                                .and_then(|t| Uuid::parse_str(t.trim()).ok())
+                                        })
+                                        .collect();
+                                    let missing = ids.iter().filter(|id| !returned.contains(id)).count();
+                                    if missing > 0 {
+                                        // Unread positions must not look ended: their users
+                                        // would be deactivated for having none.
+                                        state.fail(format!(
+                                            "OrganisationFunktion list did not return {missing} of {} functions that soeg found",
+                                            ids.len()
+                                        ));
+                                    }
                                     let mut issues = Vec::new();
                                     let records: Vec<FunctionRecord> = objects
                                         .iter()
@@ -499,7 +517,11 @@ impl StsClient {
             })
             .collect();
         // The searches run concurrently.
-        let mut all: Vec<FunctionRecord> = join_futures(runs).await.into_iter().flatten().collect();
+        let mut all: Vec<FunctionRecord> = join_futures(runs, state)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         all.retain(|f: &FunctionRecord| {
             if f.organisations.is_empty() || f.organisations.contains(&organisation) {
                 true
@@ -584,6 +606,14 @@ impl StsClient {
                 element: "FiltreretOejebliksbillede".to_owned(),
                 message: "soeg found the user but list did not return it".to_owned(),
             });
+        }
+        let missing = ids.iter().filter(|id| !returned.contains(id)).count();
+        if missing > 0 {
+            // An unread user must not look absent: absent users are deactivated.
+            state.fail(format!(
+                "Bruger list did not return {missing} of {} users that soeg found",
+                ids.len()
+            ));
         }
         state.issues(issues);
 
@@ -873,6 +903,7 @@ async fn join_all<R: Send + 'static>(mut tasks: JoinSet<Vec<R>>, state: &ReadSta
 
 async fn join_futures<R: Send + 'static>(
     futures: Vec<impl Future<Output = Vec<R>> + Send + 'static>,
+    state: &ReadState,
 ) -> Vec<Vec<R>> {
     let mut set = JoinSet::new();
     for (index, future) in futures.into_iter().enumerate() {
@@ -880,8 +911,10 @@ async fn join_futures<R: Send + 'static>(
     }
     let mut results = Vec::new();
     while let Some(joined) = set.join_next().await {
-        if let Ok(result) = joined {
-            results.push(result);
+        match joined {
+            Ok(result) => results.push(result),
+            // A search that died took its results with it: the read is not complete.
+            Err(error) => state.fail(format!("a read task failed: {error}")),
         }
     }
     results.sort_by_key(|(index, _)| *index);

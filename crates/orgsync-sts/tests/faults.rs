@@ -302,3 +302,34 @@ async fn replacing_a_municipality_while_the_simulator_runs_changes_the_next_read
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_or_positions_that_soeg_found_but_list_did_not_return_make_the_read_partial() {
+    // StatusKode 44 on a list batch: the objects soeg found were not read. Treating them as
+    // absent would deactivate their users, so the read must say it is incomplete.
+    for (target, what) in [
+        ("bruger/list", "Bruger list did not return"),
+        (
+            "organisationfunktion/list",
+            "OrganisationFunktion list did not return",
+        ),
+    ] {
+        let sim = start(municipality(Size::Xs, 2), SimOptions::default()).await;
+        sim.inject(script(
+            target,
+            0,
+            1,
+            FaultKind::Status {
+                code: 44,
+                message: "ingen".into(),
+            },
+        ));
+        let read = client(&sim).read_snapshot().await.unwrap();
+        let partial = read
+            .snapshot
+            .partial
+            .unwrap_or_else(|| panic!("{target}: the read should be partial"));
+        assert!(partial.contains(what), "{target}: {partial}");
+        sim.shutdown().await;
+    }
+}

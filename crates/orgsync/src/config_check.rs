@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use orgsync_config::{Config, CustomerConfig, TargetConfig};
+use secrecy::ExposeSecret as _;
 
 /// Loads the configuration in `dir` and prints a summary, or every problem (to stderr); then,
 /// unless `offline`, runs every customer's target health check.
@@ -56,7 +57,7 @@ async fn print_summary(
     writeln!(
         out,
         "  redis  {} (key prefix {:?})",
-        service.redis.url_for_display(),
+        orgsync_queue::mask_url(service.redis.url.expose_secret()),
         service.redis.key_prefix
     )?;
     writeln!(

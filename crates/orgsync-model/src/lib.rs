@@ -16,4 +16,6 @@ pub mod policy;
 pub mod render;
 pub mod snapshot;
 pub mod target;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validate;

@@ -6,66 +6,31 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use chrono::NaiveDate;
-use common::{CVR, Harness, ScimHarness, both};
-use orgsync_model::ids::{Cvr, Domain, UnitId, UserId};
+use common::{Harness, ScimHarness, both};
+use orgsync_model::ids::{UnitId, UserId};
 use orgsync_model::plan::{self, Action, Plan, UserFields, UserItem};
-use orgsync_model::policy::{CustomIdSource, Guards, Mappings, Policy, UserDefaults};
-use orgsync_model::snapshot::{Position, Snapshot, Unit, User};
+use orgsync_model::policy::{Mappings, Policy};
+use orgsync_model::snapshot::{Snapshot, Unit, User};
 use orgsync_model::target::TargetState;
+use orgsync_model::testing::{self, p, snapshot, u};
 use orgsync_model::validate::validate;
 use orgsync_target::batch::{BatchReport, write_departments, write_users};
 use orgsync_target::{TargetError, WriteOutcome};
-use uuid::Uuid;
 
-fn u(n: u128) -> UnitId {
-    UnitId(Uuid::from_u128(n))
-}
-
-fn p(n: u128) -> UserId {
-    UserId(Uuid::from_u128((1 << 100) | n))
-}
-
-fn unit(n: u128, name: &str, parent: Option<u128>) -> Unit {
-    Unit {
-        uuid: u(n),
-        name: name.to_owned(),
-        user_key: Some(format!("K{n}")),
-        parent_uuid: parent.map(u),
-        active: true,
-        kind: None,
-        extra: Default::default(),
-    }
-}
-
+/// A user of the shared builders with a work phone and a title per unit; user 1 manages the top.
 fn user(n: u128, name: &str, email: &str, units: &[u128]) -> User {
-    User {
-        uuid: p(n),
-        user_name: format!("U{n}"),
-        name: Some(name.to_owned()),
-        email: Some(email.to_owned()),
-        phone: Some(format!("+45 1000 00{n:02}")),
-        active: true,
-        positions: units
-            .iter()
-            .map(|unit| Position {
-                unit_uuid: u(*unit),
-                title: Some(format!("Titel {unit}")),
-                manager: *unit == 1 && n == 1,
-                valid_from: None,
-                valid_to: None,
-            })
-            .collect(),
+    let mut user = testing::user(n, name, email, units);
+    user.phone = Some(format!("+45 1000 00{n:02}"));
+    for position in &mut user.positions {
+        let unit = position.unit_uuid.0.as_u128();
+        position.title = Some(format!("Titel {unit}"));
+        position.manager = unit == 1 && n == 1;
     }
+    user
 }
 
 fn tree() -> Vec<Unit> {
-    vec![
-        unit(1, "Kommune", None),
-        unit(2, "Økonomi", Some(1)),
-        unit(3, "Skole", Some(1)),
-        unit(4, "Kantine", Some(3)),
-    ]
+    testing::small_tree()
 }
 
 fn people() -> Vec<User> {
@@ -77,39 +42,10 @@ fn people() -> Vec<User> {
     ]
 }
 
-fn snapshot(units: Vec<Unit>, users: Vec<User>) -> Snapshot {
-    Snapshot {
-        cvr: Cvr::parse(CVR).unwrap(),
-        units,
-        users,
-        partial: None,
-    }
-}
-
 fn policy(mappings: Mappings) -> Policy {
-    Policy {
-        cvr: Cvr::parse(CVR).unwrap(),
-        domains: vec![Domain::parse("kommune.dk").unwrap()],
-        top_unit: None,
-        excluded_units: BTreeSet::new(),
-        custom_id: CustomIdSource::UserKey,
-        defaults: UserDefaults {
-            user_type: "employee".to_owned(),
-            language: "da".to_owned(),
-            timezone: "Europe/Copenhagen".to_owned(),
-            currency: "DKK".to_owned(),
-        },
-        guards: Guards {
-            max_deactivations: 100,
-            max_deactivation_percent: 100.0,
-            max_source_drop_percent: 100.0,
-        },
-        mappings,
-    }
-}
-
-fn today() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 11, 22).unwrap()
+    let mut policy = testing::policy();
+    policy.mappings = mappings;
+    policy
 }
 
 /// Plans against what the target holds and writes the plan; returns the plan, the target's
@@ -121,7 +57,7 @@ async fn sync(
 ) -> (Plan, TargetState, BatchReport, BatchReport) {
     let before = h.target().read_state().await.unwrap();
     let valid = validate(snap.clone(), policy, None).unwrap();
-    let plan = plan::plan(&valid, &before, policy, today());
+    let plan = plan::plan(&valid, &before, policy, testing::today());
     let departments = write_departments(h.target(), &plan.departments, 4)
         .await
         .unwrap();
@@ -156,7 +92,7 @@ async fn assert_nothing_left_to_do(h: &dyn Harness, snap: &Snapshot, policy: &Po
         &validate(snap.clone(), policy, None).unwrap(),
         &state,
         policy,
-        today(),
+        testing::today(),
     );
     assert!(
         plan.is_empty(),

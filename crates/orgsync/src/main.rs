@@ -109,7 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sts(cmd) => {
             let config = load_config(&cli.config)?;
-            let options = sts::client_options(&config, &cmd)?;
+            let options = sts::client_options(&config, &cmd);
             orgsync_sts::cli::run(&cmd, &options, &mut stdout)
                 .await
                 .context("reading STS Organisation")?;

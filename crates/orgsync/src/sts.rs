@@ -8,16 +8,13 @@ use orgsync_sts::options::{ClientOptions, Environment};
 
 /// The client options for a command: the service's `[sts]`, plus the customer's configured
 /// Organisation UUID when the CVR is a configured customer.
-pub(crate) fn client_options(
-    config: &Config,
-    command: &StsCommand,
-) -> anyhow::Result<ClientOptions> {
+pub(crate) fn client_options(config: &Config, command: &StsCommand) -> ClientOptions {
     let sts = &config.service.sts;
     let StsCommand::Snapshot(args) = command;
     let organisation_uuid = config
         .customer(args.cvr.as_str())
         .and_then(|c| c.organisation_uuid);
-    Ok(ClientOptions {
+    ClientOptions {
         environment: match sts.environment {
             StsEnvironment::Sim => Environment::Sim,
             StsEnvironment::Exttest => Environment::ExternalTest,
@@ -30,5 +27,5 @@ pub(crate) fn client_options(
         call_timeout: Duration::from_millis(sts.call_timeout_ms),
         max_response_bytes: usize::try_from(sts.max_response_bytes).unwrap_or(usize::MAX),
         ..ClientOptions::default()
-    })
+    }
 }

@@ -1,11 +1,13 @@
 //! `QueueBackend<J>`: an apalis 1.0 `Backend` on Redis Streams with a consumer group, plus
 //! the tower layer that records each job's outcome (success, retry, dead letter).
 //!
-//! Per worker there are four background tasks: the fetcher (one Lua call per batch, into a
-//! bounded channel the worker polls), the acker (batches outcomes into one Lua call), the
-//! heartbeat (keeps the worker's pending entries fresh), and maintenance (promotes due
-//! retries in chunks, takes over jobs of dead workers, prunes history). Redis errors in any
-//! of them are logged and retried with backoff; the worker itself never dies of them.
+//! Per worker there are five background tasks: the fetcher (one Lua call per batch, into a
+//! bounded channel the worker polls), the starter (records, batched, that handlers begin:
+//! only a started job counts as orphaned when its worker dies), the acker (batches outcomes
+//! into one Lua call), the heartbeat (keeps the worker's pending entries fresh), and
+//! maintenance (promotes due retries in chunks, takes over jobs of dead workers, prunes
+//! history). Redis errors in any of them are logged and retried with backoff; the worker
+//! itself never dies of them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +15,7 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apalis::prelude::{Extensions, Task, TaskBuilder, TaskId, WorkerContext};
 use apalis_core::backend::finalize::Ephemeral;
@@ -47,6 +49,7 @@ pub struct QueueBackend<J> {
     rx: mpsc::Receiver<Task<J>>,
     tx: Option<mpsc::Sender<Task<J>>>,
     ack_rx: Option<mpsc::Receiver<AckRequest>>,
+    start_rx: Option<mpsc::Receiver<StartRequest>>,
     stop_tx: watch::Sender<bool>,
     fetcher: Option<JoinHandle<()>>,
     closing: Option<BoxFuture<'static, ()>>,
@@ -70,7 +73,12 @@ struct Shared {
     /// Stream entries this worker holds (fetched, not yet acknowledged): entry id -> job id.
     inflight: Mutex<HashMap<String, String>>,
     ack_tx: mpsc::Sender<AckRequest>,
+    start_tx: mpsc::Sender<StartRequest>,
     wake: Notify,
+    /// Since when this worker has reached Redis without an error (`None`: failing now).
+    /// It takes over other workers' jobs only after reaching Redis for `orphan_after`, so
+    /// that live workers coming back from the same outage have sent a heartbeat first.
+    redis_ok_since: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +100,13 @@ struct AckRequest {
     reply: oneshot::Sender<String>,
 }
 
+struct StartRequest {
+    eid: String,
+    jid: String,
+    /// `ok`, or `stale` when the entry is no longer this worker's.
+    reply: oneshot::Sender<String>,
+}
+
 struct Fetched {
     eid: String,
     jid: String,
@@ -100,6 +115,7 @@ struct Fetched {
     customer: Option<String>,
     replay_of: Option<String>,
     enqueued_at: Option<DateTime<Utc>>,
+    batch: Option<String>,
 }
 
 impl<J: Job> QueueBackend<J> {
@@ -107,6 +123,7 @@ impl<J: Job> QueueBackend<J> {
         let capacity = options.prefetch.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let (ack_tx, ack_rx) = mpsc::channel(ACK_BATCH * 4);
+        let (start_tx, start_rx) = mpsc::channel(ACK_BATCH * 4);
         let (stop_tx, _) = watch::channel(false);
         let consumer = format!(
             "{}-{}-{}-{}",
@@ -123,11 +140,14 @@ impl<J: Job> QueueBackend<J> {
                 consumer,
                 inflight: Mutex::new(HashMap::new()),
                 ack_tx,
+                start_tx,
                 wake: Notify::new(),
+                redis_ok_since: Mutex::new(Some(Instant::now())),
             }),
             rx,
             tx: Some(tx),
             ack_rx: Some(ack_rx),
+            start_rx: Some(start_rx),
             stop_tx,
             fetcher: None,
             closing: None,
@@ -141,9 +161,16 @@ impl<J: Job> QueueBackend<J> {
     }
 
     fn start(&mut self) {
-        let (Some(tx), Some(ack_rx)) = (self.tx.take(), self.ack_rx.take()) else {
+        let (Some(tx), Some(ack_rx), Some(start_rx)) =
+            (self.tx.take(), self.ack_rx.take(), self.start_rx.take())
+        else {
             return;
         };
+        *self
+            .shared
+            .redis_ok_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         tracing::info!(
             worker.name = %self.shared.consumer,
             job.type = self.shared.job_type,
@@ -152,6 +179,7 @@ impl<J: Job> QueueBackend<J> {
             self.shared.job_type
         );
         tokio::spawn(ack_loop(AckContext::new(&self.shared), ack_rx));
+        tokio::spawn(start_loop(AckContext::new(&self.shared), start_rx));
         tokio::spawn(heartbeat_loop(
             self.shared.clone(),
             self.stop_tx.subscribe(),
@@ -300,6 +328,21 @@ where
         let fut = self.inner.call(task);
         let shared = self.shared.clone();
         Box::pin(async move {
+            if let Some(job) = &job
+                && !shared.start(job).await
+            {
+                // Taken over by another worker meanwhile (or this worker is stopping): the
+                // handler does not run here and no outcome is recorded.
+                let error = JobError::message(
+                    "not_started",
+                    true,
+                    format!(
+                        "job {} was not started by worker {}",
+                        job.job_id, job.worker
+                    ),
+                );
+                return Err(Box::new(error) as BoxDynError);
+            }
             let started = Utc::now();
             let result = AssertUnwindSafe(fut).catch_unwind().await;
             let finished = Utc::now();
@@ -333,6 +376,60 @@ where
 impl Shared {
     fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records in Redis that the handler of `job` begins, and waits until Redis has it.
+    /// False when the entry is no longer this worker's (the handler must not run) or the
+    /// worker is stopping.
+    async fn start(&self, job: &JobContext) -> bool {
+        let (reply, answer) = oneshot::channel();
+        let request = StartRequest {
+            eid: job.entry_id.clone(),
+            jid: job.job_id.to_string(),
+            reply,
+        };
+        if self.start_tx.send(request).await.is_err() {
+            return false;
+        }
+        match answer.await.as_deref() {
+            Ok("ok") => true,
+            Ok(_) => {
+                tracing::warn!(
+                    worker.name = %self.consumer,
+                    job.id = %job.job_id,
+                    "job {} was taken over by another worker before it started here; not running it",
+                    job.job_id
+                );
+                self.inflight().remove(&job.entry_id);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn redis_ok(&self) {
+        let mut since = self
+            .redis_ok_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if since.is_none() {
+            *since = Some(Instant::now());
+        }
+    }
+
+    fn redis_failed(&self) {
+        *self
+            .redis_ok_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Whether this worker has reached Redis without an error for at least `orphan_after`.
+    fn may_take_over(&self) -> bool {
+        self.redis_ok_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|since| since.elapsed() >= self.options.orphan_after)
     }
 
     /// Records one outcome and waits until Redis has it.
@@ -512,7 +609,7 @@ impl Shared {
         if reply.first().map(String::as_str) != Some("jobs") {
             return Ok(out);
         }
-        for row in reply[1..].chunks(7) {
+        for row in reply[1..].chunks(8) {
             let [
                 eid,
                 jid,
@@ -521,6 +618,7 @@ impl Shared {
                 customer,
                 replay_of,
                 enqueued_at,
+                batch,
             ] = row
             else {
                 return Err(QueueError::Protocol("short fetch row".into()));
@@ -533,6 +631,7 @@ impl Shared {
                 customer: Some(customer.clone()).filter(|c| !c.is_empty()),
                 replay_of: Some(replay_of.clone()).filter(|r| !r.is_empty()),
                 enqueued_at: parse_ms(enqueued_at),
+                batch: Some(batch.clone()).filter(|b| !b.is_empty()),
             });
         }
         Ok(out)
@@ -546,6 +645,7 @@ impl Shared {
             max_attempts: self.options.retry.max_attempts.max(1),
             customer: row.customer.clone(),
             replay_of: row.replay_of.clone().map(JobId::new),
+            batch: row.batch.clone(),
             enqueued_at: row.enqueued_at.unwrap_or_else(Utc::now),
             worker: self.consumer.clone(),
             entry_id: row.eid.clone(),
@@ -560,7 +660,7 @@ impl Shared {
             .arg(self.job_type)
             .arg(GROUP)
             .arg(&self.consumer)
-            .arg(now_ms());
+            .arg(u64::try_from(self.options.orphan_after.as_millis()).unwrap_or(u64::MAX));
         for eid in &eids {
             call.arg(eid);
         }
@@ -807,6 +907,50 @@ async fn ack_loop(ctx: AckContext, mut rx: mpsc::Receiver<AckRequest>) {
     }
 }
 
+async fn start_loop(ctx: AckContext, mut rx: mpsc::Receiver<StartRequest>) {
+    let mut batch: Vec<StartRequest> = Vec::with_capacity(ACK_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < ACK_BATCH {
+            match rx.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(100);
+        let replies: Vec<String> = loop {
+            let mut conn = ctx.handle.conn.clone();
+            let mut call = scripts::START.prepare_invoke();
+            call.arg(ctx.handle.keys.prefix())
+                .arg(ctx.job_type)
+                .arg(GROUP)
+                .arg(&ctx.consumer);
+            for request in &batch {
+                call.arg(&request.eid).arg(&request.jid);
+            }
+            let result: redis::RedisResult<Vec<String>> = call.invoke_async(&mut conn).await;
+            match result {
+                Ok(replies) => break replies,
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    break vec!["stale".to_owned(); batch.len()];
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        worker.name = %ctx.consumer,
+                        "could not record the start of {} jobs in Redis, retrying in {delay:?}: {e}",
+                        batch.len()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        for (request, reply) in batch.drain(..).zip(replies) {
+            let _ = request.reply.send(reply);
+        }
+    }
+}
+
 async fn fetch_loop<J: Job>(
     shared: Arc<Shared>,
     tx: mpsc::Sender<Task<J>>,
@@ -823,6 +967,7 @@ async fn fetch_loop<J: Job>(
             match shared.register().await {
                 Ok(()) => registered = true,
                 Err(e) => {
+                    shared.redis_failed();
                     log_redis_trouble(&shared, &mut failing, delay, &e);
                     if sleep_or_stop(delay, &mut stop).await {
                         break;
@@ -850,6 +995,7 @@ async fn fetch_loop<J: Job>(
                     registered = false;
                     continue;
                 }
+                shared.redis_failed();
                 log_redis_trouble(&shared, &mut failing, delay, &e);
                 if sleep_or_stop(delay, &mut stop).await {
                     break;
@@ -858,6 +1004,7 @@ async fn fetch_loop<J: Job>(
                 continue;
             }
         };
+        shared.redis_ok();
         if failing {
             tracing::info!(
                 worker.name = %shared.consumer,
@@ -956,8 +1103,12 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if sleep_or_stop(shared.options.heartbeat_interval, &mut stop).await {
             break;
         }
-        if let Err(e) = shared.heartbeat().await {
-            tracing::debug!(worker.name = %shared.consumer, "heartbeat failed: {e}");
+        match shared.heartbeat().await {
+            Ok(()) => shared.redis_ok(),
+            Err(e) => {
+                shared.redis_failed();
+                tracing::debug!(worker.name = %shared.consumer, "heartbeat failed: {e}");
+            }
         }
     }
 }
@@ -968,14 +1119,19 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
     let mut next_prune = start;
     loop {
         match shared.promote().await {
-            Ok(moved) if moved > 0 => shared.wake.notify_one(),
-            Ok(_) => {}
+            Ok(moved) => {
+                shared.redis_ok();
+                if moved > 0 {
+                    shared.wake.notify_one();
+                }
+            }
             Err(e) => {
+                shared.redis_failed();
                 tracing::debug!(worker.name = %shared.consumer, "promoting due jobs failed: {e}")
             }
         }
         let now = tokio::time::Instant::now();
-        if now >= next_reclaim {
+        if now >= next_reclaim && shared.may_take_over() {
             next_reclaim = now + shared.options.reclaim_interval;
             match shared.reclaim().await {
                 Ok(n) if n > 0 => shared.wake.notify_one(),

@@ -39,8 +39,9 @@ impl fmt::Debug for QueueHandle {
     }
 }
 
+/// A job as the Lua `enqueue_job` helper reads it.
 #[derive(Serialize)]
-struct ScriptJob<'a> {
+pub(crate) struct ScriptJob<'a> {
     id: String,
     #[serde(rename = "type")]
     job_type: &'a str,
@@ -50,6 +51,23 @@ struct ScriptJob<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     idem: Option<&'a str>,
     delay_ms: u64,
+}
+
+impl<'a> ScriptJob<'a> {
+    /// With a fresh id.
+    pub(crate) fn new(j: &'a NewJob) -> Self {
+        Self {
+            id: JobId::generate().to_string(),
+            job_type: &j.job_type,
+            payload: &j.payload,
+            customer: j.customer.as_deref(),
+            idem: j.idempotency_key.as_deref(),
+            delay_ms: j
+                .run_after
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+        }
+    }
 }
 
 impl QueueHandle {
@@ -119,27 +137,14 @@ impl QueueHandle {
         let mut conn = self.conn.clone();
         let mut results = Vec::with_capacity(jobs.len());
         let chunk = self.config.enqueue_chunk.max(1);
-        let ttl = u64::try_from(self.config.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl = self.idempotency_ttl_ms();
         for part in jobs.chunks(chunk) {
-            let rows: Vec<ScriptJob<'_>> = part
-                .iter()
-                .map(|j| ScriptJob {
-                    id: JobId::generate().to_string(),
-                    job_type: &j.job_type,
-                    payload: &j.payload,
-                    customer: j.customer.as_deref(),
-                    idem: j.idempotency_key.as_deref(),
-                    delay_ms: j
-                        .run_after
-                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                        .unwrap_or(0),
-                })
-                .collect();
+            let rows: Vec<ScriptJob<'_>> = part.iter().map(ScriptJob::new).collect();
             let json = serde_json::to_string(&rows)
                 .map_err(|e| QueueError::Protocol(format!("encoding jobs: {e}")))?;
             let replies: Vec<String> = scripts::ENQUEUE
                 .arg(self.keys.prefix())
-                .arg(ttl.max(1))
+                .arg(ttl)
                 .arg(json)
                 .invoke_async(&mut conn)
                 .await?;
@@ -156,6 +161,13 @@ impl QueueHandle {
             }
         }
         Ok(results)
+    }
+
+    /// The idempotency TTL in milliseconds, at least 1.
+    pub(crate) fn idempotency_ttl_ms(&self) -> u64 {
+        u64::try_from(self.config.idempotency_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     /// Any job still stored (waiting, running, dead, or succeeded within the retention).

@@ -66,6 +66,30 @@ pub enum QueueError {
     /// No job with that id.
     #[error("no job with id {0}")]
     NotFound(String),
+    /// A batch child's idempotency key is held by a job that is still pending in another
+    /// batch; nothing was enqueued.
+    #[error(
+        "job {job_id} (a child of batch {batch}) is still pending in batch {other_batch}; a job belongs to one batch"
+    )]
+    BatchConflict {
+        /// The batch being enqueued.
+        batch: String,
+        /// The job holding the child's idempotency key.
+        job_id: String,
+        /// The batch that job belongs to.
+        other_batch: String,
+    },
+    /// A name that cannot be used (empty, or a collection name with characters other than
+    /// ASCII letters, digits, `_`, `-` and `.`).
+    #[error("invalid {kind} name {name:?}: {rule}")]
+    InvalidName {
+        /// What the name is for (`batch`, `collection`, ...).
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// What a valid name looks like.
+        rule: &'static str,
+    },
     /// The job exists but is not in the dead-letter queue.
     #[error("job {id} is not a dead letter (state: {state})")]
     NotDead {
@@ -92,7 +116,9 @@ impl QueueError {
             | Self::Serialize { .. }
             | Self::Protocol(_)
             | Self::NotFound(_)
-            | Self::NotDead { .. } => false,
+            | Self::NotDead { .. }
+            | Self::BatchConflict { .. }
+            | Self::InvalidName { .. } => false,
         }
     }
 }

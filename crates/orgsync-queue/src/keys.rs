@@ -6,7 +6,11 @@
 //! (scheduled and retrying jobs by due time), `P:succeeded:T` zset (history),
 //! `P:counters:T` hash, `P:types` set, `P:dead` zset (dead letters by time),
 //! `P:errors` capped stream (error log), `P:audit` stream (replays and deletes),
-//! `P:idem:KEY` string (idempotency), `P:workers` zset (heartbeats), `P:worker:NAME` hash.
+//! `P:idem:KEY` string (idempotency), `P:workers` zset (heartbeats), `P:worker:NAME` hash,
+//! `P:batch:B` hash, `P:batch-pending:B` set, `P:batch-dead:B` list, `P:batch-children:B`
+//! list (batches; the Lua scripts build these names too), and the run-state store under
+//! `P:state:` (`lock:NAME`, `value:NAME`, `map:NAME`, `rec:COLLECTION:{doc:ID,all,by:INDEX}`).
+//! Caller-given names come last in a key, after a fixed kind, so two kinds never collide.
 
 /// The consumer group every worker of a job type joins.
 pub(crate) const GROUP: &str = "workers";
@@ -73,6 +77,40 @@ impl Keys {
 
     pub(crate) fn worker(&self, name: &str) -> String {
         format!("{}:worker:{name}", self.prefix)
+    }
+
+    pub(crate) fn batch(&self, id: &str) -> String {
+        format!("{}:batch:{id}", self.prefix)
+    }
+
+    pub(crate) fn batch_pending(&self, id: &str) -> String {
+        format!("{}:batch-pending:{id}", self.prefix)
+    }
+
+    pub(crate) fn batch_dead(&self, id: &str) -> String {
+        format!("{}:batch-dead:{id}", self.prefix)
+    }
+
+    pub(crate) fn lock(&self, name: &str) -> String {
+        format!("{}:state:lock:{name}", self.prefix)
+    }
+
+    pub(crate) fn value(&self, name: &str) -> String {
+        format!("{}:state:value:{name}", self.prefix)
+    }
+
+    pub(crate) fn map(&self, name: &str) -> String {
+        format!("{}:state:map:{name}", self.prefix)
+    }
+
+    /// Records live under `P:state:rec:COLLECTION:`; the collection name is validated (no
+    /// `:`), the Lua script adds `doc:ID`, `all` and `by:INDEX`.
+    pub(crate) fn records(&self, collection: &str) -> String {
+        format!("{}:state:rec:{collection}", self.prefix)
+    }
+
+    pub(crate) fn record(&self, collection: &str, id: &str) -> String {
+        format!("{}:doc:{id}", self.records(collection))
     }
 
     /// Pattern matching every key of this prefix (for cleanup in tests and tools).

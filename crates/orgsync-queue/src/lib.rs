@@ -1,6 +1,7 @@
 //! orgsync-queue: a persistent job queue on apalis 1.0 and Redis Streams — enqueue (with
-//! idempotency keys and run-after times), workers with retries and backoff, a dead-letter
-//! queue, an error log, replay and delete (audited), and stats. No other orgsync crate is
+//! idempotency keys and run-after times), batches with a completion job, workers with
+//! retries and backoff, a dead-letter queue, an error log, replay and delete (audited),
+//! stats, and a small run-state store (locks, values, maps, records). No other orgsync crate is
 //! needed or known here; Redis key names stay private to this crate.
 //!
 //! ```no_run
@@ -37,15 +38,20 @@
 //! ```
 
 mod backend;
+mod batch;
 pub mod cli;
 mod client;
 mod config;
 mod error;
 mod keys;
 mod model;
+#[cfg(test)]
+mod script_tests;
 mod scripts;
+mod state;
 
 pub use backend::{QueueBackend, QueueLayer, QueueService, manual_signal, shutdown_signal};
+pub use batch::{BatchEnqueued, BatchStatus, NewBatch};
 pub use client::{QueueHandle, current_user};
 pub use config::{Backoff, QueueConfig, RetryPolicy, WorkerOptions};
 pub use error::{BoxDynError, JobError, QueueError, class, mask_url};
@@ -53,3 +59,4 @@ pub use model::{
     AttemptRecord, AuditEntry, DeadLetterFilter, Enqueued, ErrorLogEntry, ErrorLogQuery, Job,
     JobContext, JobId, JobRecord, JobState, JobTypeStats, NewJob, QueueStats, Replayed, WorkerInfo,
 };
+pub use state::LockAttempt;

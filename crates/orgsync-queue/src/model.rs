@@ -171,6 +171,11 @@ pub struct JobContext {
     pub customer: Option<String>,
     /// The dead letter this job replays.
     pub replay_of: Option<JobId>,
+    /// The batch this job is a child of (see [`QueueHandle::enqueue_batch`]); a replay of a
+    /// dead child keeps it.
+    ///
+    /// [`QueueHandle::enqueue_batch`]: crate::QueueHandle::enqueue_batch
+    pub batch: Option<String>,
     /// When the job was enqueued.
     pub enqueued_at: DateTime<Utc>,
     /// The worker running it.
@@ -219,7 +224,8 @@ pub enum JobState {
     Scheduled,
     /// Failed, waiting for its next attempt.
     Retrying,
-    /// Held by a worker.
+    /// Its handler is running (a job fetched into a worker's buffer but not started yet
+    /// is still `Waiting`).
     Running,
     /// Done.
     Succeeded,
@@ -274,7 +280,7 @@ pub struct JobRecord {
     pub attempts: u32,
     /// When it was enqueued.
     pub enqueued_at: Option<DateTime<Utc>>,
-    /// When its last attempt started.
+    /// When its handler last started.
     pub started_at: Option<DateTime<Utc>>,
     /// When it succeeded.
     pub finished_at: Option<DateTime<Utc>>,
@@ -296,6 +302,10 @@ pub struct JobRecord {
     pub replayed_as: Option<JobId>,
     /// The idempotency key given at enqueue.
     pub idempotency_key: Option<String>,
+    /// The batch this job is a child of; a replay of a dead child keeps it.
+    pub batch: Option<String>,
+    /// How many workers died (stopped sending heartbeats) while running it.
+    pub orphaned: u32,
     /// Every failed attempt.
     pub attempt_log: Vec<AttemptRecord>,
 }
@@ -334,6 +344,8 @@ impl JobRecord {
             replayed_at: time(&h, "replayed_at"),
             replayed_as: h.get("replayed_as").map(JobId::new),
             idempotency_key: h.get("idem").cloned(),
+            batch: h.get("batch").cloned(),
+            orphaned: h.get("orphaned").and_then(|o| o.parse().ok()).unwrap_or(0),
             attempt_log: log,
         })
     }

@@ -1,21 +1,94 @@
 //! The Lua scripts: every state change of a job is one atomic script.
 //!
-//! Numbers that are stored are formatted with `%d` so Lua never writes `1.7e+12`.
+//! Numbers that are stored are formatted with `%d` so Lua never writes `1.7e+12`. Every
+//! script starts with the shared helpers below: `enqueue_job` (the one way a job is written
+//! and queued, used by `ENQUEUE`, `ENQUEUE_BATCH` and a batch's completion job) and
+//! `batch_terminal` (the one batch countdown, called by every path that makes a job
+//! `succeeded` or `dead`: `COMPLETE` for successes, spent attempts, permanent errors and
+//! undecodable payloads, and `RECLAIM` for abandoned jobs).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-const NOW: &str = r"
+const HELPERS: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function d(x) return string.format('%d', x) end
+
+-- Writes job `j` ({id, type, payload, customer?, idem?, batch?, delay_ms}) and queues it, or
+-- returns the holder of its idempotency key. Counts per type go to `per_type`; pass that to
+-- `count_enqueued` once at the end. Returns `new:ID` or `dup:EXISTING_ID`.
+local function enqueue_job(p, idem_ttl, j, now, per_type)
+  if j.idem then
+    local k = p .. ':idem:' .. j.idem
+    if not redis.call('SET', k, j.id, 'NX', 'PX', idem_ttl) then
+      return 'dup:' .. (redis.call('GET', k) or '')
+    end
+  end
+  local h = p .. ':job:' .. j.id
+  local fields = {'type', j.type, 'payload', j.payload, 'attempts', 0, 'enqueued_at', d(now)}
+  if j.customer then table.insert(fields, 'customer'); table.insert(fields, j.customer) end
+  if j.idem then table.insert(fields, 'idem'); table.insert(fields, j.idem) end
+  if j.batch then table.insert(fields, 'batch'); table.insert(fields, j.batch) end
+  if j.delay_ms > 0 then
+    table.insert(fields, 'state'); table.insert(fields, 'scheduled')
+    table.insert(fields, 'run_at'); table.insert(fields, d(now + j.delay_ms))
+    redis.call('HSET', h, unpack(fields))
+    redis.call('ZADD', p .. ':delayed:' .. j.type, d(now + j.delay_ms), j.id)
+  else
+    table.insert(fields, 'state'); table.insert(fields, 'waiting')
+    redis.call('HSET', h, unpack(fields))
+    redis.call('XADD', p .. ':stream:' .. j.type, '*', 'j', j.id)
+  end
+  per_type[j.type] = (per_type[j.type] or 0) + 1
+  return 'new:' .. j.id
+end
+
+local function count_enqueued(p, per_type)
+  for ty, n in pairs(per_type) do
+    redis.call('SADD', p .. ':types', ty)
+    redis.call('HINCRBY', p .. ':counters:' .. ty, 'enqueued', n)
+  end
+end
+
+-- Enqueues batch `bid`'s completion job once: when it has none yet.
+local function complete_batch(p, bid, now)
+  local bk = p .. ':batch:' .. bid
+  local v = redis.call('HMGET', bk, 'on_complete', 'completed_at')
+  if not v[1] or v[2] then return end
+  local j = cjson.decode(v[1])
+  local per_type = {}
+  local r = enqueue_job(p, j.idem_ttl, j, now, per_type)
+  count_enqueued(p, per_type)
+  redis.call('HSET', bk, 'completed_at', d(now), 'completion_job', string.sub(r, 5))
+end
+
+-- The batch countdown. Call when job `jid` has just become succeeded (`ok`) or dead. Counts
+-- only when the job is still in its batch's pending set (a replayed job never is, nor is a
+-- job counted before), and enqueues the completion job when that set is empty.
+local function batch_terminal(p, jid, ok, now)
+  local bid = redis.call('HGET', p .. ':job:' .. jid, 'batch')
+  if not bid then return end
+  local pk = p .. ':batch-pending:' .. bid
+  if redis.call('SREM', pk, jid) == 0 then return end
+  local bk = p .. ':batch:' .. bid
+  if ok then
+    redis.call('HINCRBY', bk, 'succeeded', 1)
+  else
+    local dk = p .. ':batch-dead:' .. bid
+    redis.call('RPUSH', dk, jid)
+    local ttl = redis.call('PTTL', bk)
+    if ttl > 0 then redis.call('PEXPIRE', dk, ttl) end
+  end
+  if redis.call('SCARD', pk) == 0 then complete_batch(p, bid, now) end
+end
 ";
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{NOW}{body}"))
+    Script::new(&format!("{HELPERS}{body}"))
 }
 
 /// ARGV: prefix, idempotency ttl ms, JSON array of jobs.
@@ -30,45 +103,92 @@ local now = now_ms()
 local out = {}
 local per_type = {}
 for i, j in ipairs(jobs) do
-  local dup = nil
-  if j.idem then
-    local k = p .. ':idem:' .. j.idem
-    if not redis.call('SET', k, j.id, 'NX', 'PX', ttl) then
-      dup = redis.call('GET', k) or ''
-    end
-  end
-  if dup then
-    out[i] = 'dup:' .. dup
-  else
-    local h = p .. ':job:' .. j.id
-    local fields = {'type', j.type, 'payload', j.payload, 'attempts', 0, 'enqueued_at', d(now)}
-    if j.customer then table.insert(fields, 'customer'); table.insert(fields, j.customer) end
-    if j.idem then table.insert(fields, 'idem'); table.insert(fields, j.idem) end
-    if j.delay_ms > 0 then
-      table.insert(fields, 'state'); table.insert(fields, 'scheduled')
-      table.insert(fields, 'run_at'); table.insert(fields, d(now + j.delay_ms))
-      redis.call('HSET', h, unpack(fields))
-      redis.call('ZADD', p .. ':delayed:' .. j.type, d(now + j.delay_ms), j.id)
-    else
-      table.insert(fields, 'state'); table.insert(fields, 'waiting')
-      redis.call('HSET', h, unpack(fields))
-      redis.call('XADD', p .. ':stream:' .. j.type, '*', 'j', j.id)
-    end
-    per_type[j.type] = (per_type[j.type] or 0) + 1
-    out[i] = 'new:' .. j.id
-  end
+  out[i] = enqueue_job(p, ttl, j, now, per_type)
 end
-for ty, n in pairs(per_type) do
-  redis.call('SADD', p .. ':types', ty)
-  redis.call('HINCRBY', p .. ':counters:' .. ty, 'enqueued', n)
-end
+count_enqueued(p, per_type)
 return out
 ",
     )
 });
 
+/// ARGV: prefix, idempotency ttl ms, batch id, retention ms, JSON array of children, JSON
+/// completion job (with `idem_ttl`). Returns `{'exists', child ids}` (nothing written),
+/// `{'conflict', {job id, other batch}}` (nothing written) or `{'created', child ids}`.
+///
+/// A child whose idempotency key is held joins as the holder: counted at once when the
+/// holder is succeeded (as succeeded) or dead, replayed or gone (as dead), else pending and
+/// tagged with this batch; a holder still pending in another batch is a conflict.
+pub(crate) static ENQUEUE_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local p, ttl, bid, ret = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local bk = p .. ':batch:' .. bid
+local pk = p .. ':batch-pending:' .. bid
+local dk = p .. ':batch-dead:' .. bid
+local ck = p .. ':batch-children:' .. bid
+if redis.call('EXISTS', bk) == 1 then
+  return {'exists', redis.call('LRANGE', ck, 0, -1)}
+end
+local terminal = {succeeded = true, dead = true, replayed = true}
+local children = cjson.decode(ARGV[5])
+for _, j in ipairs(children) do
+  if j.idem then
+    local holder = redis.call('GET', p .. ':idem:' .. j.idem)
+    if holder then
+      local v = redis.call('HMGET', p .. ':job:' .. holder, 'state', 'batch')
+      if v[1] and not terminal[v[1]] and v[2] and v[2] ~= bid then
+        return {'conflict', {holder, v[2]}}
+      end
+    end
+  end
+end
+local now = now_ms()
+local per_type = {}
+local ids = {}
+local seen = {}
+local succeeded, dead = 0, 0
+for i, j in ipairs(children) do
+  j.batch = bid
+  local r = enqueue_job(p, ttl, j, now, per_type)
+  local id = string.sub(r, 5)
+  ids[i] = id
+  redis.call('RPUSH', ck, id)
+  if not seen[id] then
+    seen[id] = true
+    if string.sub(r, 1, 3) == 'new' then
+      redis.call('SADD', pk, id)
+    else
+      local h = p .. ':job:' .. id
+      local state = redis.call('HGET', h, 'state')
+      if state == 'succeeded' then
+        succeeded = succeeded + 1
+      elseif (not state) or terminal[state] then
+        redis.call('RPUSH', dk, id)
+        dead = dead + 1
+      else
+        redis.call('SADD', pk, id)
+        if not redis.call('HGET', h, 'batch') then redis.call('HSET', h, 'batch', bid) end
+      end
+    end
+  end
+end
+count_enqueued(p, per_type)
+local total = redis.call('SCARD', pk) + succeeded + dead
+redis.call('HSET', bk, 'total', total, 'succeeded', succeeded, 'created_at', d(now),
+  'on_complete', ARGV[6])
+for _, k in ipairs({bk, pk, dk, ck}) do
+  if redis.call('EXISTS', k) == 1 then redis.call('PEXPIRE', k, ret) end
+end
+if redis.call('SCARD', pk) == 0 then complete_batch(p, bid, now) end
+return {'created', ids}
+",
+    )
+});
+
 /// ARGV: prefix, type, group, consumer, count.
-/// Returns `{'empty'}` or `{'jobs', eid, jid, payload, attempts, customer, replay_of, enqueued_at, ...}`.
+/// Returns `{'empty'}` or `{'jobs', eid, jid, payload, attempts, customer, replay_of, enqueued_at,
+/// batch, ...}`. Fetching does not mark a job as started: a fetched job may wait in the
+/// worker's buffer; `START` records the start when its handler begins.
 pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -76,25 +196,50 @@ local p, ty, g, c, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local s = p .. ':stream:' .. ty
 local res = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', n, 'STREAMS', s, '>')
 if not res then return {'empty'} end
-local now = d(now_ms())
 local out = {'jobs'}
 for _, e in ipairs(res[1][2]) do
   local eid = e[1]
   local jid = e[2] and e[2][2]
   local v = nil
   if jid then
-    v = redis.call('HMGET', p .. ':job:' .. jid, 'payload', 'attempts', 'customer', 'replay_of', 'enqueued_at')
+    v = redis.call('HMGET', p .. ':job:' .. jid, 'payload', 'attempts', 'customer', 'replay_of', 'enqueued_at',
+      'batch')
   end
   if not v or not v[1] then
     redis.call('XACK', s, g, eid)
     redis.call('XDEL', s, eid)
   else
-    redis.call('HSET', p .. ':job:' .. jid, 'state', 'running', 'worker', c, 'started_at', now)
-    local row = {eid, jid, v[1], v[2] or '0', v[3] or '', v[4] or '', v[5] or '0'}
+    local row = {eid, jid, v[1], v[2] or '0', v[3] or '', v[4] or '', v[5] or '0', v[6] or ''}
     for _, x in ipairs(row) do table.insert(out, x) end
   end
 end
 return out
+",
+    )
+});
+
+/// ARGV: prefix, type, group, consumer, then pairs of entry id and job id. Records that the
+/// handlers of these jobs begin now (state `running`, the worker, `started_at`, and the entry
+/// id as `started_entry`: `RECLAIM` counts a job as orphaned only when its current entry had
+/// started). Returns per pair `ok`, or `stale` when the entry is no longer this worker's.
+pub(crate) static START: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local p, ty, g, c = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local s = p .. ':stream:' .. ty
+local now = d(now_ms())
+local res = {}
+for i = 5, #ARGV, 2 do
+  local eid, jid = ARGV[i], ARGV[i + 1]
+  if #redis.call('XPENDING', s, g, eid, eid, 1, c) > 0 then
+    redis.call('HSET', p .. ':job:' .. jid, 'state', 'running', 'worker', c, 'started_at', now,
+      'started_entry', eid)
+    table.insert(res, 'ok')
+  else
+    table.insert(res, 'stale')
+  end
+end
+return res
 ",
     )
 });
@@ -129,6 +274,7 @@ for i = 8, #ARGV, 5 do
     redis.call('PEXPIRE', h, ret)
     if haslog == '1' then redis.call('PEXPIRE', p .. ':log:' .. jid, ret) end
     redis.call('ZADD', p .. ':succeeded:' .. ty, d(now), jid)
+    batch_terminal(p, jid, true, now)
     succeeded = succeeded + 1
     table.insert(res, 'ok')
   else
@@ -158,6 +304,7 @@ for _, o in ipairs(fails) do
       redis.call('HSET', h, 'state', 'dead', 'dead_at', d(now), 'final_class', o.class)
       redis.call('ZADD', p .. ':dead', d(now), o.jid)
       redis.call('HINCRBY', cnt, 'dead', 1)
+      batch_terminal(p, o.jid, false, now)
       table.insert(res, 'dead')
     end
   end
@@ -193,68 +340,109 @@ return moved
 });
 
 /// ARGV: prefix, type, group, consumer, min idle ms, max orphaned, count, error-log max
-/// length, cursor. Takes over entries idle for longer than `min idle` (their worker stopped
-/// sending heartbeats) and puts them back at the end of the stream, or into the dead-letter
-/// queue once their workers died `max orphaned` times. Returns `{cursor, requeued, dead}`.
+/// length, cursor. Takes over entries idle for longer than `min idle` whose owning worker's
+/// last heartbeat is older than `min idle` too (or missing): idle time alone is not proof of
+/// death, a live worker's entries also grow idle while Redis is unreachable. Puts them back
+/// at the end of the stream; a job whose handler had started on that entry counts as
+/// orphaned, and goes to the dead-letter queue (`abandoned`) once orphaned `max orphaned`
+/// times. Returns `{cursor, requeued, dead}` (cursor `0-0` when the scan is done).
 pub(crate) static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local p, ty, g, c = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local idle, maxo, count, maxlen, cursor = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
+local idle, maxo, count, maxlen, cursor = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]
 local s = p .. ':stream:' .. ty
-local r = redis.call('XAUTOCLAIM', s, g, c, idle, cursor, 'COUNT', count)
 local now = now_ms()
+local cutoff = now - tonumber(idle)
+local start = '-'
+if cursor ~= '0-0' then start = '(' .. cursor end
+local pending = redis.call('XPENDING', s, g, 'IDLE', idle, start, '+', count)
+local alive = {}
 local requeued, dead = 0, 0
-for _, e in ipairs(r[2]) do
-  local eid = e[1]
-  local jid = e[2] and e[2][2]
-  redis.call('XACK', s, g, eid)
-  redis.call('XDEL', s, eid)
-  local h = jid and (p .. ':job:' .. jid)
-  if h and redis.call('EXISTS', h) == 1 then
-    local orphaned = redis.call('HINCRBY', h, 'orphaned', 1)
-    local lost = redis.call('HGET', h, 'worker') or ''
-    redis.call('HDEL', h, 'worker')
-    if orphaned >= maxo then
-      local attempt = tonumber(redis.call('HGET', h, 'attempts') or '0') + 1
-      local customer = redis.call('HGET', h, 'customer') or ''
-      local msg = 'worker ' .. lost .. ' died while running this job (' .. orphaned .. ' workers lost on it)'
-      redis.call('RPUSH', p .. ':log:' .. jid, cjson.encode({attempt = attempt, started_at = d(now),
-        finished_at = d(now), class = 'abandoned', retriable = false, message = msg, chain = {msg}, worker = lost}))
-      redis.call('HSET', h, 'attempts', attempt, 'last_class', 'abandoned', 'last_message', msg,
-        'last_failed_at', d(now), 'state', 'dead', 'dead_at', d(now), 'final_class', 'abandoned')
-      redis.call('ZADD', p .. ':dead', d(now), jid)
-      redis.call('HINCRBY', p .. ':counters:' .. ty, 'failed_attempts', 1)
-      redis.call('HINCRBY', p .. ':counters:' .. ty, 'dead', 1)
-      redis.call('XADD', p .. ':errors', 'MAXLEN', '~', maxlen, '*', 'time', d(now), 'job_id', jid,
-        'job_type', ty, 'customer', customer, 'attempt', attempt, 'class', 'abandoned', 'message', msg)
-      dead = dead + 1
-    else
-      redis.call('XADD', s, '*', 'j', jid)
-      redis.call('HSET', h, 'state', 'waiting')
-      requeued = requeued + 1
+for _, pe in ipairs(pending) do
+  local eid, owner = pe[1], pe[2]
+  if alive[owner] == nil then
+    local beat = redis.call('ZSCORE', p .. ':workers', owner)
+    alive[owner] = owner == c or (beat and tonumber(beat) >= cutoff) or false
+  end
+  local claimed = {}
+  if not alive[owner] then claimed = redis.call('XCLAIM', s, g, c, idle, eid) end
+  local e = claimed[1]
+  if e then
+    local jid = e[2] and e[2][2]
+    redis.call('XACK', s, g, eid)
+    redis.call('XDEL', s, eid)
+    local h = jid and (p .. ':job:' .. jid)
+    if h and redis.call('EXISTS', h) == 1 then
+      local v = redis.call('HMGET', h, 'worker', 'started_entry', 'orphaned')
+      local lost = v[1] or owner
+      local orphaned = tonumber(v[3] or '0')
+      if v[2] == eid then orphaned = redis.call('HINCRBY', h, 'orphaned', 1) end
+      redis.call('HDEL', h, 'worker')
+      if v[2] == eid and orphaned >= maxo then
+        local attempt = tonumber(redis.call('HGET', h, 'attempts') or '0') + 1
+        local customer = redis.call('HGET', h, 'customer') or ''
+        local msg = 'worker ' .. lost .. ' died while running this job (' .. orphaned .. ' workers lost on it)'
+        redis.call('RPUSH', p .. ':log:' .. jid, cjson.encode({attempt = attempt, started_at = d(now),
+          finished_at = d(now), class = 'abandoned', retriable = false, message = msg, chain = {msg}, worker = lost}))
+        redis.call('HSET', h, 'attempts', attempt, 'last_class', 'abandoned', 'last_message', msg,
+          'last_failed_at', d(now), 'state', 'dead', 'dead_at', d(now), 'final_class', 'abandoned')
+        redis.call('ZADD', p .. ':dead', d(now), jid)
+        redis.call('HINCRBY', p .. ':counters:' .. ty, 'failed_attempts', 1)
+        redis.call('HINCRBY', p .. ':counters:' .. ty, 'dead', 1)
+        redis.call('XADD', p .. ':errors', 'MAXLEN', '~', maxlen, '*', 'time', d(now), 'job_id', jid,
+          'job_type', ty, 'customer', customer, 'attempt', attempt, 'class', 'abandoned', 'message', msg)
+        batch_terminal(p, jid, false, now)
+        dead = dead + 1
+      else
+        redis.call('XADD', s, '*', 'j', jid)
+        redis.call('HSET', h, 'state', 'waiting')
+        requeued = requeued + 1
+      end
     end
   end
 end
-return {r[1], requeued, dead}
+local next_cursor = '0-0'
+if #pending >= count then next_cursor = pending[#pending][1] end
+return {next_cursor, requeued, dead}
 ",
     )
 });
 
-/// ARGV: prefix, type, group, consumer, now ms, entry ids... Records the worker's heartbeat
-/// and resets the idle time of the entries it still owns. Returns how many it still owns.
+/// ARGV: prefix, type, group, consumer, lost-after ms, entry ids... Records the worker's
+/// heartbeat and resets the idle time of the entries it holds. Entries pending for this
+/// worker that it does not hold and that are idle longer than `lost after` (a fetch whose
+/// reply never arrived) go back to the stream: `RECLAIM` leaves a live worker's entries
+/// alone, so nobody else would. Returns how many held entries it still owns.
 pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local p, ty, g, c = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local p, ty, g, c, lost_after = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local s = p .. ':stream:' .. ty
 redis.call('ZADD', p .. ':workers', d(now_ms()), c)
 local kept = 0
+local held = {}
 for i = 6, #ARGV do
   local eid = ARGV[i]
+  held[eid] = true
   if #redis.call('XPENDING', s, g, eid, eid, 1, c) > 0 then
     redis.call('XCLAIM', s, g, c, 0, eid, 'JUSTID')
     kept = kept + 1
+  end
+end
+if redis.call('EXISTS', s) == 1 then
+  for _, pe in ipairs(redis.call('XPENDING', s, g, 'IDLE', lost_after, '-', '+', 100, c)) do
+    local eid = pe[1]
+    if not held[eid] then
+      local e = redis.call('XRANGE', s, eid, eid)[1]
+      local jid = e and e[2] and e[2][2]
+      redis.call('XACK', s, g, eid)
+      redis.call('XDEL', s, eid)
+      if jid and redis.call('EXISTS', p .. ':job:' .. jid) == 1 then
+        redis.call('XADD', s, '*', 'j', jid)
+        redis.call('HSET', p .. ':job:' .. jid, 'state', 'waiting')
+      end
+    end
   end
 end
 return kept
@@ -292,13 +480,15 @@ return n
 });
 
 /// ARGV: prefix, old id, new id, replayed by, retention ms. Returns `ok`, `missing` or the
-/// job's state when it is not dead.
+/// job's state when it is not dead. The new job keeps the dead letter's `batch` (handlers see
+/// which run it belongs to) but is never in the batch's pending set, so it does not count
+/// down again: the batch counted the death already.
 pub(crate) static REPLAY: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local p, old, new, by, ret = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local h = p .. ':job:' .. old
-local v = redis.call('HMGET', h, 'type', 'payload', 'customer', 'final_class', 'state')
+local v = redis.call('HMGET', h, 'type', 'payload', 'customer', 'final_class', 'state', 'batch')
 if not v[1] then return 'missing' end
 if redis.call('ZREM', p .. ':dead', old) == 0 then return v[5] or 'unknown' end
 local now = d(now_ms())
@@ -306,6 +496,7 @@ local nh = p .. ':job:' .. new
 redis.call('HSET', nh, 'type', v[1], 'payload', v[2], 'attempts', 0, 'enqueued_at', now, 'state', 'waiting',
   'replay_of', old, 'replayed_by', by, 'replayed_at', now)
 if v[3] then redis.call('HSET', nh, 'customer', v[3]) end
+if v[6] then redis.call('HSET', nh, 'batch', v[6]) end
 redis.call('XADD', p .. ':stream:' .. v[1], '*', 'j', new)
 redis.call('HSET', h, 'state', 'replayed', 'replayed_as', new, 'replayed_by', by, 'replayed_at', now)
 redis.call('PEXPIRE', h, ret)
@@ -336,6 +527,102 @@ redis.call('HINCRBY', p .. ':counters:' .. v[1], 'deleted', 1)
 redis.call('XADD', p .. ':audit', '*', 'action', 'delete', 'job_id', id, 'new_job_id', '', 'by', by,
   'time', d(now_ms()), 'job_type', v[1], 'customer', v[2] or '', 'error_class', v[3] or '')
 return 'ok'
+",
+    )
+});
+
+/// KEYS: the lock. ARGV: owner, ttl ms. Takes the lock when free, or renews it when
+/// `owner` holds it already. Returns `{'acquired', owner, ttl}` or `{'held', owner, ttl left}`.
+pub(crate) static TRY_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local k, owner, ttl = KEYS[1], ARGV[1], ARGV[2]
+if redis.call('SET', k, owner, 'NX', 'PX', ttl) then return {'acquired', owner, tonumber(ttl)} end
+local cur = redis.call('GET', k)
+if cur == owner then
+  redis.call('PEXPIRE', k, ttl)
+  return {'acquired', owner, tonumber(ttl)}
+end
+return {'held', cur, redis.call('PTTL', k)}
+",
+    )
+});
+
+/// KEYS: the lock. ARGV: owner, ttl ms. Renews the lock when `owner` holds it; returns 1,
+/// else 0.
+pub(crate) static EXTEND_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+",
+    )
+});
+
+/// KEYS: the lock. ARGV: owner. Deletes the lock when `owner` holds it; returns 1, else 0.
+pub(crate) static RELEASE_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+",
+    )
+});
+
+/// ARGV: collection base key, id, index (`''`: none), JSON, retention ms. Stores the record
+/// (`base:doc:ID` hash: json, created, index) for `retention` from now. It keeps the
+/// creation time of a record that exists, so the lists (`base:all` and `base:by:INDEX`,
+/// zsets by creation time) order by first creation; a changed index moves it between
+/// index lists. The lists live at least as long as their newest record.
+pub(crate) static PUT_RECORD: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local base, id, idx, json, ret = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local dk = base .. ':doc:' .. id
+local old = redis.call('HMGET', dk, 'created', 'index')
+local created = old[1] or d(now_ms())
+if old[2] and old[2] ~= '' and old[2] ~= idx then redis.call('ZREM', base .. ':by:' .. old[2], id) end
+redis.call('HSET', dk, 'json', json, 'created', created, 'index', idx)
+redis.call('PEXPIRE', dk, ret)
+local function list(k)
+  redis.call('ZADD', k, created, id)
+  if redis.call('PTTL', k) < ret then redis.call('PEXPIRE', k, ret) end
+end
+list(base .. ':all')
+if idx ~= '' then list(base .. ':by:' .. idx) end
+return 'ok'
+",
+    )
+});
+
+/// ARGV: collection base key, index (`''`: all), limit. Returns up to `limit` record JSON
+/// documents, newest first, and drops list entries whose record has expired.
+pub(crate) static LIST_RECORDS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local base, idx, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local z = base .. ':all'
+if idx ~= '' then z = base .. ':by:' .. idx end
+local out = {}
+local start = 0
+while #out < limit do
+  local ids = redis.call('ZREVRANGE', z, start, start + 99)
+  if #ids == 0 then break end
+  local gone = 0
+  for _, id in ipairs(ids) do
+    local json = redis.call('HGET', base .. ':doc:' .. id, 'json')
+    if json then
+      if #out < limit then table.insert(out, json) end
+    else
+      redis.call('ZREM', z, id)
+      gone = gone + 1
+    end
+  end
+  start = start + #ids - gone
+end
+return out
 ",
     )
 });

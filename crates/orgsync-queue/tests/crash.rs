@@ -1,4 +1,5 @@
-//! A worker process killed with SIGKILL while holding jobs: another worker finishes them.
+//! A worker process killed with SIGKILL while holding jobs: another worker finishes them,
+//! and only the jobs it had started count as orphaned.
 //! The child is this test executable re-invoked with `ORGSYNC_QUEUE_CHILD_PREFIX` set.
 
 // Helpers outside #[test] functions unwrap too: a panic is the failure message here.
@@ -11,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{REDIS_URL, TestQueue, wait_until};
-use orgsync_queue::{Job, JobContext, JobError, NewJob, QueueConfig, QueueHandle, WorkerOptions};
+use orgsync_queue::{
+    Job, JobContext, JobError, JobId, NewJob, QueueConfig, QueueHandle, WorkerOptions,
+};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +132,12 @@ async fn a_worker_killed_with_sigkill_has_its_jobs_finished_by_another_worker() 
     assert_eq!(runs.len(), 8, "every job ran");
     assert!(runs.values().all(|&n| n <= 2), "{runs:?}");
     assert_eq!(runs.values().filter(|&&n| n == 2).count(), 4, "{runs:?}");
+    // The 4 it had started count as orphaned; the 4 it had only prefetched do not.
+    for (id, n) in &runs {
+        let record = t.queue.job(&JobId::new(id)).await.unwrap().unwrap();
+        let expected = if *n == 2 { 1 } else { 0 };
+        assert_eq!(record.orphaned, expected, "job {id} ran {n} times");
+    }
     let stats = t.queue.stats().await.unwrap();
     let s = &stats.job_types[0];
     assert_eq!((s.waiting, s.running, s.scheduled, s.dead), (0, 0, 0, 0));

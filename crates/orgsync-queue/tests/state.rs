@@ -1,0 +1,239 @@
+//! The run-state store against the Redis at 127.0.0.1:6379: locks (owner checks, expiry),
+//! values, maps and records (order, index, overwrite, retention).
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestQueue;
+use orgsync_queue::{LockAttempt, QueueError};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_has_one_owner_and_only_the_owner_extends_or_releases_it() {
+    let t = TestQueue::new("state-lock").await;
+    let q = &t.queue;
+    let ttl = Duration::from_secs(30);
+    assert_eq!(
+        q.try_lock("run:29189846", "run-a", ttl).await.unwrap(),
+        LockAttempt::Acquired
+    );
+    match q.try_lock("run:29189846", "run-b", ttl).await.unwrap() {
+        LockAttempt::Held { owner, ttl_left } => {
+            assert_eq!(owner, "run-a");
+            assert!(
+                ttl_left > Duration::from_secs(25) && ttl_left <= ttl,
+                "{ttl_left:?}"
+            );
+        }
+        LockAttempt::Acquired => panic!("a held lock was acquired by someone else"),
+    }
+    assert_eq!(
+        q.try_lock("run:29189846", "run-a", ttl).await.unwrap(),
+        LockAttempt::Acquired,
+        "the owner may take it again"
+    );
+    assert!(!q.extend_lock("run:29189846", "run-b", ttl).await.unwrap());
+    assert!(q.extend_lock("run:29189846", "run-a", ttl).await.unwrap());
+    assert!(!q.release_lock("run:29189846", "run-b").await.unwrap());
+    assert_eq!(
+        q.lock_owner("run:29189846").await.unwrap().as_deref(),
+        Some("run-a")
+    );
+    assert!(q.release_lock("run:29189846", "run-a").await.unwrap());
+    assert_eq!(q.lock_owner("run:29189846").await.unwrap(), None);
+    assert!(!q.release_lock("run:29189846", "run-a").await.unwrap());
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lock_is_free_for_others_and_no_longer_the_old_owners() {
+    let t = TestQueue::new("state-lock-expiry").await;
+    let q = &t.queue;
+    let short = Duration::from_millis(200);
+    assert_eq!(
+        q.try_lock("run:1", "old", short).await.unwrap(),
+        LockAttempt::Acquired
+    );
+    // Extending keeps it alive past its first expiry.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(q.extend_lock("run:1", "old", short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(q.lock_owner("run:1").await.unwrap().as_deref(), Some("old"));
+    // Without a heartbeat it expires.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(q.lock_owner("run:1").await.unwrap(), None);
+    assert!(!q.extend_lock("run:1", "old", short).await.unwrap());
+    assert_eq!(
+        q.try_lock("run:1", "new", Duration::from_secs(5))
+            .await
+            .unwrap(),
+        LockAttempt::Acquired
+    );
+    assert!(!q.release_lock("run:1", "old").await.unwrap());
+    assert_eq!(q.lock_owner("run:1").await.unwrap().as_deref(), Some("new"));
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_are_stored_replaced_deleted_and_expire() {
+    let t = TestQueue::new("state-value").await;
+    let q = &t.queue;
+    let snapshot = vec![0u8, 159, 146, 150, 255];
+    q.put_value("snapshot:run-1", &snapshot, None)
+        .await
+        .unwrap();
+    assert_eq!(q.get_value("snapshot:run-1").await.unwrap(), Some(snapshot));
+    q.put_value("snapshot:run-1", b"v2", None).await.unwrap();
+    assert_eq!(
+        q.get_value("snapshot:run-1").await.unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    q.delete_value("snapshot:run-1").await.unwrap();
+    assert_eq!(q.get_value("snapshot:run-1").await.unwrap(), None);
+    q.delete_value("snapshot:run-1").await.unwrap();
+
+    q.put_value("short", b"x", Some(Duration::from_millis(150)))
+        .await
+        .unwrap();
+    q.put_value("long", b"y", Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(q.get_value("short").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(q.get_value("short").await.unwrap(), None);
+    assert!(q.get_value("long").await.unwrap().is_some());
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_written_in_chunks_gives_back_each_field_and_expires_as_a_whole() {
+    let t = TestQueue::new("state-map").await;
+    let q = &t.queue;
+    let fields: Vec<(String, Vec<u8>)> = (0..4_300)
+        .map(|n| (format!("unit-{n}"), format!("plan slice {n}").into_bytes()))
+        .collect();
+    q.put_map_fields("plan:run-1", &fields, Duration::from_secs(30))
+        .await
+        .unwrap();
+    for n in [0, 499, 500, 4_299] {
+        assert_eq!(
+            q.get_map_field("plan:run-1", &format!("unit-{n}"))
+                .await
+                .unwrap(),
+            Some(format!("plan slice {n}").into_bytes())
+        );
+    }
+    assert_eq!(q.get_map_field("plan:run-1", "unit-x").await.unwrap(), None);
+    assert_eq!(q.get_map_field("plan:none", "unit-0").await.unwrap(), None);
+
+    let few = vec![("a".to_owned(), b"1".to_vec())];
+    q.put_map_fields("plan:short", &few, Duration::from_millis(150))
+        .await
+        .unwrap();
+    assert!(q.get_map_field("plan:short", "a").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(q.get_map_field("plan:short", "a").await.unwrap(), None);
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_list_newest_first_by_first_creation_filter_by_index_and_expire() {
+    let t = TestQueue::new("state-records").await;
+    let q = &t.queue;
+    let keep = Duration::from_secs(60);
+    q.put_record("reports", "r1", "11111111", r#"{"run":"r1","v":1}"#, keep)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    q.put_record("reports", "r2", "22222222", r#"{"run":"r2"}"#, keep)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    q.put_record("reports", "r3", "11111111", r#"{"run":"r3"}"#, keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.list_records("reports", None, 10).await.unwrap(),
+        [
+            r#"{"run":"r3"}"#,
+            r#"{"run":"r2"}"#,
+            r#"{"run":"r1","v":1}"#
+        ]
+    );
+    assert_eq!(
+        q.list_records("reports", Some("11111111"), 10)
+            .await
+            .unwrap(),
+        [r#"{"run":"r3"}"#, r#"{"run":"r1","v":1}"#]
+    );
+    assert_eq!(
+        q.list_records("reports", None, 2).await.unwrap().len(),
+        2,
+        "limit"
+    );
+
+    // Updating r1 replaces the document but keeps its place (first creation).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    q.put_record("reports", "r1", "11111111", r#"{"run":"r1","v":2}"#, keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.get_record("reports", "r1").await.unwrap().as_deref(),
+        Some(r#"{"run":"r1","v":2}"#)
+    );
+    assert_eq!(
+        q.list_records("reports", None, 10).await.unwrap()[2],
+        r#"{"run":"r1","v":2}"#
+    );
+    // A changed index moves it from one index list to the other.
+    q.put_record("reports", "r1", "22222222", r#"{"run":"r1","v":3}"#, keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.list_records("reports", Some("11111111"), 10)
+            .await
+            .unwrap(),
+        [r#"{"run":"r3"}"#]
+    );
+    assert_eq!(
+        q.list_records("reports", Some("22222222"), 10)
+            .await
+            .unwrap(),
+        [r#"{"run":"r2"}"#, r#"{"run":"r1","v":3}"#]
+    );
+
+    // Past its retention a record is gone from reads and lists.
+    q.put_record(
+        "reports",
+        "r4",
+        "11111111",
+        r#"{"run":"r4"}"#,
+        Duration::from_millis(150),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        q.list_records("reports", Some("11111111"), 10)
+            .await
+            .unwrap()[0],
+        r#"{"run":"r4"}"#
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(q.get_record("reports", "r4").await.unwrap(), None);
+    assert_eq!(
+        q.list_records("reports", Some("11111111"), 10)
+            .await
+            .unwrap(),
+        [r#"{"run":"r3"}"#]
+    );
+    assert_eq!(q.list_records("reports", None, 10).await.unwrap().len(), 3);
+    assert_eq!(q.get_record("reports", "missing").await.unwrap(), None);
+    assert!(q.list_records("other", None, 10).await.unwrap().is_empty());
+
+    let err = q
+        .put_record("bad:name", "x", "", "{}", keep)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::InvalidName { .. }), "{err}");
+    t.cleanup().await;
+}

@@ -6,6 +6,7 @@
 
 mod customer;
 mod problem;
+mod runs;
 mod schedule;
 mod service;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use customer::{CustomerConfig, ScimTarget, SqliteTarget, TargetConfig};
 pub use problem::{Problem, Problems};
+pub use runs::{RunsConfig, WorkerConfig};
 pub use schedule::Schedule;
 pub use service::{
     LogConfig, LogFormat, RedisConfig, ServiceConfig, StsConfig, StsEnvironment, WebConfig,

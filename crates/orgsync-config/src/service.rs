@@ -27,6 +27,12 @@ pub struct ServiceConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Run reports, stored plans, the scheduler's grace period.
+    #[serde(default)]
+    pub runs: crate::runs::RunsConfig,
+    /// Jobs per worker process.
+    #[serde(default)]
+    pub worker: crate::runs::WorkerConfig,
 }
 
 /// `[redis]`.
@@ -376,6 +382,9 @@ fn check(
             "sts.max_response_bytes",
             format!("{}; expected at least 65536", sts.max_response_bytes),
         );
+    }
+    for (field, message) in crate::runs::check(&service.runs, &service.worker) {
+        problem(field, message);
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&service.log.level) {
         problem(

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use futures::future::{BoxFuture, FutureExt as _};
 use futures::stream::{self, StreamExt};
 use orgsync_model::ids::UnitId;
 use orgsync_model::plan::{Action, DepartmentItem, UserItem};
@@ -70,7 +71,18 @@ impl Rejection {
 /// Writes department items. Items whose parent is written in the same batch wait for it; the
 /// others are written `concurrency` at a time. A rejected parent's children are still tried
 /// (the target reports them if it cares).
-pub async fn write_departments(
+///
+/// The future is boxed (and built without closures held across awaits) so that job handlers,
+/// which apalis requires to be `Send` for every lifetime, can await it.
+pub fn write_departments<'a>(
+    target: &'a dyn Target,
+    items: &'a [DepartmentItem],
+    concurrency: usize,
+) -> BoxFuture<'a, Result<BatchReport, TargetError>> {
+    write_departments_inner(target, items, concurrency).boxed()
+}
+
+async fn write_departments_inner(
     target: &dyn Target,
     items: &[DepartmentItem],
     concurrency: usize,
@@ -94,9 +106,13 @@ pub async fn write_departments(
         } else {
             (ready, later)
         };
-        let mut results = stream::iter(ready)
-            .map(|item| async move { (item.external_id, target.write_department(item).await) })
-            .buffer_unordered(concurrency.max(1));
+        // The futures are built before streaming them: a closure held by the stream would make
+        // the whole future impossible to prove `Send`.
+        let writes: Vec<_> = ready
+            .into_iter()
+            .map(|item| write_department(target, item))
+            .collect();
+        let mut results = stream::iter(writes).buffer_unordered(concurrency.max(1));
         while let Some((id, outcome)) = results.next().await {
             report.add(outcome, id.to_string())?;
         }
@@ -113,30 +129,57 @@ pub async fn write_departments(
 
 /// Writes user items, `concurrency` at a time, in three phases that each finish before the
 /// next starts: updates and reactivations (a rename frees its old user name), creates (which
-/// may take it), deactivations.
-pub async fn write_users(
+/// may take it), deactivations. Boxed for the reason [`write_departments`] gives.
+pub fn write_users<'a>(
+    target: &'a dyn Target,
+    items: &'a [UserItem],
+    concurrency: usize,
+) -> BoxFuture<'a, Result<BatchReport, TargetError>> {
+    write_users_inner(target, items, concurrency).boxed()
+}
+
+async fn write_users_inner(
     target: &dyn Target,
     items: &[UserItem],
     concurrency: usize,
 ) -> Result<BatchReport, TargetError> {
     let mut report = BatchReport::default();
-    let phase = |item: &UserItem| match item.action {
-        Action::Update | Action::Reactivate => 0,
-        Action::Create => 1,
-        Action::Deactivate => 2,
-    };
     for current in 0..3 {
-        let mut results = stream::iter(items.iter().filter(|i| phase(i) == current))
-            .map(|item| async move {
-                let id = item
-                    .external_id
-                    .map_or_else(|| item.fields.user_name.clone(), |id| id.to_string());
-                (id, target.write_user(item).await)
-            })
-            .buffer_unordered(concurrency.max(1));
+        let mut writes = Vec::new();
+        for item in items {
+            if phase(item) == current {
+                writes.push(write_user(target, item));
+            }
+        }
+        let mut results = stream::iter(writes).buffer_unordered(concurrency.max(1));
         while let Some((id, outcome)) = results.next().await {
             report.add(outcome, id)?;
         }
     }
     Ok(report)
+}
+
+fn phase(item: &UserItem) -> u8 {
+    match item.action {
+        Action::Update | Action::Reactivate => 0,
+        Action::Create => 1,
+        Action::Deactivate => 2,
+    }
+}
+
+async fn write_department(
+    target: &dyn Target,
+    item: &DepartmentItem,
+) -> (UnitId, Result<WriteOutcome, TargetError>) {
+    (item.external_id, target.write_department(item).await)
+}
+
+async fn write_user(
+    target: &dyn Target,
+    item: &UserItem,
+) -> (String, Result<WriteOutcome, TargetError>) {
+    let id = item
+        .external_id
+        .map_or_else(|| item.fields.user_name.clone(), |id| id.to_string());
+    (id, target.write_user(item).await)
 }

@@ -3,16 +3,19 @@
 //! Subcommands are added when they work; `orgsync --help` lists what this build can do.
 
 mod config_check;
+mod demo;
 mod logging;
+mod runs;
 mod sts;
 mod targets;
+mod wiring;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use secrecy::ExposeSecret as _;
 
 /// Keeps an HR system's departments and users in step with a municipality's STS Organisation.
 #[derive(Debug, Parser)]
@@ -47,6 +50,22 @@ enum Command {
     /// Read from STS Organisation through the configured `[sts]`.
     #[command(subcommand)]
     Sts(orgsync_sts::cli::StsCommand),
+    /// Start a run of one customer now (what the scheduler does at each fire). With --wait,
+    /// follow it with progress and print its report.
+    Sync(runs::SyncArgs),
+    /// Dry run: read STS and the target, print what a run would write. Writes nothing.
+    Plan(runs::PlanArgs),
+    /// Run reports: `runs [<cvr>]`, `runs show <run-id>`, `runs release <run-id>`.
+    Runs(runs::RunsArgs),
+    /// Consume jobs (SyncCustomer, SyncDepartment, FinishRun) until Ctrl-C or SIGTERM; running
+    /// jobs finish first.
+    Worker,
+    /// Enqueue a run at every customer's schedule fire (cron in its time zone, with jitter).
+    /// Safe to run in several processes: each fire is enqueued once.
+    Scheduler,
+    /// One process with everything: the STS simulator with a synthetic municipality, an SQLite
+    /// target, Redis (a private one when none answers), a worker, and one full run with progress.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,7 +82,7 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(match cli.command {
-        Command::Sim(_) => "info",
+        Command::Sim(_) | Command::Worker | Command::Scheduler => "info",
         _ => "warn",
     });
     let result = match tokio::runtime::Builder::new_multi_thread()
@@ -107,6 +126,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the STS simulator stopped")?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sync(args) => {
+            let pipeline = wiring::pipeline(Arc::new(load_config(&cli.config)?)).await?;
+            runs::sync(&pipeline, &args, &mut stdout).await
+        }
+        Command::Plan(args) => {
+            let pipeline = wiring::pipeline(Arc::new(load_config(&cli.config)?)).await?;
+            runs::plan(&pipeline, &args, &mut stdout).await
+        }
+        Command::Runs(args) => {
+            let pipeline = wiring::pipeline(Arc::new(load_config(&cli.config)?)).await?;
+            runs::runs(&pipeline, &args, &mut stdout).await
+        }
+        Command::Worker => {
+            let config = Arc::new(load_config(&cli.config)?);
+            let settings = wiring::worker_settings(&config);
+            let pipeline = wiring::pipeline(config.clone()).await?;
+            tracing::info!(
+                redis = %pipeline.queue().redis_url_masked(),
+                customers = config.customers.len(),
+                "worker started: sync_customer x{}, sync_department x{}",
+                settings.customers,
+                settings.departments
+            );
+            orgsync_jobs::worker::run(pipeline, settings, orgsync_queue::shutdown_signal())
+                .await
+                .context("the worker stopped")?;
+            tracing::info!("worker stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scheduler => {
+            let config = Arc::new(load_config(&cli.config)?);
+            let (customers, options) = wiring::scheduled(&config);
+            let pipeline = wiring::pipeline(config.clone()).await?;
+            tracing::info!(
+                redis = %pipeline.queue().redis_url_masked(),
+                "scheduler started: {} enabled customers, grace {} min",
+                customers.len(),
+                options.grace.as_secs() / 60
+            );
+            orgsync_jobs::scheduler::run(
+                pipeline,
+                customers,
+                options,
+                orgsync_queue::shutdown_signal(),
+            )
+            .await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => demo::run(&cli.config, &args, &mut stdout).await,
         Command::Sts(cmd) => {
             let config = load_config(&cli.config)?;
             let options = sts::client_options(&config, &cmd);
@@ -118,21 +186,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Loads the configuration (refusing an invalid one with every problem) and connects to the queue.
+/// Loads the configuration (refusing an invalid one with every problem).
 fn load_config(dir: &Path) -> anyhow::Result<orgsync_config::Config> {
     orgsync_config::load(dir)
         .map_err(|problems| anyhow::anyhow!("{problems}Run `orgsync config check` for details."))
 }
 
 async fn connect_queue(dir: &Path) -> anyhow::Result<orgsync_queue::QueueHandle> {
-    let config = load_config(dir)?;
-    let redis = &config.service.redis;
-    orgsync_queue::QueueHandle::connect(orgsync_queue::QueueConfig::new(
-        redis.url.expose_secret().to_owned(),
-        redis.key_prefix.clone(),
-    ))
-    .await
-    .context("cannot open the job queue")
+    wiring::queue(&load_config(dir)?).await
 }
 
 #[cfg(test)]

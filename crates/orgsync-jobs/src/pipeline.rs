@@ -1,0 +1,919 @@
+//! The pipeline's handlers and the operations the CLI shares with them: enqueue a run, plan
+//! (dry run), read reports and progress.
+//!
+//! One run of one customer:
+//! - `SyncCustomer` takes the customer's run lock, reads STS, validates, reads the target, plans
+//!   once, writes the departments (and the user renames, so a freed user name is free before any
+//!   department job creates a user with it), stores each department's slice of the plan and the
+//!   deactivations under the run, and enqueues one `SyncDepartment` per department with user
+//!   changes as a queue *batch* whose completion job is `FinishRun`.
+//! - `SyncDepartment` writes its slice (upserts that compare before writing).
+//! - The queue enqueues `FinishRun` atomically when the last child is terminal (succeeded or
+//!   dead): it applies the deactivations unless the plan's guards or a failed child hold them,
+//!   writes the report and releases the lock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use orgsync_model::ids::{Cvr, UnitId};
+use orgsync_model::plan::{Action, HoldReason, Plan, UserItem};
+use orgsync_model::validate::{SourceCounts, validate};
+use orgsync_queue::{
+    BatchStatus, JobContext, JobError, LockAttempt, NewBatch, NewJob, QueueError, QueueHandle,
+};
+use orgsync_target::Target;
+use orgsync_target::batch::{write_departments, write_users};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::report::{FailedDepartment, HeldView, RunReport, RunState, SourceCountsView, Trigger};
+use crate::sources::{Customer, SourceError, Sources};
+use crate::store::{DepartmentResult, FinishData, Store};
+use crate::{FinishRun, SyncCustomer, SyncDepartment};
+
+/// How runs behave.
+#[derive(Clone, Debug)]
+pub struct PipelineOptions {
+    /// How long run reports are kept (default 90 days).
+    pub report_retention: Duration,
+    /// How long a run's plan slices and results are kept for its department jobs and replays
+    /// (default 7 days). A department job replayed later does nothing and says so.
+    pub data_ttl: Duration,
+    /// The customer's run lock expires this long after the last job of the run extended it
+    /// (default 30 min); a running job extends it every third of this.
+    pub lock_ttl: Duration,
+    /// Target writes in flight per job; `None` = the target's own limit.
+    pub write_concurrency: Option<usize>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            report_retention: Duration::from_secs(90 * 24 * 3600),
+            data_ttl: Duration::from_secs(7 * 24 * 3600),
+            lock_ttl: Duration::from_secs(30 * 60),
+            write_concurrency: None,
+        }
+    }
+}
+
+/// Why a pipeline operation (not a job) failed, for the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Redis.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// STS or the target.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// No customer file has this CVR.
+    #[error("no customer has CVR {0}: add a file under customers/ (see `orgsync config check`)")]
+    UnknownCustomer(String),
+    /// The snapshot was refused.
+    #[error("{0}")]
+    InvalidSnapshot(String),
+    /// No report for this run id (never existed or past its retention).
+    #[error(
+        "no run {0} (unknown, or its report is past the retention period; `orgsync runs` lists them)"
+    )]
+    UnknownRun(String),
+    /// The operation does not fit the run's state.
+    #[error("{0}")]
+    State(String),
+}
+
+/// A run that was enqueued (or found already enqueued for the same fire).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnqueuedRun {
+    /// The run id.
+    pub run_id: String,
+    /// The `SyncCustomer` job.
+    pub job_id: String,
+    /// `true`: the same fire was enqueued before (by another scheduler process); nothing new.
+    pub duplicate: bool,
+}
+
+/// A run as `sync --wait` follows it.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The report so far.
+    pub report: RunReport,
+    /// The department fan-out, once it exists.
+    pub batch: Option<BatchStatus>,
+}
+
+impl Progress {
+    /// Department jobs terminal / total.
+    pub fn departments(&self) -> (u64, u64) {
+        match &self.batch {
+            Some(b) => (b.total - b.pending, b.total),
+            None => (0, self.report.departments_total),
+        }
+    }
+}
+
+/// A new run id: `<cvr>-<UTC yyyymmddThhmmss>-<4 hex>`, sortable per customer and readable.
+pub fn new_run_id(cvr: &Cvr, at: chrono::DateTime<Utc>, suffix: &str) -> String {
+    format!("{}-{}-{suffix}", cvr.as_str(), at.format("%Y%m%dT%H%M%S"))
+}
+
+fn random_suffix() -> String {
+    format!("{:04x}", rand::random::<u16>())
+}
+
+/// The pipeline: its store, where data comes from, and its options.
+#[derive(Debug)]
+pub struct Pipeline {
+    store: Store,
+    sources: Arc<dyn Sources>,
+    options: PipelineOptions,
+}
+
+/// Keeps extending a run lock while a job works; stops when dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn job_error(error: &SourceError) -> JobError {
+    JobError::message(error.class, error.retriable, error.message.clone())
+}
+
+fn queue_error(error: QueueError) -> JobError {
+    let retriable = error.is_retriable();
+    JobError::from_error("queue", retriable, &error)
+}
+
+fn elapsed_ms(since: Instant) -> Option<u64> {
+    Some(u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Pipeline {
+    /// A pipeline on `queue`.
+    pub fn new(
+        queue: QueueHandle,
+        sources: Arc<dyn Sources>,
+        options: PipelineOptions,
+    ) -> Arc<Pipeline> {
+        Arc::new(Pipeline {
+            store: Store {
+                queue,
+                report_retention: options.report_retention,
+                data_ttl: options.data_ttl,
+            },
+            sources,
+            options,
+        })
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &QueueHandle {
+        &self.store.queue
+    }
+
+    fn customer(&self, cvr: &str) -> Result<Customer, PipelineError> {
+        let parsed = Cvr::parse(cvr).map_err(|_| PipelineError::UnknownCustomer(cvr.to_owned()))?;
+        self.sources
+            .customer(&parsed)
+            .ok_or_else(|| PipelineError::UnknownCustomer(cvr.to_owned()))
+    }
+
+    /// Enqueues a run of `cvr`. With a `fire` (the scheduler), the enqueue is idempotent per
+    /// customer and fire time across scheduler processes; `delay` postpones the start (jitter).
+    pub async fn enqueue_run(
+        &self,
+        cvr: &str,
+        trigger: Trigger,
+        delay: Duration,
+    ) -> Result<EnqueuedRun, PipelineError> {
+        let customer = self.customer(cvr)?;
+        let (run_id, idempotency_key) = match &trigger {
+            Trigger::Schedule { fire } => (
+                new_run_id(&customer.cvr, *fire, "s"),
+                Some(format!(
+                    "sync:{}:{}",
+                    customer.cvr.as_str(),
+                    fire.timestamp()
+                )),
+            ),
+            Trigger::Manual { .. } => (
+                new_run_id(&customer.cvr, Utc::now(), &random_suffix()),
+                None,
+            ),
+        };
+        let job = SyncCustomer {
+            cvr: customer.cvr.as_str().to_owned(),
+            run_id: run_id.clone(),
+        };
+        let mut new = NewJob::new(&job)?.customer(customer.cvr.as_str());
+        if let Some(key) = idempotency_key {
+            new = new.idempotency_key(key);
+        }
+        if !delay.is_zero() {
+            new = new.run_after(delay);
+        }
+        // The report exists before the job can start, so a fast worker never misses it.
+        let report = RunReport::queued(&run_id, customer.cvr.as_str(), &customer.name, trigger);
+        let existing = self.store.report(&run_id).await?;
+        if existing.is_none() {
+            self.store.save_report(&report).await?;
+        }
+        let enqueued = self.store.queue.enqueue(new).await?;
+        Ok(EnqueuedRun {
+            run_id,
+            job_id: enqueued.job_id().as_str().to_owned(),
+            duplicate: enqueued.is_duplicate(),
+        })
+    }
+
+    /// A run's report.
+    pub async fn report(&self, run_id: &str) -> Result<RunReport, PipelineError> {
+        self.store
+            .report(run_id)
+            .await?
+            .ok_or_else(|| PipelineError::UnknownRun(run_id.to_owned()))
+    }
+
+    /// Reports, newest first, of one customer or all.
+    pub async fn reports(
+        &self,
+        cvr: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunReport>, PipelineError> {
+        Ok(self.store.reports(cvr, limit).await?)
+    }
+
+    /// A run's report and fan-out.
+    pub async fn progress(&self, run_id: &str) -> Result<Progress, PipelineError> {
+        let report = self.report(run_id).await?;
+        let batch = self.store.queue.batch(run_id).await?;
+        Ok(Progress { report, batch })
+    }
+
+    /// The run holding the customer's lock, if any.
+    pub async fn active_run(&self, cvr: &str) -> Result<Option<String>, PipelineError> {
+        Ok(self.store.lock_owner(cvr).await?)
+    }
+
+    /// A dry run: reads STS and the target, validates against the last trusted counts and plans.
+    /// Writes nothing.
+    pub async fn plan(&self, cvr: &str) -> Result<Plan, PipelineError> {
+        let customer = self.customer(cvr)?;
+        let read = self.sources.read_snapshot(&customer.cvr).await?;
+        let previous = self.store.last_counts(customer.cvr.as_str()).await?;
+        let valid = validate(read.snapshot, &customer.policy, previous)
+            .map_err(|invalid| PipelineError::InvalidSnapshot(invalid.to_string()))?;
+        let target = self.sources.target(&customer.cvr).await?;
+        let state = target
+            .read_state()
+            .await
+            .map_err(|e| SourceError::target(&e))?;
+        Ok(orgsync_model::plan::plan(
+            &valid,
+            &state,
+            &customer.policy,
+            Utc::now().date_naive(),
+        ))
+    }
+
+    fn heartbeat(&self, cvr: &str, run_id: &str) -> Heartbeat {
+        let store = self.store.clone();
+        let (cvr, run_id) = (cvr.to_owned(), run_id.to_owned());
+        let ttl = self.options.lock_ttl;
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                if let Err(e) = store.extend_lock(&cvr, &run_id, ttl).await {
+                    warn!(customer.cvr = %cvr, run.id = %run_id, "cannot extend the run lock: {e}");
+                }
+            }
+        }))
+    }
+
+    fn concurrency(&self, target: &dyn Target) -> usize {
+        self.options
+            .write_concurrency
+            .unwrap_or_else(|| target.capabilities().max_in_flight)
+            .max(1)
+    }
+
+    /// `SyncCustomer`.
+    pub async fn sync_customer(&self, job: SyncCustomer, ctx: JobContext) -> Result<(), JobError> {
+        let started = Instant::now();
+        let customer = self
+            .customer(&job.cvr)
+            .map_err(|e| JobError::message("config", false, e.to_string()))?;
+        let cvr = customer.cvr.as_str().to_owned();
+        let run_id = job.run_id.clone();
+        let mut report = match self.store.report(&run_id).await.map_err(queue_error)? {
+            Some(report) => report,
+            None => RunReport::queued(
+                &run_id,
+                &cvr,
+                &customer.name,
+                Trigger::Manual {
+                    by: "unknown".to_owned(),
+                },
+            ),
+        };
+        if report.state.is_final() {
+            info!(customer.cvr = %cvr, run.id = %run_id, "run {run_id} has ended ({}); nothing to do", report.state);
+            return Ok(());
+        }
+        if self
+            .store
+            .queue
+            .batch(&run_id)
+            .await
+            .map_err(queue_error)?
+            .is_some()
+        {
+            info!(customer.cvr = %cvr, run.id = %run_id, "run {run_id} already fanned out; nothing to do");
+            return Ok(());
+        }
+
+        // The customer's run lock: one run at a time.
+        match self
+            .store
+            .try_lock(&cvr, &run_id, self.options.lock_ttl)
+            .await
+            .map_err(queue_error)?
+        {
+            LockAttempt::Acquired => {}
+            LockAttempt::Held { owner, .. } if owner == run_id => {}
+            LockAttempt::Held { owner, ttl_left } => {
+                let message = format!(
+                    "not started: run {owner} of {cvr} is still active (its lock expires in {} s unless it keeps working); this run was refused",
+                    ttl_left.as_secs()
+                );
+                warn!(customer.cvr = %cvr, run.id = %run_id, "{message}");
+                report.state = RunState::Refused;
+                report.error = Some(message);
+                report.finished_at = Some(Utc::now());
+                self.store.save_report(&report).await.map_err(queue_error)?;
+                return Ok(());
+            }
+        }
+        let _heartbeat = self.heartbeat(&cvr, &run_id);
+        let result = self
+            .sync_customer_locked(&customer, &mut report, &ctx, started)
+            .await;
+        if let Err(error) = &result {
+            // Nothing beyond what was verified was written; let the next attempt (or run) in.
+            let _ = self.store.release_lock(&cvr, &run_id).await;
+            let last = ctx.attempt >= ctx.max_attempts || !error.is_retriable();
+            report.state = if last {
+                RunState::Failed
+            } else {
+                RunState::Queued
+            };
+            report.error = Some(if last {
+                format!(
+                    "{} (attempt {} of {})",
+                    error.summary(),
+                    ctx.attempt,
+                    ctx.max_attempts
+                )
+            } else {
+                format!(
+                    "attempt {} of {} failed, will retry: {}",
+                    ctx.attempt,
+                    ctx.max_attempts,
+                    error.summary()
+                )
+            });
+            if last {
+                report.finished_at = Some(Utc::now());
+                report.durations.total_ms = elapsed_ms(started);
+            }
+            let _ = self.store.save_report(&report).await;
+        }
+        result
+    }
+
+    async fn sync_customer_locked(
+        &self,
+        customer: &Customer,
+        report: &mut RunReport,
+        ctx: &JobContext,
+        started: Instant,
+    ) -> Result<(), JobError> {
+        let cvr = customer.cvr.as_str();
+        let run_id = report.run_id.clone();
+        self.store
+            .set_current_run(cvr, &run_id)
+            .await
+            .map_err(queue_error)?;
+        report.state = RunState::Reading;
+        report.error = None;
+        report.started_at.get_or_insert_with(Utc::now);
+        self.store.save_report(report).await.map_err(queue_error)?;
+        info!(customer.cvr = %cvr, run.id = %run_id, job.attempt = ctx.attempt, "run {run_id}: reading STS");
+
+        // 1. Read.
+        let read = self
+            .sources
+            .read_snapshot(&customer.cvr)
+            .await
+            .map_err(|e| job_error(&e))?;
+        report.durations.read_ms = elapsed_ms(started);
+        report.sts_calls = read.calls;
+        let counts = SourceCounts::of(&read.snapshot);
+        report.source = Some(SourceCountsView {
+            units: counts.units,
+            users: counts.users,
+        });
+        report.issues = read.issues.clone();
+
+        // 2. Validate.
+        let plan_started = Instant::now();
+        let previous = self.store.last_counts(cvr).await.map_err(queue_error)?;
+        let valid = validate(read.snapshot, &customer.policy, previous).map_err(|invalid| {
+            report
+                .issues
+                .extend(invalid.issues.iter().map(|i| i.message.clone()));
+            JobError::message(
+                "invalid_snapshot",
+                false,
+                format!("{invalid}; nothing was written"),
+            )
+        })?;
+        report
+            .issues
+            .extend(valid.issues().iter().map(|i| i.message.clone()));
+        let counts_trusted = valid.source_drop().is_none() && valid.snapshot().partial.is_none();
+        let titles: BTreeMap<UnitId, String> = valid
+            .snapshot()
+            .units
+            .iter()
+            .map(|u| (u.uuid, u.name.clone()))
+            .collect();
+
+        // 3. Plan against the target.
+        let target = self
+            .sources
+            .target(&customer.cvr)
+            .await
+            .map_err(|e| job_error(&e))?;
+        let state = target
+            .read_state()
+            .await
+            .map_err(|e| job_error(&SourceError::target(&e)))?;
+        let plan =
+            orgsync_model::plan::plan(&valid, &state, &customer.policy, Utc::now().date_naive());
+        drop(state);
+        report.durations.plan_ms = elapsed_ms(plan_started);
+        report.summary = Some(plan.summary);
+        report.skipped = plan
+            .skipped
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), *v))
+            .collect();
+        report.held = plan.held.as_ref().map(HeldView::from);
+
+        // 4. Split the plan: departments now, user renames now, users per department, and
+        //    deactivations for FinishRun.
+        let (department_deactivations, department_writes): (Vec<_>, Vec<_>) = plan
+            .departments
+            .into_iter()
+            .partition(|i| i.action == Action::Deactivate);
+        let mut now_users: Vec<UserItem> = Vec::new();
+        let mut user_deactivations: Vec<UserItem> = Vec::new();
+        let mut slices: BTreeMap<UnitId, Vec<UserItem>> = BTreeMap::new();
+        for item in plan.users {
+            let renames = item
+                .changes
+                .as_ref()
+                .is_some_and(|c| c.contains_key("user_name"));
+            match (item.action, item.fields.primary_department) {
+                (Action::Deactivate, _) => user_deactivations.push(item),
+                (_, _) if renames => now_users.push(item),
+                (_, Some(unit)) => slices.entry(unit).or_default().push(item),
+                (_, None) => now_users.push(item),
+            }
+        }
+        let units: Vec<(Uuid, String)> = slices
+            .keys()
+            .map(|u| (u.0, titles.get(u).cloned().unwrap_or_default()))
+            .collect();
+        let encoded: Vec<(String, Vec<u8>)> = slices
+            .iter()
+            .map(|(unit, items)| {
+                (
+                    unit.0.to_string(),
+                    serde_json::to_vec(items).unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.store
+            .put_slices(&run_id, &encoded)
+            .await
+            .map_err(queue_error)?;
+        self.store
+            .put_finish(
+                &run_id,
+                &FinishData {
+                    departments: department_deactivations,
+                    users: user_deactivations,
+                    units: units.clone(),
+                    counts: Some(counts),
+                    counts_trusted,
+                },
+            )
+            .await
+            .map_err(queue_error)?;
+
+        // 5. Departments (parents first), then the renames.
+        report.state = RunState::Departments;
+        self.store.save_report(report).await.map_err(queue_error)?;
+        let departments_started = Instant::now();
+        let concurrency = self.concurrency(target.as_ref());
+        let written = write_departments(target.as_ref(), &department_writes, concurrency)
+            .await
+            .map_err(|e| job_error(&SourceError::target(&e)))?;
+        report.add_writes(&written);
+        let written = write_users(target.as_ref(), &now_users, concurrency)
+            .await
+            .map_err(|e| job_error(&SourceError::target(&e)))?;
+        report.add_writes(&written);
+        report.durations.departments_ms = elapsed_ms(departments_started);
+
+        // 6. Fan out. The batch is atomic and idempotent per run id.
+        report.state = RunState::Users;
+        report.departments_total = units.len() as u64;
+        report.fanned_out_at = Some(Utc::now());
+        self.store.save_report(report).await.map_err(queue_error)?;
+        let mut children = Vec::with_capacity(units.len());
+        for (unit, _) in &units {
+            let child = SyncDepartment {
+                run_id: run_id.clone(),
+                unit: *unit,
+            };
+            children.push(
+                NewJob::new(&child)
+                    .map_err(queue_error)?
+                    .customer(cvr)
+                    .idempotency_key(format!("run:{run_id}:department:{unit}")),
+            );
+        }
+        let finish = NewJob::new(&FinishRun {
+            run_id: run_id.clone(),
+        })
+        .map_err(queue_error)?
+        .customer(cvr)
+        .idempotency_key(format!("run:{run_id}:finish"));
+        self.store
+            .queue
+            .enqueue_batch(NewBatch {
+                id: run_id.clone(),
+                children,
+                on_complete: finish,
+                retention: self.options.data_ttl,
+            })
+            .await
+            .map_err(queue_error)?;
+        info!(
+            customer.cvr = %cvr, run.id = %run_id, duration_ms = started.elapsed().as_millis() as u64,
+            "run {run_id}: departments written, {} department jobs enqueued", units.len()
+        );
+        Ok(())
+    }
+
+    /// `SyncDepartment`.
+    pub async fn sync_department(
+        &self,
+        job: SyncDepartment,
+        ctx: JobContext,
+    ) -> Result<(), JobError> {
+        let run_id = job.run_id.as_str();
+        let unit = job.unit;
+        let Some(report) = self.store.report(run_id).await.map_err(queue_error)? else {
+            warn!(run.id = %run_id, unit.uuid = %unit, "run {run_id} is unknown (past its retention?); department {unit} does nothing");
+            return Ok(());
+        };
+        let cvr = report.cvr.clone();
+        // Superseded: a newer run of the customer has started; its plan decides.
+        let current = self.store.current_run(&cvr).await.map_err(queue_error)?;
+        if current.as_deref().is_some_and(|c| c != run_id) {
+            let newer = current.unwrap_or_default();
+            let text = format!(
+                "department job for {unit} (job {}) did nothing: run {run_id} was superseded by run {newer}",
+                ctx.job_id
+            );
+            warn!(customer.cvr = %cvr, run.id = %run_id, unit.uuid = %unit, "{text}");
+            self.store
+                .update_report(run_id, |r| r.note(&text))
+                .await
+                .map_err(queue_error)?;
+            return Ok(());
+        }
+        // The run lock: ours while the run is active; taken for the write when a replay comes
+        // after the run ended; another run's means this one is superseded.
+        let mut took_lock = false;
+        match self
+            .store
+            .try_lock(&cvr, run_id, self.options.lock_ttl)
+            .await
+            .map_err(queue_error)?
+        {
+            LockAttempt::Acquired => took_lock = true,
+            LockAttempt::Held { owner, .. } if owner == run_id => {
+                let _ = self
+                    .store
+                    .extend_lock(&cvr, run_id, self.options.lock_ttl)
+                    .await;
+            }
+            LockAttempt::Held { owner, .. } => {
+                let text = format!(
+                    "department job for {unit} (job {}) did nothing: run {owner} is active for {cvr}",
+                    ctx.job_id
+                );
+                warn!(customer.cvr = %cvr, run.id = %run_id, unit.uuid = %unit, "{text}");
+                self.store
+                    .update_report(run_id, |r| r.note(&text))
+                    .await
+                    .map_err(queue_error)?;
+                return Ok(());
+            }
+        }
+        let result = self.write_department(&report, unit, &ctx).await;
+        if took_lock {
+            let _ = self.store.release_lock(&cvr, run_id).await;
+        }
+        result
+    }
+
+    async fn write_department(
+        &self,
+        report: &RunReport,
+        unit: Uuid,
+        ctx: &JobContext,
+    ) -> Result<(), JobError> {
+        let run_id = report.run_id.as_str();
+        let Some(items) = self.store.slice(run_id, unit).await.map_err(queue_error)? else {
+            let text = format!(
+                "department job for {unit} (job {}) did nothing: the run's stored plan has expired; the next run syncs these users",
+                ctx.job_id
+            );
+            warn!(run.id = %run_id, unit.uuid = %unit, "{text}");
+            self.store
+                .update_report(run_id, |r| r.note(&text))
+                .await
+                .map_err(queue_error)?;
+            return Ok(());
+        };
+        let cvr = Cvr::parse(&report.cvr)
+            .map_err(|e| JobError::message("config", false, e.to_string()))?;
+        let target = self.sources.target(&cvr).await.map_err(|e| job_error(&e))?;
+        let concurrency = self.concurrency(target.as_ref());
+        let written = write_users(target.as_ref(), &items, concurrency)
+            .await
+            .map_err(|e| job_error(&SourceError::target(&e)))?;
+        let result = DepartmentResult {
+            users: items.len() as u64,
+            written: written.written,
+            unchanged: written.unchanged,
+            rejected: written.rejected.iter().map(Into::into).collect(),
+        };
+        self.store
+            .put_result(run_id, unit, &result)
+            .await
+            .map_err(queue_error)?;
+        // A replay after the run ended: the report learns that this department is complete.
+        if ctx.replay_of.is_some() || report.state.is_final() {
+            let job_id = ctx.job_id.as_str().to_owned();
+            let replay_of = ctx.replay_of.as_ref().map(|id| id.as_str().to_owned());
+            self.store
+                .update_report(run_id, |r| {
+                    if !r.state.is_final() {
+                        return; // FinishRun will count it
+                    }
+                    r.add_writes(&written);
+                    r.departments_done += 1;
+                    let mut title = unit.to_string();
+                    for f in &mut r.failed_departments {
+                        if f.unit == unit && f.recovered_at.is_none() {
+                            f.recovered_at = Some(Utc::now());
+                            title = f.title.clone();
+                        }
+                    }
+                    if r.state == RunState::PartlyFailed
+                        && r.failed_departments.iter().all(|f| f.recovered_at.is_some())
+                    {
+                        r.state = RunState::Succeeded;
+                    }
+                    r.note(format!(
+                        "department {title} completed by job {job_id}{}: {} users written, {} unchanged, {} rejected",
+                        replay_of.map(|o| format!(" (replay of {o})")).unwrap_or_default(),
+                        written.written,
+                        written.unchanged,
+                        written.rejected.len()
+                    ));
+                })
+                .await
+                .map_err(queue_error)?;
+        }
+        info!(
+            customer.cvr = %report.cvr, run.id = %run_id, unit.uuid = %unit,
+            "department {unit}: {} users, {} written, {} unchanged, {} rejected",
+            items.len(), written.written, written.unchanged, written.rejected.len()
+        );
+        Ok(())
+    }
+
+    /// `FinishRun`.
+    pub async fn finish_run(&self, job: FinishRun, _ctx: JobContext) -> Result<(), JobError> {
+        let started = Instant::now();
+        let finish_started_at = Utc::now();
+        let run_id = job.run_id.as_str();
+        let Some(report) = self.store.report(run_id).await.map_err(queue_error)? else {
+            warn!(run.id = %run_id, "run {run_id} is unknown (past its retention?); nothing to finish");
+            return Ok(());
+        };
+        if report.state.is_final() {
+            return Ok(());
+        }
+        let cvr = report.cvr.clone();
+        let Some(finish) = self.store.finish(run_id).await.map_err(queue_error)? else {
+            return Err(JobError::message(
+                "expired",
+                false,
+                format!("run {run_id}: its stored plan has expired; nothing was deactivated"),
+            ));
+        };
+        let batch = self.store.queue.batch(run_id).await.map_err(queue_error)?;
+
+        // What the department jobs did.
+        let mut failed = Vec::new();
+        if let Some(batch) = &batch {
+            for dead in &batch.dead {
+                let record = self.store.queue.job(dead).await.map_err(queue_error)?;
+                let (unit, error) = record
+                    .as_ref()
+                    .map(|r| {
+                        let unit = serde_json::from_value::<SyncDepartment>(r.payload.clone())
+                            .map(|d| d.unit)
+                            .unwrap_or_default();
+                        (unit, r.last_error.clone().unwrap_or_default())
+                    })
+                    .unwrap_or_default();
+                let title = finish
+                    .units
+                    .iter()
+                    .find(|(u, _)| *u == unit)
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_default();
+                failed.push(FailedDepartment {
+                    unit,
+                    title,
+                    job_id: dead.as_str().to_owned(),
+                    error,
+                    recovered_at: None,
+                });
+            }
+        }
+        let mut results = Vec::new();
+        for (unit, _) in &finish.units {
+            if let Some(result) = self
+                .store
+                .result(run_id, *unit)
+                .await
+                .map_err(queue_error)?
+            {
+                results.push(result);
+            }
+        }
+
+        // Deactivations: held by the plan's guards, or because a department failed.
+        let mut held = report.held.clone();
+        if !failed.is_empty() {
+            let names: Vec<String> = failed
+                .iter()
+                .map(|f| format!("{} ({})", f.title, f.unit))
+                .collect();
+            let message = format!(
+                "{} department job(s) failed: {}; their users are unread, not absent",
+                failed.len(),
+                names.join(", ")
+            );
+            let mut plan_held = Plan {
+                cvr: Cvr::parse(&cvr)
+                    .map_err(|e| JobError::message("config", false, e.to_string()))?,
+                departments: finish.departments.clone(),
+                users: finish.users.clone(),
+                skipped: BTreeMap::new(),
+                skipped_users: Vec::new(),
+                held: held.as_ref().map(|h| orgsync_model::plan::Held {
+                    deactivations: h.deactivations,
+                    reason: h.reason.clone(),
+                    reasons: h.reasons.clone(),
+                    departments: h.departments.clone(),
+                    users: h.users.clone(),
+                }),
+                summary: report.summary.unwrap_or_default(),
+                issues: Vec::new(),
+            };
+            plan_held.hold_deactivations(HoldReason::RunFailed, &message);
+            held = plan_held.held.as_ref().map(HeldView::from);
+        }
+        let mut deactivation_writes = None;
+        if held.is_none() && (!finish.departments.is_empty() || !finish.users.is_empty()) {
+            let customer =
+                Cvr::parse(&cvr).map_err(|e| JobError::message("config", false, e.to_string()))?;
+            let target = self
+                .sources
+                .target(&customer)
+                .await
+                .map_err(|e| job_error(&e))?;
+            let concurrency = self.concurrency(target.as_ref());
+            let users = write_users(target.as_ref(), &finish.users, concurrency)
+                .await
+                .map_err(|e| job_error(&SourceError::target(&e)))?;
+            let departments = write_departments(target.as_ref(), &finish.departments, concurrency)
+                .await
+                .map_err(|e| job_error(&SourceError::target(&e)))?;
+            deactivation_writes = Some((users, departments));
+        }
+        if finish.counts_trusted
+            && let Some(counts) = &finish.counts
+        {
+            self.store
+                .set_last_counts(&cvr, counts)
+                .await
+                .map_err(queue_error)?;
+        }
+
+        let n_failed = failed.len();
+        let updated = self
+            .store
+            .update_report(run_id, |r| {
+                for result in &results {
+                    r.writes.written += result.written;
+                    r.writes.unchanged += result.unchanged;
+                    r.writes.rejected += result.rejected.len() as u64;
+                    for rejected in &result.rejected {
+                        if r.rejections.len() < crate::report::MAX_REJECTIONS {
+                            r.rejections.push(rejected.clone());
+                        }
+                    }
+                }
+                if let Some((users, departments)) = &deactivation_writes {
+                    r.add_writes(users);
+                    r.add_writes(departments);
+                }
+                r.departments_done = results.len() as u64;
+                r.failed_departments = failed;
+                r.held = held.clone();
+                if let (Some(summary), Some(h)) = (r.summary.as_mut(), &held) {
+                    summary.held = h.deactivations;
+                    summary.users.deactivate = 0;
+                    summary.departments.deactivate = 0;
+                }
+                r.state = if held.is_some() {
+                    RunState::Held
+                } else if n_failed > 0 {
+                    RunState::PartlyFailed
+                } else {
+                    RunState::Succeeded
+                };
+                r.durations.users_ms = r.fanned_out_at.map(|at| {
+                    u64::try_from((finish_started_at - at).num_milliseconds()).unwrap_or(0)
+                });
+                r.durations.finish_ms = elapsed_ms(started);
+                r.finished_at = Some(Utc::now());
+                r.durations.total_ms = r
+                    .started_at
+                    .map(|s| u64::try_from((Utc::now() - s).num_milliseconds()).unwrap_or(0));
+            })
+            .await
+            .map_err(queue_error)?;
+        let _ = self.store.release_lock(&cvr, run_id).await;
+        if let Some(r) = updated {
+            if r.state == RunState::Held {
+                warn!(
+                    customer.cvr = %cvr, run.id = %run_id,
+                    "run {run_id} of {cvr} is HELD: {}; release with `orgsync runs release {run_id}`",
+                    r.held.as_ref().map(|h| h.reason.as_str()).unwrap_or_default()
+                );
+            } else {
+                info!(customer.cvr = %cvr, run.id = %run_id, "run {run_id} of {cvr} succeeded ({n_failed} failed departments)");
+            }
+        }
+        Ok(())
+    }
+
+    /// For [`crate::release`].
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// For [`crate::release`].
+    pub(crate) fn sources(&self) -> &Arc<dyn Sources> {
+        &self.sources
+    }
+}

@@ -1,0 +1,486 @@
+//! The run report (DESIGN.md §2 step 6): what one run of one customer did, kept for the
+//! configured retention and shown by `orgsync runs`, `orgsync runs show` and `sync --wait`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use orgsync_model::plan::{DepartmentItem, Held, HoldReason, Summary, UserItem};
+use orgsync_target::batch::{BatchReport, Rejection};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Where a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Enqueued, not started.
+    Queued,
+    /// Reading STS and the target, validating, planning.
+    Reading,
+    /// Writing departments.
+    Departments,
+    /// Department jobs are writing users.
+    Users,
+    /// Applying deactivations and writing the report.
+    Finishing,
+    /// Everything written.
+    Succeeded,
+    /// Written, but the deactivations are held for a person (`orgsync runs release`).
+    Held,
+    /// A person released the held deactivations.
+    Released,
+    /// Written, except the users of department jobs that were dead-lettered (see
+    /// `failed_departments`; replay them with `orgsync dlq replay`). Nothing was deactivated.
+    PartlyFailed,
+    /// The run failed before writing anything it could not verify (see `error`).
+    Failed,
+    /// Not started: another run of the same customer was active.
+    Refused,
+}
+
+impl RunState {
+    /// The stable key (as in JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Reading => "reading",
+            RunState::Departments => "departments",
+            RunState::Users => "users",
+            RunState::Finishing => "finishing",
+            RunState::Succeeded => "succeeded",
+            RunState::Held => "held",
+            RunState::Released => "released",
+            RunState::PartlyFailed => "partly_failed",
+            RunState::Failed => "failed",
+            RunState::Refused => "refused",
+        }
+    }
+
+    /// Whether the run has ended (a replayed department job may still add to it).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded
+                | RunState::Held
+                | RunState::Released
+                | RunState::PartlyFailed
+                | RunState::Failed
+                | RunState::Refused
+        )
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a run started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Trigger {
+    /// The customer's schedule fired at `fire`.
+    Schedule {
+        /// The fire time.
+        fire: DateTime<Utc>,
+    },
+    /// A person or script (`orgsync sync`, `orgsync demo`).
+    Manual {
+        /// Who.
+        by: String,
+    },
+}
+
+/// Target writes of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writes {
+    /// Items that changed the target.
+    pub written: u64,
+    /// Items already in place (nothing sent).
+    pub unchanged: u64,
+    /// Items the target rejected.
+    pub rejected: u64,
+}
+
+impl Writes {
+    /// Adds a batch's counts.
+    pub fn add(&mut self, batch: &BatchReport) {
+        self.written += batch.written;
+        self.unchanged += batch.unchanged;
+        self.rejected += batch.rejected.len() as u64;
+    }
+}
+
+/// A rejected object, as kept in the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedObject {
+    /// External id (or user name).
+    pub external_id: String,
+    /// The target's status.
+    pub status: Option<u16>,
+    /// The whole message.
+    pub message: String,
+}
+
+impl From<&Rejection> for RejectedObject {
+    fn from(r: &Rejection) -> Self {
+        RejectedObject {
+            external_id: r.external_id.clone(),
+            status: r.status,
+            message: r.message.clone(),
+        }
+    }
+}
+
+/// A department job that did not complete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedDepartment {
+    /// The unit.
+    pub unit: Uuid,
+    /// Its title.
+    pub title: String,
+    /// The dead-lettered job (`orgsync dlq show <id>`, `orgsync dlq replay <id>`).
+    pub job_id: String,
+    /// Its last error.
+    pub error: String,
+    /// Set when a replay later completed it.
+    #[serde(default)]
+    pub recovered_at: Option<DateTime<Utc>>,
+}
+
+/// What a release did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Who released.
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Deactivations written.
+    pub applied: u64,
+    /// Deactivations no longer needed, each with why (`user x: already inactive`).
+    pub skipped: Vec<String>,
+}
+
+/// Run durations in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durations {
+    /// STS read.
+    pub read_ms: Option<u64>,
+    /// Target state read and planning.
+    pub plan_ms: Option<u64>,
+    /// Department writes.
+    pub departments_ms: Option<u64>,
+    /// From the fan-out until the last department job was terminal.
+    pub users_ms: Option<u64>,
+    /// Deactivations and report.
+    pub finish_ms: Option<u64>,
+    /// Start to end.
+    pub total_ms: Option<u64>,
+}
+
+/// Counts of the STS read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCountsView {
+    /// Active units read.
+    pub units: u64,
+    /// Active users read.
+    pub users: u64,
+}
+
+/// What one run did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The run id.
+    pub run_id: String,
+    /// The municipality.
+    pub cvr: String,
+    /// Its name.
+    pub customer: String,
+    /// Why it ran.
+    pub trigger: Trigger,
+    /// Where it is.
+    pub state: RunState,
+    /// When it was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// When its first job started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Durations of its phases.
+    pub durations: Durations,
+    /// STS calls of the read.
+    pub sts_calls: u64,
+    /// What STS held.
+    pub source: Option<SourceCountsView>,
+    /// The plan's counts (created, updated, reactivated, deactivated, unchanged, skipped, held).
+    pub summary: Option<Summary>,
+    /// Skipped STS users by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Held deactivations (why, and what), when held.
+    pub held: Option<HeldView>,
+    /// When the department jobs were enqueued.
+    pub fanned_out_at: Option<DateTime<Utc>>,
+    /// Department jobs of the fan-out.
+    pub departments_total: u64,
+    /// Department jobs that completed.
+    pub departments_done: u64,
+    /// Department jobs that were dead-lettered.
+    pub failed_departments: Vec<FailedDepartment>,
+    /// Target writes (departments, users, deactivations).
+    pub writes: Writes,
+    /// Objects the target rejected (the first 100).
+    pub rejections: Vec<RejectedObject>,
+    /// Validation issues of the snapshot and problems the STS reader skipped.
+    pub issues: Vec<String>,
+    /// Why the run failed or was refused.
+    pub error: Option<String>,
+    /// Things that happened after the fact (replays, superseded jobs), oldest first.
+    pub notes: Vec<String>,
+    /// The release, when a person released the held deactivations.
+    pub release: Option<Release>,
+}
+
+/// Held deactivations as kept in the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldView {
+    /// How many.
+    pub deactivations: u64,
+    /// Why, for people.
+    pub reason: String,
+    /// Why, for scripts.
+    pub reasons: Vec<HoldReason>,
+    /// The held department deactivations.
+    pub departments: Vec<DepartmentItem>,
+    /// The held user deactivations.
+    pub users: Vec<UserItem>,
+}
+
+impl From<&Held> for HeldView {
+    fn from(held: &Held) -> Self {
+        HeldView {
+            deactivations: held.deactivations,
+            reason: held.reason.clone(),
+            reasons: held.reasons.clone(),
+            departments: held.departments.clone(),
+            users: held.users.clone(),
+        }
+    }
+}
+
+/// At most this many rejections are kept in a report.
+pub(crate) const MAX_REJECTIONS: usize = 100;
+
+impl RunReport {
+    /// A new report for a run that was just enqueued.
+    pub fn queued(run_id: &str, cvr: &str, customer: &str, trigger: Trigger) -> RunReport {
+        RunReport {
+            run_id: run_id.to_owned(),
+            cvr: cvr.to_owned(),
+            customer: customer.to_owned(),
+            trigger,
+            state: RunState::Queued,
+            enqueued_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            durations: Durations::default(),
+            sts_calls: 0,
+            source: None,
+            summary: None,
+            skipped: BTreeMap::new(),
+            held: None,
+            fanned_out_at: None,
+            departments_total: 0,
+            departments_done: 0,
+            failed_departments: Vec::new(),
+            writes: Writes::default(),
+            rejections: Vec::new(),
+            issues: Vec::new(),
+            error: None,
+            notes: Vec::new(),
+            release: None,
+        }
+    }
+
+    /// Adds a batch's writes and rejections.
+    pub(crate) fn add_writes(&mut self, batch: &BatchReport) {
+        self.writes.add(batch);
+        for r in &batch.rejected {
+            if self.rejections.len() < MAX_REJECTIONS {
+                self.rejections.push(r.into());
+            }
+        }
+    }
+
+    /// A note with the time.
+    pub(crate) fn note(&mut self, text: impl AsRef<str>) {
+        self.notes.push(format!(
+            "{}: {}",
+            Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+            text.as_ref()
+        ));
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// One line for `orgsync runs`.
+    pub fn line(&self) -> String {
+        let summary = self.summary.map_or_else(String::new, |s| {
+            format!(
+                "users +{} ~{} -{} | departments +{} ~{} -{}",
+                s.users.create,
+                s.users.update + s.users.reactivate,
+                s.users.deactivate,
+                s.departments.create,
+                s.departments.update + s.departments.reactivate,
+                s.departments.deactivate
+            )
+        });
+        format!(
+            "{:<34} {:<8} {:<10} {:<20} {}",
+            self.run_id,
+            self.cvr,
+            self.state.as_str(),
+            self.enqueued_at.format("%Y-%m-%d %H:%M:%S"),
+            summary
+        )
+    }
+
+    /// The report for people.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "run {} ({} {})", self.run_id, self.cvr, self.customer);
+        let _ = writeln!(out, "state:        {}", self.state);
+        if let Some(error) = &self.error {
+            let _ = writeln!(out, "why:          {error}");
+        }
+        let trigger = match &self.trigger {
+            Trigger::Schedule { fire } => format!("schedule (fire {})", fire.to_rfc3339()),
+            Trigger::Manual { by } => format!("manual, by {by}"),
+        };
+        let _ = writeln!(out, "trigger:      {trigger}");
+        let _ = writeln!(out, "enqueued:     {}", self.enqueued_at.to_rfc3339());
+        if let Some(at) = self.started_at {
+            let _ = writeln!(out, "started:      {}", at.to_rfc3339());
+        }
+        if let Some(at) = self.finished_at {
+            let _ = writeln!(out, "finished:     {}", at.to_rfc3339());
+        }
+        let d = &self.durations;
+        let ms =
+            |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{:.1} s", v as f64 / 1000.0));
+        let _ = writeln!(
+            out,
+            "durations:    read {}, plan {}, departments {}, users {}, finish {}, total {}",
+            ms(d.read_ms),
+            ms(d.plan_ms),
+            ms(d.departments_ms),
+            ms(d.users_ms),
+            ms(d.finish_ms),
+            ms(d.total_ms)
+        );
+        if let Some(source) = self.source {
+            let _ = writeln!(
+                out,
+                "STS:          {} active units, {} active users, {} calls",
+                source.units, source.users, self.sts_calls
+            );
+        }
+        if let Some(s) = &self.summary {
+            let _ = writeln!(
+                out,
+                "departments:  {} created, {} updated, {} reactivated, {} deactivated, {} unchanged",
+                s.departments.create,
+                s.departments.update,
+                s.departments.reactivate,
+                s.departments.deactivate,
+                s.departments.unchanged
+            );
+            let _ = writeln!(
+                out,
+                "users:        {} created, {} updated, {} reactivated, {} deactivated, {} unchanged, {} kept (outside the domains)",
+                s.users.create,
+                s.users.update,
+                s.users.reactivate,
+                s.users.deactivate,
+                s.users.unchanged,
+                s.kept_outside_domains
+            );
+        }
+        if !self.skipped.is_empty() {
+            let parts: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(out, "skipped:      {}", parts.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "target:       {} written, {} unchanged, {} rejected",
+            self.writes.written, self.writes.unchanged, self.writes.rejected
+        );
+        let _ = writeln!(
+            out,
+            "department jobs: {} of {} done, {} failed",
+            self.departments_done,
+            self.departments_total,
+            self.failed_departments.len()
+        );
+        for f in &self.failed_departments {
+            let status = f.recovered_at.map_or_else(
+                || "FAILED".to_owned(),
+                |at| format!("recovered {}", at.to_rfc3339()),
+            );
+            let _ = writeln!(
+                out,
+                "  {status}: {} ({}) job {}: {}",
+                f.title, f.unit, f.job_id, f.error
+            );
+        }
+        if let Some(held) = &self.held {
+            let _ = writeln!(
+                out,
+                "HELD:         {} deactivations ({} departments, {} users): {}",
+                held.deactivations,
+                held.departments.len(),
+                held.users.len(),
+                held.reason
+            );
+            if self.state == RunState::Held {
+                let _ = writeln!(
+                    out,
+                    "              check them, then: orgsync runs release {}",
+                    self.run_id
+                );
+            }
+        }
+        if let Some(r) = &self.release {
+            let _ = writeln!(
+                out,
+                "released:     by {} at {}: {} applied, {} no longer needed",
+                r.by,
+                r.at.to_rfc3339(),
+                r.applied,
+                r.skipped.len()
+            );
+            for s in &r.skipped {
+                let _ = writeln!(out, "  {s}");
+            }
+        }
+        for r in &self.rejections {
+            let _ = writeln!(out, "rejected:     {}: {}", r.external_id, r.message);
+        }
+        for issue in &self.issues {
+            let _ = writeln!(out, "issue:        {issue}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "note:         {note}");
+        }
+        out
+    }
+}

@@ -1,0 +1,78 @@
+//! What the pipeline needs from the outside world for one customer: its policy, an STS read, and
+//! its target. The binary implements [`Sources`] from the configuration; tests implement it
+//! directly.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use orgsync_model::ids::Cvr;
+use orgsync_model::policy::Policy;
+use orgsync_model::snapshot::Snapshot;
+use orgsync_target::Target;
+
+/// One configured customer, as the pipeline sees it.
+#[derive(Clone, Debug)]
+pub struct Customer {
+    /// The municipality.
+    pub cvr: Cvr,
+    /// Its name, for people.
+    pub name: String,
+    /// Scope, defaults, guards, mappings.
+    pub policy: Policy,
+}
+
+/// A whole read of one municipality.
+#[derive(Clone, Debug)]
+pub struct SourceRead {
+    /// The snapshot (with `partial` set when part of the read failed for good).
+    pub snapshot: Snapshot,
+    /// STS calls the read made, retries included.
+    pub calls: u64,
+    /// Problems in the data that the reader skipped, for the report.
+    pub issues: Vec<String>,
+}
+
+/// A failure to reach a customer's STS or target, with what the queue should do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    /// The error class for the error log and the dead-letter queue (`sts`, `target`, `config`).
+    pub class: &'static str,
+    /// Whether trying again later may succeed.
+    pub retriable: bool,
+    /// What failed and why, for people (never a secret).
+    pub message: String,
+}
+
+impl SourceError {
+    /// A configuration problem: not retriable.
+    pub fn config(message: impl Into<String>) -> SourceError {
+        SourceError {
+            class: "config",
+            retriable: false,
+            message: message.into(),
+        }
+    }
+
+    /// A target failure, retriable as the target says.
+    pub fn target(error: &orgsync_target::TargetError) -> SourceError {
+        SourceError {
+            class: "target",
+            retriable: error.is_retriable(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// Where a customer's data comes from and goes to.
+#[async_trait]
+pub trait Sources: Send + Sync + std::fmt::Debug + 'static {
+    /// The customer with this CVR, or `None` when no customer file has it.
+    fn customer(&self, cvr: &Cvr) -> Option<Customer>;
+
+    /// Reads the whole municipality from STS (one token for the whole read).
+    async fn read_snapshot(&self, cvr: &Cvr) -> Result<SourceRead, SourceError>;
+
+    /// Opens the customer's target.
+    async fn target(&self, cvr: &Cvr) -> Result<Arc<dyn Target>, SourceError>;
+}

@@ -1,0 +1,257 @@
+//! Run state through the queue crate's state API: the names of what a run keeps, in one place.
+//! (The queue crate maps them to Redis keys; nothing here knows those.)
+
+use std::time::Duration;
+
+use orgsync_model::plan::{DepartmentItem, UserItem};
+use orgsync_model::validate::SourceCounts;
+use orgsync_queue::{LockAttempt, QueueError, QueueHandle};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::report::RunReport;
+
+const RUNS: &str = "runs";
+
+/// What `FinishRun` needs from `SyncCustomer`, stored under the run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct FinishData {
+    /// Department deactivations (deepest first), when not held.
+    pub(crate) departments: Vec<DepartmentItem>,
+    /// User deactivations, when not held.
+    pub(crate) users: Vec<UserItem>,
+    /// The units of the fan-out, with their titles.
+    pub(crate) units: Vec<(Uuid, String)>,
+    /// The snapshot's counts: the next run's baseline once this run is trusted.
+    pub(crate) counts: Option<SourceCounts>,
+    /// Whether the counts may become the baseline (no partial read, no source drop).
+    pub(crate) counts_trusted: bool,
+}
+
+/// A department job's result, stored under the run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct DepartmentResult {
+    pub(crate) users: u64,
+    pub(crate) written: u64,
+    pub(crate) unchanged: u64,
+    pub(crate) rejected: Vec<crate::report::RejectedObject>,
+}
+
+/// The run-state store of one queue.
+#[derive(Clone, Debug)]
+pub(crate) struct Store {
+    pub(crate) queue: QueueHandle,
+    pub(crate) report_retention: Duration,
+    pub(crate) data_ttl: Duration,
+}
+
+fn lock_name(cvr: &str) -> String {
+    format!("run-lock:{cvr}")
+}
+
+impl Store {
+    pub(crate) async fn save_report(&self, report: &RunReport) -> Result<(), QueueError> {
+        let json = serde_json::to_string(report).unwrap_or_default();
+        self.queue
+            .put_record(
+                RUNS,
+                &report.run_id,
+                &report.cvr,
+                &json,
+                self.report_retention,
+            )
+            .await
+    }
+
+    pub(crate) async fn report(&self, run_id: &str) -> Result<Option<RunReport>, QueueError> {
+        Ok(self
+            .queue
+            .get_record(RUNS, run_id)
+            .await?
+            .and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    pub(crate) async fn reports(
+        &self,
+        cvr: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunReport>, QueueError> {
+        Ok(self
+            .queue
+            .list_records(RUNS, cvr, limit)
+            .await?
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect())
+    }
+
+    pub(crate) async fn try_lock(
+        &self,
+        cvr: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LockAttempt, QueueError> {
+        self.queue.try_lock(&lock_name(cvr), owner, ttl).await
+    }
+
+    pub(crate) async fn extend_lock(
+        &self,
+        cvr: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        self.queue.extend_lock(&lock_name(cvr), owner, ttl).await
+    }
+
+    pub(crate) async fn release_lock(&self, cvr: &str, owner: &str) -> Result<bool, QueueError> {
+        self.queue.release_lock(&lock_name(cvr), owner).await
+    }
+
+    pub(crate) async fn lock_owner(&self, cvr: &str) -> Result<Option<String>, QueueError> {
+        self.queue.lock_owner(&lock_name(cvr)).await
+    }
+
+    /// The customer's newest started run.
+    pub(crate) async fn current_run(&self, cvr: &str) -> Result<Option<String>, QueueError> {
+        Ok(self
+            .queue
+            .get_value(&format!("current-run:{cvr}"))
+            .await?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub(crate) async fn set_current_run(&self, cvr: &str, run_id: &str) -> Result<(), QueueError> {
+        self.queue
+            .put_value(&format!("current-run:{cvr}"), run_id.as_bytes(), None)
+            .await
+    }
+
+    /// The last trusted run's source counts (the source-drop guard's baseline).
+    pub(crate) async fn last_counts(&self, cvr: &str) -> Result<Option<SourceCounts>, QueueError> {
+        Ok(self
+            .queue
+            .get_value(&format!("last-counts:{cvr}"))
+            .await?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    pub(crate) async fn set_last_counts(
+        &self,
+        cvr: &str,
+        counts: &SourceCounts,
+    ) -> Result<(), QueueError> {
+        let json = serde_json::to_vec(counts).unwrap_or_default();
+        self.queue
+            .put_value(&format!("last-counts:{cvr}"), &json, None)
+            .await
+    }
+
+    pub(crate) async fn put_slices(
+        &self,
+        run_id: &str,
+        slices: &[(String, Vec<u8>)],
+    ) -> Result<(), QueueError> {
+        self.queue
+            .put_map_fields(&format!("run-slices:{run_id}"), slices, self.data_ttl)
+            .await
+    }
+
+    pub(crate) async fn slice(
+        &self,
+        run_id: &str,
+        unit: Uuid,
+    ) -> Result<Option<Vec<UserItem>>, QueueError> {
+        Ok(self
+            .queue
+            .get_map_field(&format!("run-slices:{run_id}"), &unit.to_string())
+            .await?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    pub(crate) async fn put_finish(
+        &self,
+        run_id: &str,
+        data: &FinishData,
+    ) -> Result<(), QueueError> {
+        let json = serde_json::to_vec(data).unwrap_or_default();
+        self.queue
+            .put_value(&format!("run-finish:{run_id}"), &json, Some(self.data_ttl))
+            .await
+    }
+
+    pub(crate) async fn finish(&self, run_id: &str) -> Result<Option<FinishData>, QueueError> {
+        Ok(self
+            .queue
+            .get_value(&format!("run-finish:{run_id}"))
+            .await?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    pub(crate) async fn put_result(
+        &self,
+        run_id: &str,
+        unit: Uuid,
+        result: &DepartmentResult,
+    ) -> Result<(), QueueError> {
+        let json = serde_json::to_vec(result).unwrap_or_default();
+        self.queue
+            .put_map_fields(
+                &format!("run-results:{run_id}"),
+                &[(unit.to_string(), json)],
+                self.data_ttl,
+            )
+            .await
+    }
+
+    pub(crate) async fn result(
+        &self,
+        run_id: &str,
+        unit: Uuid,
+    ) -> Result<Option<DepartmentResult>, QueueError> {
+        Ok(self
+            .queue
+            .get_map_field(&format!("run-results:{run_id}"), &unit.to_string())
+            .await?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+}
+
+impl Store {
+    /// Read-modify-write of a report under a short lock, for writers that may race (a replayed
+    /// department job, `FinishRun`, a release). Returns the updated report, or `None` when the
+    /// run is unknown.
+    pub(crate) async fn update_report(
+        &self,
+        run_id: &str,
+        change: impl FnOnce(&mut RunReport),
+    ) -> Result<Option<RunReport>, QueueError> {
+        let name = format!("report-lock:{run_id}");
+        let owner = uuid::Uuid::new_v4().to_string();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self
+                .queue
+                .try_lock(&name, &owner, Duration::from_secs(30))
+                .await?
+            {
+                LockAttempt::Acquired => break,
+                LockAttempt::Held { .. } if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // A writer that died holding the lock: its 30 s expired or will; write anyway.
+                LockAttempt::Held { .. } => break,
+            }
+        }
+        let result = async {
+            let Some(mut report) = self.report(run_id).await? else {
+                return Ok(None);
+            };
+            change(&mut report);
+            self.save_report(&report).await?;
+            Ok(Some(report))
+        }
+        .await;
+        let _ = self.queue.release_lock(&name, &owner).await;
+        result
+    }
+}

@@ -1,0 +1,252 @@
+//! The pipeline's test app: real Redis (own key prefix), the STS simulator in-process, an SQLite
+//! target in a temporary directory (behind a wrapper that can fail one department's writes with a
+//! 401, as a target that revoked our token would), and a worker running the real handlers.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // test helpers: a panic is the failure message
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orgsync_jobs::pipeline::{Pipeline, PipelineOptions};
+use orgsync_jobs::report::{RunReport, Trigger};
+use orgsync_jobs::sources::{Customer, SourceError, SourceRead, Sources};
+use orgsync_jobs::worker::WorkerSettings;
+use orgsync_model::ids::{Cvr, UnitId, UserId};
+use orgsync_model::plan::{DepartmentItem, UserItem};
+use orgsync_model::policy::Policy;
+use orgsync_model::snapshot::Snapshot;
+use orgsync_model::target::{TargetDepartment, TargetState, TargetUser};
+use orgsync_queue::{QueueConfig, QueueHandle};
+use orgsync_sts::client::StsClient;
+use orgsync_sts::limits::SystemLimits;
+use orgsync_sts::options::ClientOptions;
+use orgsync_sts_sim::server::{SimOptions, Simulator};
+use orgsync_target::sqlite::{SqliteOptions, SqliteTarget};
+use orgsync_target::{Capabilities, Health, Target, TargetError, WriteOutcome};
+
+pub const CVR: &str = "11111111";
+
+pub fn cvr() -> Cvr {
+    Cvr::parse(CVR).unwrap()
+}
+
+/// A target that fails every user write whose primary department is the armed unit.
+#[derive(Debug)]
+pub struct FaultyTarget {
+    pub inner: SqliteTarget,
+    pub fail_department: Mutex<Option<UnitId>>,
+}
+
+#[async_trait]
+impl Target for FaultyTarget {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn health(&self) -> Result<Health, TargetError> {
+        self.inner.health().await
+    }
+    async fn read_state(&self) -> Result<TargetState, TargetError> {
+        self.inner.read_state().await
+    }
+    async fn find_user(
+        &self,
+        external_id: UserId,
+        user_name: &str,
+    ) -> Result<Option<TargetUser>, TargetError> {
+        self.inner.find_user(external_id, user_name).await
+    }
+    async fn find_department(
+        &self,
+        external_id: UnitId,
+    ) -> Result<Option<TargetDepartment>, TargetError> {
+        self.inner.find_department(external_id).await
+    }
+    async fn write_department(&self, item: &DepartmentItem) -> Result<WriteOutcome, TargetError> {
+        self.inner.write_department(item).await
+    }
+    async fn write_user(&self, item: &UserItem) -> Result<WriteOutcome, TargetError> {
+        let armed = *self.fail_department.lock().unwrap();
+        if armed.is_some() && armed == item.fields.primary_department {
+            return Err(TargetError::Unauthorized {
+                status: 401,
+                detail: "token revoked (test fault)".to_owned(),
+            });
+        }
+        self.inner.write_user(item).await
+    }
+    async fn set_memberships(
+        &self,
+        user: UserId,
+        departments: &BTreeSet<UnitId>,
+    ) -> Result<WriteOutcome, TargetError> {
+        self.inner.set_memberships(user, departments).await
+    }
+}
+
+#[derive(Debug)]
+pub struct TestSources {
+    pub policy: Mutex<Policy>,
+    pub sts: ClientOptions,
+    pub target: Arc<FaultyTarget>,
+}
+
+#[async_trait]
+impl Sources for TestSources {
+    fn customer(&self, cvr: &Cvr) -> Option<Customer> {
+        let policy = self.policy.lock().unwrap().clone();
+        (cvr == &policy.cvr).then(|| Customer {
+            cvr: cvr.clone(),
+            name: "Test Kommune".to_owned(),
+            policy,
+        })
+    }
+
+    async fn read_snapshot(&self, cvr: &Cvr) -> Result<SourceRead, SourceError> {
+        let client = StsClient::new(cvr.clone(), &self.sts, SystemLimits::new(0.0)).unwrap();
+        let read = client.read_snapshot().await.map_err(|e| SourceError {
+            class: "sts",
+            retriable: e.is_retriable(),
+            message: e.to_string(),
+        })?;
+        Ok(SourceRead {
+            snapshot: read.snapshot,
+            calls: read.calls,
+            issues: read.issues.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    async fn target(&self, _cvr: &Cvr) -> Result<Arc<dyn Target>, SourceError> {
+        Ok(self.target.clone())
+    }
+}
+
+pub struct TestApp {
+    pub queue: QueueHandle,
+    pub sim: Simulator,
+    pub sources: Arc<TestSources>,
+    pub pipeline: Arc<Pipeline>,
+    stop: Option<Box<dyn FnOnce() + Send>>,
+    worker: Option<tokio::task::JoinHandle<Result<(), orgsync_jobs::worker::WorkerError>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn start(snapshot: Snapshot, policy: Policy) -> TestApp {
+        let prefix = format!("test-jobs-{}", uuid::Uuid::new_v4().simple());
+        let queue = QueueHandle::connect(QueueConfig::new("redis://127.0.0.1:6379", prefix))
+            .await
+            .unwrap();
+        let sim = Simulator::start(vec![snapshot], SimOptions::default())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteTarget::open(SqliteOptions {
+            path: dir.path().join("target.sqlite"),
+            cvr: cvr(),
+            mappings: policy.mappings,
+        })
+        .await
+        .unwrap();
+        let sts = ClientOptions {
+            backoff_initial: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+            call_timeout: Duration::from_secs(20),
+            max_attempts: 2,
+            ..ClientOptions::for_sim(sim.base_url())
+        };
+        let sources = Arc::new(TestSources {
+            policy: Mutex::new(policy),
+            sts,
+            target: Arc::new(FaultyTarget {
+                inner,
+                fail_department: Mutex::new(None),
+            }),
+        });
+        let pipeline = Pipeline::new(queue.clone(), sources.clone(), PipelineOptions::default());
+        let (signal, stop) = orgsync_queue::manual_signal();
+        let worker = tokio::spawn(orgsync_jobs::worker::run(
+            pipeline.clone(),
+            WorkerSettings::fast_for_tests(),
+            signal,
+        ));
+        TestApp {
+            queue,
+            sim,
+            sources,
+            pipeline,
+            stop: Some(Box::new(stop)),
+            worker: Some(worker),
+            _dir: dir,
+        }
+    }
+
+    pub fn sqlite(&self) -> &SqliteTarget {
+        &self.sources.target.inner
+    }
+
+    pub fn fail_department(&self, unit: Option<UnitId>) {
+        *self.sources.target.fail_department.lock().unwrap() = unit;
+    }
+
+    pub fn set_policy(&self, change: impl FnOnce(&mut Policy)) {
+        change(&mut self.sources.policy.lock().unwrap());
+    }
+
+    /// Enqueues a run and waits until it has ended.
+    pub async fn sync(&self) -> RunReport {
+        let run = self
+            .pipeline
+            .enqueue_run(
+                CVR,
+                Trigger::Manual {
+                    by: "test".to_owned(),
+                },
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        self.wait(&run.run_id).await
+    }
+
+    pub async fn wait(&self, run_id: &str) -> RunReport {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let report = self.pipeline.report(run_id).await.unwrap();
+            if report.state.is_final() {
+                return report;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} did not end within 60 s: {}",
+                report.to_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn state(&self) -> TargetState {
+        self.sqlite().read_state().await.unwrap()
+    }
+
+    /// Stops the worker and deletes the test's keys.
+    pub async fn finish(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.await;
+        }
+        self.queue.purge_all_keys().await.unwrap();
+    }
+}
+
+/// A user in the target, by external id.
+pub fn user(state: &TargetState, id: UserId) -> Option<&TargetUser> {
+    state.users.iter().find(|u| u.external_id == Some(id))
+}
+
+/// A department in the target, by external id.
+pub fn department(state: &TargetState, id: UnitId) -> Option<&TargetDepartment> {
+    state.departments.iter().find(|d| d.external_id == Some(id))
+}

@@ -1,0 +1,483 @@
+//! The pipeline end to end: real Redis, the STS simulator over the real protocol, the SQLite
+//! target, a worker running SyncCustomer → SyncDepartment × N → FinishRun.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure message
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{TestApp, department, user};
+use orgsync_jobs::report::RunState;
+use orgsync_model::ids::Domain;
+use orgsync_model::plan::{Action, HoldReason};
+use orgsync_model::snapshot::Snapshot;
+use orgsync_model::target::TargetState;
+use orgsync_model::testing::{
+    inactive, p, policy, small_tree, snapshot, u, unit, user as sts_user,
+};
+use orgsync_model::validate::validate;
+use orgsync_queue::DeadLetterFilter;
+use orgsync_sts_sim::generate::{Size, domain_of, generate};
+
+fn fixture() -> Snapshot {
+    let mut units = small_tree();
+    units.push(unit(5, "Arkiv", Some(1)));
+    snapshot(
+        units,
+        vec![
+            sts_user(1, "Anne Hansen", "anne@kommune.dk", &[2]),
+            sts_user(2, "Bo Jensen", "bo@kommune.dk", &[3]),
+            sts_user(3, "Carl Nielsen", "carl@kommune.dk", &[4]),
+            sts_user(4, "Dorthe Berg", "dorthe@kommune.dk", &[3, 2]),
+            sts_user(5, "Eva Lund", "eva@andet-firma.dk", &[4]),
+            sts_user(6, "Finn Holm", "finn@kommune.dk", &[5]),
+        ],
+    )
+}
+
+/// The fields a sync decides, sorted, for comparing targets.
+fn essentials(state: &TargetState) -> (Vec<String>, Vec<String>) {
+    let mut departments: Vec<String> = state
+        .departments
+        .iter()
+        .map(|d| {
+            format!(
+                "{:?} {} {:?} {}",
+                d.external_id, d.title, d.parent, d.active
+            )
+        })
+        .collect();
+    departments.sort();
+    let mut users: Vec<String> = state
+        .users
+        .iter()
+        .map(|u| {
+            format!(
+                "{:?} {} {:?} {:?} {:?} {:?} {}",
+                u.external_id,
+                u.user_name,
+                u.first_name,
+                u.last_name,
+                u.memberships,
+                u.primary_department,
+                u.active
+            )
+        })
+        .collect();
+    users.sort();
+    (departments, users)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_run_creates_every_eligible_department_and_user_and_a_second_run_writes_nothing()
+{
+    let truth = generate(&common::cvr(), Size::Xs, 7, chrono::Utc::now().date_naive());
+    let mut policy = policy();
+    policy.domains = vec![Domain::parse(&domain_of(Size::Xs)).unwrap()];
+    let app = TestApp::start(truth.clone(), policy.clone()).await;
+
+    let first = app.sync().await;
+    assert_eq!(first.state, RunState::Succeeded, "{}", first.to_text());
+
+    // The target equals what the model says a full sync of the truth gives.
+    let valid = validate(
+        orgsync_sts_sim::generate::expected_read(&truth, chrono::Utc::now().date_naive()),
+        &policy,
+        None,
+    )
+    .unwrap();
+    let plan = orgsync_model::plan::plan(
+        &valid,
+        &TargetState::default(),
+        &policy,
+        chrono::Utc::now().date_naive(),
+    );
+    let mut expected = TargetState::default();
+    expected.apply(&plan);
+    let state = app.state().await;
+    assert_eq!(essentials(&state), essentials(&expected));
+    let summary = first.summary.unwrap();
+    assert_eq!(summary.users.create as usize, state.users.len());
+    assert_eq!(summary.departments.create as usize, state.departments.len());
+    assert!(
+        summary.skipped > 0,
+        "the xs municipality has ineligible users, counted by reason"
+    );
+    assert_eq!(
+        first.writes.written,
+        summary.users.create + summary.departments.create
+    );
+    assert!(
+        first.departments_total > 1,
+        "users were written by department jobs"
+    );
+    assert_eq!(first.departments_done, first.departments_total);
+    assert!(first.sts_calls > 0);
+
+    let changes_before = app.sqlite().total_changes().await.unwrap();
+    let second = app.sync().await;
+    assert_eq!(second.state, RunState::Succeeded, "{}", second.to_text());
+    assert_eq!(second.writes.written, 0, "{}", second.to_text());
+    assert_eq!(second.departments_total, 0, "no department has changes");
+    assert_eq!(app.sqlite().total_changes().await.unwrap(), changes_before);
+    assert_eq!(essentials(&app.state().await), essentials(&state));
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_change_in_sts_changes_exactly_that_in_the_target_and_plan_lists_exactly_it() {
+    let app = TestApp::start(fixture(), policy()).await;
+    assert_eq!(app.sync().await.state, RunState::Succeeded);
+    let before = app.state().await;
+
+    // Rename unit 2, move unit 4 under 2, move user 1 to unit 3, deactivate user 2, remove
+    // unit 5 (its user 6 moves to unit 2), add user 7.
+    let mut changed = fixture();
+    changed.units.retain(|x| x.uuid != u(5));
+    changed
+        .units
+        .iter_mut()
+        .find(|x| x.uuid == u(2))
+        .unwrap()
+        .name = "Økonomi og Løn".to_owned();
+    changed
+        .units
+        .iter_mut()
+        .find(|x| x.uuid == u(4))
+        .unwrap()
+        .parent_uuid = Some(u(2));
+    changed.users[0].positions = vec![orgsync_model::testing::position(3)];
+    changed.users[1].active = false;
+    changed.users[5].positions = vec![orgsync_model::testing::position(2)];
+    changed
+        .users
+        .push(sts_user(7, "Gitte Friis", "gitte@kommune.dk", &[4]));
+    app.sim.replace(changed);
+
+    let plan = app.pipeline.plan(common::CVR).await.unwrap();
+    let mut listed: Vec<(Action, String)> = plan
+        .departments
+        .iter()
+        .map(|d| (d.action, d.external_id.to_string()))
+        .chain(
+            plan.users
+                .iter()
+                .map(|x| (x.action, x.external_id.unwrap().to_string())),
+        )
+        .collect();
+    listed.sort();
+    let mut expected = vec![
+        (Action::Update, u(2).to_string()),
+        (Action::Update, u(4).to_string()),
+        (Action::Deactivate, u(5).to_string()),
+        (Action::Update, p(1).to_string()),
+        (Action::Deactivate, p(2).to_string()),
+        (Action::Update, p(6).to_string()),
+        (Action::Create, p(7).to_string()),
+    ];
+    expected.sort();
+    assert_eq!(listed, expected, "{}", plan.to_text());
+    assert_eq!(app.state().await, before, "plan wrote nothing");
+
+    let report = app.sync().await;
+    assert_eq!(report.state, RunState::Succeeded, "{}", report.to_text());
+    let mut after_expected = before.clone();
+    after_expected.apply(&plan);
+    let after = app.state().await;
+    assert_eq!(essentials(&after), essentials(&after_expected));
+    assert_eq!(department(&after, u(2)).unwrap().title, "Økonomi og Løn");
+    assert_eq!(department(&after, u(4)).unwrap().parent, Some(u(2)));
+    assert!(!department(&after, u(5)).unwrap().active);
+    assert_eq!(user(&after, p(1)).unwrap().primary_department, Some(u(3)));
+    assert!(!user(&after, p(2)).unwrap().active);
+    assert!(user(&after, p(7)).unwrap().active);
+    // Everything else is as it was.
+    assert_eq!(user(&after, p(3)), user(&before, p(3)));
+    assert_eq!(department(&after, u(3)), department(&before, u(3)));
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_outside_the_domains_is_never_deactivated_and_a_returning_user_is_reactivated() {
+    let app = TestApp::start(fixture(), policy()).await;
+    assert_eq!(app.sync().await.state, RunState::Succeeded);
+
+    // Anne (kommune.dk) and Eva (andet-firma.dk) leave.
+    let mut gone = fixture();
+    gone.users.retain(|x| x.uuid != p(1) && x.uuid != p(5));
+    app.sim.replace(gone);
+    let report = app.sync().await;
+    assert_eq!(report.state, RunState::Succeeded, "{}", report.to_text());
+    let state = app.state().await;
+    assert!(
+        !user(&state, p(1)).unwrap().active,
+        "in the domains: deactivated"
+    );
+    assert!(
+        user(&state, p(5)).unwrap().active,
+        "outside the domains: never touched"
+    );
+    assert_eq!(report.summary.unwrap().kept_outside_domains, 1);
+
+    // Anne comes back.
+    app.sim.replace(fixture());
+    let report = app.sync().await;
+    assert_eq!(
+        report.summary.unwrap().users.reactivate,
+        1,
+        "{}",
+        report.to_text()
+    );
+    assert!(user(&app.state().await, p(1)).unwrap().active);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_department_job_holds_the_deactivations_is_dead_lettered_and_its_replay_completes_its_users()
+ {
+    let app = TestApp::start(fixture(), policy()).await;
+    assert_eq!(app.sync().await.state, RunState::Succeeded);
+
+    // Bo leaves; Gitte joins unit 4, whose writes now fail permanently (401).
+    let mut changed = fixture();
+    changed.users.retain(|x| x.uuid != p(2));
+    changed
+        .users
+        .push(sts_user(7, "Gitte Friis", "gitte@kommune.dk", &[4]));
+    app.sim.replace(changed);
+    app.fail_department(Some(u(4)));
+    let report = app.sync().await;
+    assert_eq!(report.state, RunState::Held, "{}", report.to_text());
+    let held = report.held.as_ref().unwrap();
+    assert!(held.reasons.contains(&HoldReason::RunFailed));
+    assert!(held.reason.contains("Kantine"), "{}", held.reason);
+    assert_eq!(report.failed_departments.len(), 1);
+    assert_eq!(report.failed_departments[0].unit, u(4).0);
+    assert!(
+        report.to_text().contains("FAILED: Kantine"),
+        "{}",
+        report.to_text()
+    );
+    let state = app.state().await;
+    assert!(user(&state, p(2)).unwrap().active, "nobody is deactivated");
+    assert!(user(&state, p(7)).is_none());
+
+    // The job is in the dead-letter queue.
+    let dead = app
+        .queue
+        .dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let job_id = dead[0].job_id.clone();
+    assert_eq!(job_id.as_str(), report.failed_departments[0].job_id);
+
+    // Fixed and replayed: the department's users are written, the report says so.
+    app.fail_department(None);
+    app.queue.replay(&job_id, "support").await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while user(&app.state().await, p(7)).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay did not write Gitte"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut report = app.pipeline.report(&report.run_id).await.unwrap();
+    for _ in 0..100 {
+        if report.failed_departments[0].recovered_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        report = app.pipeline.report(&report.run_id).await.unwrap();
+    }
+    assert!(
+        report.failed_departments[0].recovered_at.is_some(),
+        "{}",
+        report.to_text()
+    );
+    assert!(user(&app.state().await, p(2)).unwrap().active, "still held");
+
+    // A person releases the held deactivation.
+    let released = orgsync_jobs::release::release(&app.pipeline, &report.run_id, "anna")
+        .await
+        .unwrap();
+    assert_eq!(released.state, RunState::Released);
+    assert_eq!(released.release.as_ref().unwrap().by, "anna");
+    assert_eq!(released.release.as_ref().unwrap().applied, 1);
+    assert!(!user(&app.state().await, p(2)).unwrap().active);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_drops_half_its_users_holds_the_run_and_release_applies_the_deactivations() {
+    let mut policy = policy();
+    policy.guards.max_source_drop_percent = 20.0;
+    let app = TestApp::start(fixture(), policy).await;
+    assert_eq!(app.sync().await.state, RunState::Succeeded);
+
+    let mut halved = fixture();
+    halved.users.truncate(3);
+    app.sim.replace(halved);
+    let report = app.sync().await;
+    assert_eq!(report.state, RunState::Held, "{}", report.to_text());
+    let held = report.held.as_ref().unwrap();
+    assert!(held.reasons.contains(&HoldReason::SourceDrop));
+    assert!(held.reason.contains("fell from 6 to 3"), "{}", held.reason);
+    let text = report.to_text();
+    assert!(
+        text.contains("HELD:") && text.contains(&format!("orgsync runs release {}", report.run_id)),
+        "{text}"
+    );
+    let state = app.state().await;
+    assert!(
+        state.users.iter().all(|x| x.active),
+        "nothing is deactivated"
+    );
+    assert!(state.departments.iter().all(|x| x.active));
+
+    // Releasing twice: the second is refused.
+    let released = orgsync_jobs::release::release(&app.pipeline, &report.run_id, "anna")
+        .await
+        .unwrap();
+    assert_eq!(released.state, RunState::Released);
+    let applied = released.release.as_ref().unwrap().applied;
+    assert_eq!(
+        applied,
+        2,
+        "Dorthe and Finn (Eva is outside the domains): {}",
+        released.to_text()
+    );
+    let state = app.state().await;
+    assert!(!user(&state, p(4)).unwrap().active);
+    assert!(!user(&state, p(6)).unwrap().active);
+    assert!(user(&state, p(5)).unwrap().active);
+    let again = orgsync_jobs::release::release(&app.pipeline, &report.run_id, "anna").await;
+    assert!(again.unwrap_err().to_string().contains("not held"));
+
+    // The smaller organisation is the new baseline: the next run is not held.
+    let next = app.sync().await;
+    assert_eq!(next.state, RunState::Succeeded, "{}", next.to_text());
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_department_job_of_a_superseded_run_does_nothing_and_says_so() {
+    let app = TestApp::start(fixture(), policy()).await;
+    assert_eq!(app.sync().await.state, RunState::Succeeded);
+    let mut changed = fixture();
+    changed.users.retain(|x| x.uuid != p(2));
+    changed
+        .users
+        .push(sts_user(7, "Gitte Friis", "gitte@kommune.dk", &[4]));
+    app.sim.replace(changed.clone());
+    app.fail_department(Some(u(4)));
+    let old = app.sync().await;
+    assert_eq!(old.state, RunState::Held, "{}", old.to_text());
+    assert_eq!(old.failed_departments.len(), 1);
+
+    // A newer run writes Gitte itself.
+    app.fail_department(None);
+    let newer = app.sync().await;
+    assert_eq!(newer.state, RunState::Succeeded, "{}", newer.to_text());
+    let changes = app.sqlite().total_changes().await.unwrap();
+
+    // Replaying the old run's dead job changes nothing and says so in the old report.
+    let job = orgsync_queue::JobId::new(old.failed_departments[0].job_id.clone());
+    app.queue.replay(&job, "support").await.unwrap();
+    let mut report = app.pipeline.report(&old.run_id).await.unwrap();
+    for _ in 0..200 {
+        if report.notes.iter().any(|n| n.contains("superseded")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        report = app.pipeline.report(&old.run_id).await.unwrap();
+    }
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains(&format!("superseded by run {}", newer.run_id))),
+        "{}",
+        report.to_text()
+    );
+    assert_eq!(app.sqlite().total_changes().await.unwrap(), changes);
+    // And a release of the superseded run is refused.
+    let refused = orgsync_jobs::release::release(&app.pipeline, &old.run_id, "anna").await;
+    assert!(refused.unwrap_err().to_string().contains("superseded"));
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_snapshot_fails_the_run_with_its_reason_and_writes_nothing() {
+    let app = TestApp::start(fixture(), policy()).await;
+    assert_eq!(app.sync().await.state, RunState::Succeeded);
+    let changes = app.sqlite().total_changes().await.unwrap();
+
+    // Two roots: unit 3 loses its parent.
+    let mut broken = fixture();
+    broken
+        .units
+        .iter_mut()
+        .find(|x| x.uuid == u(3))
+        .unwrap()
+        .parent_uuid = None;
+    broken.units.push(inactive(unit(9, "Gammel", Some(1))));
+    app.sim.replace(broken);
+    let report = app.sync().await;
+    assert_eq!(report.state, RunState::Failed, "{}", report.to_text());
+    assert!(
+        report.error.as_deref().unwrap().contains("have no parent"),
+        "{}",
+        report.to_text()
+    );
+    assert_eq!(app.sqlite().total_changes().await.unwrap(), changes);
+    let dead = app
+        .queue
+        .dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        dead.len(),
+        1,
+        "the failed SyncCustomer waits in the dead-letter queue"
+    );
+    assert_eq!(
+        dead[0].final_error_class.as_deref(),
+        Some("invalid_snapshot")
+    );
+    let users: BTreeSet<bool> = app.state().await.users.iter().map(|x| x.active).collect();
+    assert_eq!(users, BTreeSet::from([true]));
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_department_without_deactivations_marks_the_run_partly_failed_until_its_replay_succeeds()
+ {
+    let app = TestApp::start(fixture(), policy()).await;
+    assert_eq!(app.sync().await.state, RunState::Succeeded);
+    let mut changed = fixture();
+    changed
+        .users
+        .push(sts_user(7, "Gitte Friis", "gitte@kommune.dk", &[4]));
+    app.sim.replace(changed);
+    app.fail_department(Some(u(4)));
+    let report = app.sync().await;
+    assert_eq!(report.state, RunState::PartlyFailed, "{}", report.to_text());
+    assert!(report.held.is_none());
+
+    app.fail_department(None);
+    let job = orgsync_queue::JobId::new(report.failed_departments[0].job_id.clone());
+    app.queue.replay(&job, "support").await.unwrap();
+    let mut now = app.pipeline.report(&report.run_id).await.unwrap();
+    for _ in 0..200 {
+        if now.state == RunState::Succeeded {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        now = app.pipeline.report(&report.run_id).await.unwrap();
+    }
+    assert_eq!(now.state, RunState::Succeeded, "{}", now.to_text());
+    assert!(user(&app.state().await, p(7)).is_some());
+    app.finish().await;
+}

@@ -1,0 +1,244 @@
+//! `orgsync demo`: the whole pipeline in one process, without municipal credentials: the STS
+//! simulator with a synthetic municipality, an SQLite target in a directory it names, Redis (the
+//! configured one, or a private `redis-server` when none answers), a worker, and one full run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use orgsync_jobs::report::Trigger;
+use orgsync_model::ids::Cvr;
+use orgsync_sts_sim::generate::{Size, domain_of, generate};
+use orgsync_sts_sim::server::{LatencyModel, SimOptions, Simulator};
+use secrecy::ExposeSecret as _;
+
+/// The demo municipality: KOMBIT's test CVR.
+const DEMO_CVR: &str = "11111111";
+
+/// `orgsync demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Size of the synthetic municipality (SIZES.md: xs 30 units, s 60, m 320, l 650, xl 4,000).
+    #[arg(long, value_enum, default_value_t = Size::S)]
+    pub size: Size,
+    /// Seed of the synthetic municipality.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run once, print the report and exit (otherwise keep the simulator and worker running
+    /// for more `orgsync sync` runs until Ctrl-C).
+    #[arg(long)]
+    pub once: bool,
+    /// The directory for the SQLite database and the demo's configuration.
+    #[arg(long, default_value = "orgsync-demo")]
+    pub dir: PathBuf,
+    /// Apply SIZES.md's STS latency model (150-400 ms per call, 1-5 s per page) instead of none.
+    #[arg(long)]
+    pub latency: bool,
+}
+
+/// A private Redis, stopped when dropped.
+struct PrivateRedis {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The configured Redis URL, else the default.
+fn configured_redis(config_dir: &Path) -> String {
+    orgsync_config::load(config_dir)
+        .map(|c| c.service.redis.url.expose_secret().to_owned())
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+async fn answers(url: &str) -> bool {
+    let mut config = orgsync_queue::QueueConfig::new(url, "orgsync-demo");
+    config.connect_timeout = Duration::from_secs(2);
+    orgsync_queue::QueueHandle::connect(config).await.is_ok()
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+async fn start_private_redis() -> anyhow::Result<PrivateRedis> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("cannot find a free port for a private Redis")?
+        .port();
+    let child = tokio::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start redis-server")?;
+    let redis = PrivateRedis {
+        child,
+        url: format!("redis://127.0.0.1:{port}"),
+    };
+    for _ in 0..50 {
+        if answers(&redis.url).await {
+            return Ok(redis);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the private redis-server on port {port} did not answer within 5 s")
+}
+
+fn write_config(
+    dir: &Path,
+    redis_url: &str,
+    sim: &Simulator,
+    size: Size,
+) -> anyhow::Result<PathBuf> {
+    let config_dir = dir.join("config");
+    std::fs::create_dir_all(config_dir.join("customers"))
+        .with_context(|| format!("cannot create {}", config_dir.display()))?;
+    let database = std::path::absolute(dir.join(format!("{DEMO_CVR}.sqlite")))
+        .context("cannot resolve the demo directory")?;
+    let service = format!(
+        "# Written by `orgsync demo`: the demo's own configuration.\n\
+         [redis]\nurl = \"{redis_url}\"\nkey_prefix = \"orgsync-demo\"\n\n\
+         [sts]\nenvironment = \"sim\"\nbase_url = \"{}\"\n",
+        sim.base_url()
+    );
+    let customer = format!(
+        "# Written by `orgsync demo`: the synthetic municipality of the simulator.\n\
+         cvr = \"{DEMO_CVR}\"\nname = \"Demo ({size})\"\ndomains = [\"{}\"]\n\n\
+         [target]\nkind = \"sqlite\"\npath = {:?}\n",
+        domain_of(size),
+        database.display().to_string()
+    );
+    std::fs::write(config_dir.join("orgsync.toml"), service)?;
+    std::fs::write(config_dir.join("customers").join("demo.toml"), customer)?;
+    Ok(config_dir)
+}
+
+/// Runs the demo.
+pub(crate) async fn run(
+    config_dir: &Path,
+    args: &DemoArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    // Redis.
+    let configured = configured_redis(config_dir);
+    let mut private = None;
+    let redis_url = if answers(&configured).await {
+        configured
+    } else if on_path("redis-server") {
+        writeln!(
+            out,
+            "no Redis answers at {}; starting a private redis-server",
+            orgsync_queue::mask_url(&configured)
+        )?;
+        let redis = start_private_redis().await?;
+        let url = redis.url.clone();
+        private = Some(redis);
+        url
+    } else {
+        anyhow::bail!(
+            "no Redis answers at {} and redis-server is not installed: install it (Debian: `apt-get install redis-server`) or point ORGSYNC__REDIS__URL at a Redis",
+            orgsync_queue::mask_url(&configured)
+        );
+    };
+
+    // The simulator.
+    let cvr = Cvr::parse(DEMO_CVR).context("the demo CVR")?;
+    let municipality = generate(&cvr, args.size, args.seed, chrono::Utc::now().date_naive());
+    let (n_units, n_users) = (municipality.units.len(), municipality.users.len());
+    let options = SimOptions {
+        latency: if args.latency {
+            LatencyModel::sizes()
+        } else {
+            LatencyModel::none()
+        },
+        seed: args.seed,
+        ..SimOptions::default()
+    };
+    let sim = Simulator::start(vec![municipality], options)
+        .await
+        .context("cannot start the STS simulator")?;
+
+    // Configuration, pipeline, worker.
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let demo_config = write_config(&args.dir, &redis_url, &sim, args.size)?;
+    let config = Arc::new(
+        orgsync_config::load(&demo_config)
+            .map_err(|problems| anyhow::anyhow!("the demo's own configuration: {problems}"))?,
+    );
+    let pipeline = crate::wiring::pipeline(config.clone()).await?;
+    let (signal, stop_worker) = orgsync_queue::manual_signal();
+    let worker = tokio::spawn(orgsync_jobs::worker::run(
+        pipeline.clone(),
+        crate::wiring::worker_settings(&config),
+        signal,
+    ));
+    writeln!(
+        out,
+        "STS simulator at {} serving {DEMO_CVR} ({} size: {n_units} units, {n_users} users); Redis {}; worker started",
+        sim.base_url(),
+        args.size,
+        orgsync_queue::mask_url(&redis_url)
+    )?;
+
+    // One run.
+    let run = pipeline
+        .enqueue_run(
+            DEMO_CVR,
+            Trigger::Manual {
+                by: "demo".to_owned(),
+            },
+            Duration::ZERO,
+        )
+        .await?;
+    writeln!(out, "run {} enqueued", run.run_id)?;
+    out.flush()?;
+    let report = crate::runs::wait(&pipeline, &run.run_id).await?;
+    write!(out, "\n{}", report.to_text())?;
+    let database = config
+        .customer(DEMO_CVR)
+        .map(|c| match &c.target {
+            orgsync_config::TargetConfig::Sqlite(s) => s.path.display().to_string(),
+            orgsync_config::TargetConfig::Scim(s) => s.base_url.to_string(),
+        })
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "\nThe target database: {database}\n  sqlite3 {database} 'select user_name, first_name, last_name, active from users limit 10'"
+    )?;
+
+    if !args.once {
+        writeln!(
+            out,
+            "\nStill running (Ctrl-C stops). In another terminal:\n  \
+             cargo run -p orgsync -- --config {dir} plan {DEMO_CVR}\n  \
+             cargo run -p orgsync -- --config {dir} sync {DEMO_CVR} --wait\n  \
+             cargo run -p orgsync -- --config {dir} runs",
+            dir = demo_config.display()
+        )?;
+        out.flush()?;
+        let _ = orgsync_queue::shutdown_signal().await;
+    } else if private.is_some() {
+        writeln!(
+            out,
+            "The private Redis stops now; its run reports go with it (the database stays)."
+        )?;
+    }
+    stop_worker();
+    let _ = worker.await;
+    sim.shutdown().await;
+    drop(private);
+    Ok(crate::runs::exit_code(report.state))
+}

@@ -1,0 +1,240 @@
+//! `orgsync sync`, `orgsync plan` and `orgsync runs`: enqueue a run (and follow it), the dry run,
+//! and run reports.
+
+use std::io::{IsTerminal as _, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use orgsync_jobs::pipeline::Pipeline;
+use orgsync_jobs::report::{RunReport, RunState, Trigger};
+
+/// Output format of `plan` and `runs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// For people.
+    Text,
+    /// For scripts.
+    Json,
+}
+
+/// `orgsync sync`.
+#[derive(Debug, Args)]
+pub(crate) struct SyncArgs {
+    /// The municipality's CVR number.
+    pub cvr: String,
+    /// Wait for the run to end, with progress, then print its report. Exit code: 0 succeeded,
+    /// 2 held (deactivations wait for `orgsync runs release`), 1 failed or refused.
+    #[arg(long)]
+    pub wait: bool,
+    /// Report format with --wait.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Who asks (recorded in the report; default $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+/// `orgsync plan`.
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The municipality's CVR number.
+    pub cvr: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `orgsync runs`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct RunsArgs {
+    /// Only this municipality's runs.
+    pub cvr: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// At most this many runs, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[command(subcommand)]
+    pub action: Option<RunsAction>,
+}
+
+/// `orgsync runs show|release`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsAction {
+    /// One run's report: counts, STS calls, writes, durations, failed departments, held
+    /// deactivations and why.
+    Show {
+        /// The run id (from `orgsync runs`).
+        run_id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Apply a held run's deactivations, each re-checked against the target as it is now.
+    /// Recorded in the report with who and when.
+    Release {
+        /// The run id.
+        run_id: String,
+        /// Who releases (default $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+/// The exit code for a finished run.
+pub(crate) fn exit_code(state: RunState) -> ExitCode {
+    match state {
+        RunState::Succeeded | RunState::Released => ExitCode::SUCCESS,
+        RunState::Held => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn print_report(out: &mut dyn Write, report: &RunReport, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Text => write!(out, "{}", report.to_text())?,
+        Format::Json => writeln!(out, "{}", report.to_json())?,
+    }
+    Ok(())
+}
+
+/// `orgsync sync <cvr> [--wait]`.
+pub(crate) async fn sync(
+    pipeline: &Pipeline,
+    args: &SyncArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    if let Some(active) = pipeline.active_run(&args.cvr).await? {
+        anyhow::bail!(
+            "run {active} of {} is still active, so a new run would be refused; follow it with `orgsync runs show {active}`",
+            args.cvr
+        );
+    }
+    let by = args.by.clone().unwrap_or_else(orgsync_queue::current_user);
+    let run = pipeline
+        .enqueue_run(&args.cvr, Trigger::Manual { by }, Duration::ZERO)
+        .await
+        .with_context(|| format!("cannot start a run of {}", args.cvr))?;
+    if !args.wait {
+        writeln!(
+            out,
+            "enqueued run {} (job {}); follow it with `orgsync runs show {}`",
+            run.run_id, run.job_id, run.run_id
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = wait(pipeline, &run.run_id).await?;
+    print_report(out, &report, args.format)?;
+    Ok(exit_code(report.state))
+}
+
+/// Follows a run until it ends: a progress bar on a terminal, a log line now and then otherwise.
+pub(crate) async fn wait(pipeline: &Pipeline, run_id: &str) -> anyhow::Result<RunReport> {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = terminal.then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {msg:<28} [{bar:30}] {pos}/{len} departments ({elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut last_line = std::time::Instant::now();
+    let mut last_state = None;
+    loop {
+        let progress = pipeline.progress(run_id).await?;
+        let (done, total) = progress.departments();
+        let state = progress.report.state;
+        let message = match state {
+            RunState::Queued => "waiting for a worker".to_owned(),
+            RunState::Reading => "reading STS and the target".to_owned(),
+            RunState::Departments => "writing departments".to_owned(),
+            RunState::Users => "writing users".to_owned(),
+            RunState::Finishing => "finishing".to_owned(),
+            other => other.as_str().to_owned(),
+        };
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.set_message(message);
+        } else if last_state != Some(state) || last_line.elapsed() > Duration::from_secs(10) {
+            tracing::info!(run.id = %run_id, "run {run_id}: {message}, {done}/{total} departments");
+            last_line = std::time::Instant::now();
+            last_state = Some(state);
+        }
+        if state.is_final() {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            return Ok(progress.report);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `orgsync plan <cvr>`.
+pub(crate) async fn plan(
+    pipeline: &Pipeline,
+    args: &PlanArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let plan = pipeline
+        .plan(&args.cvr)
+        .await
+        .with_context(|| format!("cannot plan {}", args.cvr))?;
+    match args.format {
+        Format::Text => write!(out, "{}", plan.to_text())?,
+        Format::Json => writeln!(out, "{}", plan.to_json())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `orgsync runs ...`.
+pub(crate) async fn runs(
+    pipeline: &Pipeline,
+    args: &RunsArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    match &args.action {
+        None => {
+            let reports = pipeline.reports(args.cvr.as_deref(), args.limit).await?;
+            match args.format {
+                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&reports)?)?,
+                Format::Text if reports.is_empty() => writeln!(out, "no runs")?,
+                Format::Text => {
+                    writeln!(
+                        out,
+                        "{:<34} {:<8} {:<10} {:<20} changes",
+                        "RUN", "CVR", "STATE", "ENQUEUED (UTC)"
+                    )?;
+                    for report in &reports {
+                        writeln!(out, "{}", report.line())?;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(RunsAction::Show { run_id, format }) => {
+            let report = pipeline.report(run_id).await?;
+            print_report(out, &report, *format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(RunsAction::Release { run_id, by }) => {
+            let by = by.clone().unwrap_or_else(orgsync_queue::current_user);
+            let report = orgsync_jobs::release::release(pipeline, run_id, &by)
+                .await
+                .with_context(|| format!("cannot release run {run_id}"))?;
+            print_report(out, &report, Format::Text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

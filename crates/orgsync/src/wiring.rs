@@ -1,0 +1,163 @@
+//! The pipeline wired to the configuration: [`ConfigSources`] (customers, STS clients, targets)
+//! and the pipeline, worker and scheduler settings from `[runs]` and `[worker]`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use orgsync_config::Config;
+use orgsync_jobs::pipeline::{Pipeline, PipelineOptions};
+use orgsync_jobs::scheduler::{ScheduledCustomer, SchedulerOptions};
+use orgsync_jobs::sources::{Customer, SourceError, SourceRead, Sources};
+use orgsync_jobs::worker::WorkerSettings;
+use orgsync_model::ids::Cvr;
+use orgsync_sts::limits::SystemLimits;
+use orgsync_target::Target;
+use secrecy::ExposeSecret as _;
+
+/// At most this many reader issues go into a run report (the rest are counted).
+const MAX_READ_ISSUES: usize = 100;
+
+/// Customers, STS and targets from the configuration.
+#[derive(Debug)]
+pub(crate) struct ConfigSources {
+    config: Arc<Config>,
+    limits: SystemLimits,
+    targets: Mutex<HashMap<String, Arc<dyn Target>>>,
+}
+
+impl ConfigSources {
+    pub(crate) fn new(config: Arc<Config>) -> ConfigSources {
+        let limits = SystemLimits::new(f64::from(config.service.sts.max_calls_per_second));
+        ConfigSources {
+            config,
+            limits,
+            targets: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Sources for ConfigSources {
+    fn customer(&self, cvr: &Cvr) -> Option<Customer> {
+        self.config.customer(cvr.as_str()).map(|c| Customer {
+            cvr: c.cvr.clone(),
+            name: c.name.clone(),
+            policy: c.policy.clone(),
+        })
+    }
+
+    async fn read_snapshot(&self, cvr: &Cvr) -> Result<SourceRead, SourceError> {
+        let client = crate::sts::client_for(&self.config, cvr, self.limits.clone())
+            .map_err(|e| SourceError::config(format!("{e:#}")))?;
+        let read = client.read_snapshot().await.map_err(|e| SourceError {
+            class: "sts",
+            retriable: e.is_retriable(),
+            message: format!("reading STS Organisation for {cvr}: {e}"),
+        })?;
+        let mut issues: Vec<String> = read
+            .issues
+            .iter()
+            .take(MAX_READ_ISSUES)
+            .map(ToString::to_string)
+            .collect();
+        if read.issues.len() > MAX_READ_ISSUES {
+            issues.push(format!(
+                "and {} more problems in the STS data",
+                read.issues.len() - MAX_READ_ISSUES
+            ));
+        }
+        Ok(SourceRead {
+            snapshot: read.snapshot,
+            calls: read.calls,
+            issues,
+        })
+    }
+
+    async fn target(&self, cvr: &Cvr) -> Result<Arc<dyn Target>, SourceError> {
+        if let Some(target) = self
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(cvr.as_str())
+        {
+            return Ok(target.clone());
+        }
+        let customer = self
+            .config
+            .customer(cvr.as_str())
+            .ok_or_else(|| SourceError::config(format!("no customer has CVR {cvr}")))?;
+        let target: Arc<dyn Target> = crate::targets::open(customer)
+            .await
+            .map_err(|e| SourceError {
+                class: "target",
+                retriable: e
+                    .downcast_ref::<orgsync_target::TargetError>()
+                    .is_some_and(orgsync_target::TargetError::is_retriable),
+                message: format!("{e:#}"),
+            })?
+            .into();
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cvr.as_str().to_owned(), target.clone());
+        Ok(target)
+    }
+}
+
+/// The queue from `[redis]`.
+pub(crate) async fn queue(config: &Config) -> anyhow::Result<orgsync_queue::QueueHandle> {
+    let redis = &config.service.redis;
+    orgsync_queue::QueueHandle::connect(orgsync_queue::QueueConfig::new(
+        redis.url.expose_secret().to_owned(),
+        redis.key_prefix.clone(),
+    ))
+    .await
+    .context("cannot open the job queue")
+}
+
+/// The pipeline of a configuration.
+pub(crate) async fn pipeline(config: Arc<Config>) -> anyhow::Result<Arc<Pipeline>> {
+    let queue = queue(&config).await?;
+    let runs = &config.service.runs;
+    let options = PipelineOptions {
+        report_retention: Duration::from_secs(u64::from(runs.report_retention_days) * 86_400),
+        data_ttl: Duration::from_secs(u64::from(runs.data_ttl_hours) * 3_600),
+        ..PipelineOptions::default()
+    };
+    let sources = Arc::new(ConfigSources::new(config));
+    Ok(Pipeline::new(queue, sources, options))
+}
+
+/// Worker settings from `[worker]`.
+pub(crate) fn worker_settings(config: &Config) -> WorkerSettings {
+    WorkerSettings {
+        customers: config.service.worker.sync_customer_concurrency as usize,
+        departments: config.service.worker.sync_department_concurrency as usize,
+        ..WorkerSettings::default()
+    }
+}
+
+/// The enabled customers and their schedules.
+pub(crate) fn scheduled(config: &Config) -> (Vec<ScheduledCustomer>, SchedulerOptions) {
+    let customers = config
+        .customers
+        .iter()
+        .filter(|c| c.enabled)
+        .map(|c| {
+            let schedule = c.schedule.clone();
+            ScheduledCustomer {
+                cvr: c.cvr.as_str().to_owned(),
+                next_after: Arc::new(move |after| schedule.next_after(after)),
+                jitter: Duration::from_secs(u64::from(c.jitter_seconds)),
+            }
+        })
+        .collect();
+    let options = SchedulerOptions {
+        grace: Duration::from_secs(u64::from(config.service.runs.scheduler_grace_minutes) * 60),
+        ..SchedulerOptions::default()
+    };
+    (customers, options)
+}

@@ -38,6 +38,9 @@ pub(crate) struct DemoArgs {
     /// Apply SIZES.md's STS latency model (150-400 ms per call, 1-5 s per page) instead of none.
     #[arg(long)]
     pub latency: bool,
+    /// Prefix of the demo's Redis keys (kept apart from a real installation's).
+    #[arg(long, default_value = "orgsync-demo")]
+    pub key_prefix: String,
 }
 
 /// A private Redis, stopped when dropped.
@@ -99,6 +102,7 @@ async fn start_private_redis() -> anyhow::Result<PrivateRedis> {
 fn write_config(
     dir: &Path,
     redis_url: &str,
+    key_prefix: &str,
     sim: &Simulator,
     size: Size,
 ) -> anyhow::Result<PathBuf> {
@@ -109,7 +113,7 @@ fn write_config(
         .context("cannot resolve the demo directory")?;
     let service = format!(
         "# Written by `orgsync demo`: the demo's own configuration.\n\
-         [redis]\nurl = \"{redis_url}\"\nkey_prefix = \"orgsync-demo\"\n\n\
+         [redis]\nurl = \"{redis_url}\"\nkey_prefix = \"{key_prefix}\"\n\n\
          [sts]\nenvironment = \"sim\"\nbase_url = \"{}\"\n",
         sim.base_url()
     );
@@ -173,7 +177,7 @@ pub(crate) async fn run(
     // Configuration, pipeline, worker.
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
-    let demo_config = write_config(&args.dir, &redis_url, &sim, args.size)?;
+    let demo_config = write_config(&args.dir, &redis_url, &args.key_prefix, &sim, args.size)?;
     let config = Arc::new(
         orgsync_config::load(&demo_config)
             .map_err(|problems| anyhow::anyhow!("the demo's own configuration: {problems}"))?,

@@ -1,0 +1,330 @@
+//! The pipeline from the command line, as an operator drives it: `orgsync worker` and
+//! `orgsync scheduler` processes, `sync --wait`, `plan`, `runs`, `runs show`, and `demo --once`,
+//! against real Redis and the STS simulator.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure message
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use orgsync_model::ids::Cvr;
+use orgsync_sts_sim::generate::{Size, domain_of, generate};
+use orgsync_sts_sim::server::{SimOptions, Simulator};
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_orgsync");
+
+/// A configuration directory with one customer on an SQLite target, its own Redis key prefix,
+/// and the simulator; processes it started are killed and its keys deleted on drop.
+struct Setup {
+    dir: tempfile::TempDir,
+    prefix: String,
+    children: Vec<Child>,
+    _sim: Option<Simulator>,
+}
+
+impl Setup {
+    async fn new(schedule: &str) -> Setup {
+        let sim = Simulator::start(
+            vec![generate(
+                &Cvr::parse("11111111").unwrap(),
+                Size::Xs,
+                3,
+                chrono::Utc::now().date_naive(),
+            )],
+            SimOptions::default(),
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("test-cli-{}", uuid_like());
+        let config = dir.path().join("config");
+        std::fs::create_dir_all(config.join("customers")).unwrap();
+        std::fs::write(
+            config.join("orgsync.toml"),
+            format!(
+                "[redis]\nkey_prefix = \"{prefix}\"\n[sts]\nenvironment = \"sim\"\nbase_url = \"{}\"\nmax_calls_per_second = 1000\n[runs]\nscheduler_grace_minutes = 0\n",
+                sim.base_url()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            config.join("customers/test.toml"),
+            format!(
+                "cvr = \"11111111\"\nname = \"Test\"\ndomains = [\"{}\"]\nschedule = \"{schedule}\"\n[target]\nkind = \"sqlite\"\npath = {:?}\n",
+                domain_of(Size::Xs),
+                dir.path().join("target.sqlite").display().to_string()
+            ),
+        )
+        .unwrap();
+        Setup {
+            dir,
+            prefix,
+            children: Vec::new(),
+            _sim: Some(sim),
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    fn spawn(&mut self, args: &[&str]) {
+        let child = Command::new(EXE)
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+    }
+
+    /// Runs `orgsync --config DIR args...` off the async runtime (the simulator lives on it).
+    async fn orgsync(&self, args: &[&str]) -> Output {
+        let config = self.config();
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            Command::new(EXE)
+                .arg("--config")
+                .arg(config)
+                .args(args)
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn stop_children(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.stop_children();
+        let _ = Command::new("redis-cli")
+            .args(["--scan", "--pattern", &format!("{}:*", self.prefix)])
+            .output()
+            .map(|out| {
+                let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
+                for chunk in keys.chunks(500) {
+                    let _ = Command::new("redis-cli").arg("del").args(chunk).output();
+                }
+            });
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
+}
+
+fn users_in(path: &Path) -> usize {
+    if !path.exists() {
+        return 0;
+    }
+    let out = Command::new("sqlite3")
+        .arg(path)
+        .arg("select count(*) from users")
+        .output();
+    match out {
+        Ok(out) if out.status.success() => stdout(&out).trim().parse().unwrap_or(0),
+        // No sqlite3 shell: count through the plan instead (the caller asserts on it too).
+        _ => usize::MAX,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_then_sync_wait_then_runs_show_work_from_the_command_line() {
+    let mut setup = Setup::new("0 0 * * *").await;
+
+    // plan: what a first run would write; writes nothing.
+    let out = setup
+        .orgsync(&["plan", "11111111", "--format", "json"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = json(&out);
+    let creates = plan["summary"]["users"]["create"].as_u64().unwrap();
+    assert!(creates > 200, "{plan}");
+    let database = setup.dir.path().join("target.sqlite");
+    let before = users_in(&database);
+    assert!(before == 0 || before == usize::MAX, "plan wrote nothing");
+    let text = setup.orgsync(&["plan", "11111111"]).await;
+    assert!(stdout(&text).contains("create"), "{}", stdout(&text));
+
+    // A worker and a run that is followed to its end.
+    setup.spawn(&["worker"]);
+    let out = setup.orgsync(&["sync", "11111111", "--wait"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("state:        succeeded"), "{text}");
+    assert!(text.contains(&format!("{creates} created")), "{text}");
+
+    // The second run writes nothing; its JSON report says so.
+    let out = setup
+        .orgsync(&["sync", "11111111", "--wait", "--format", "json"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = json(&out);
+    assert_eq!(second["state"], "succeeded");
+    assert_eq!(second["writes"]["written"], 0, "{second}");
+
+    // runs lists both, newest first; runs show prints one.
+    let out = setup.orgsync(&["runs", "--format", "json"]).await;
+    let runs = json(&out);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["run_id"], second["run_id"]);
+    let first_id = runs[1]["run_id"].as_str().unwrap().to_owned();
+    let out = setup.orgsync(&["runs", "11111111"]).await;
+    assert_eq!(
+        stdout(&out).matches("succeeded").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    let out = setup.orgsync(&["runs", "show", &first_id]).await;
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains(&format!("run {first_id}")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("department jobs:"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Mistakes get clear errors.
+    let out = setup.orgsync(&["runs", "show", "no-such-run"]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no run no-such-run"),
+        "{}",
+        stderr(&out)
+    );
+    let out = setup.orgsync(&["sync", "22222222"]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no customer has CVR 22222222"),
+        "{}",
+        stderr(&out)
+    );
+    let out = setup.orgsync(&["runs", "release", &first_id]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not held"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduler_processes_enqueue_each_fire_once() {
+    // Every 2 seconds (six fields: seconds first); no worker, so the runs stay queued.
+    let mut setup = Setup::new("*/2 * * * * *").await;
+    setup.spawn(&["scheduler"]);
+    setup.spawn(&["scheduler"]);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    setup.stop_children();
+
+    let out = setup.orgsync(&["runs", "--format", "json"]).await;
+    let runs = json(&out);
+    let runs = runs.as_array().unwrap();
+    let mut fires: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            assert_eq!(r["trigger"]["kind"], "schedule", "{r}");
+            r["trigger"]["fire"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(fires.len() >= 3, "about 4 fires in 9 s: {fires:?}");
+    let n = fires.len();
+    fires.sort();
+    fires.dedup();
+    assert_eq!(fires.len(), n, "one run per fire");
+
+    // The queue holds exactly one SyncCustomer per fire.
+    let out = setup.orgsync(&["queue", "stats", "--format", "json"]).await;
+    let stats = json(&out);
+    let waiting = stats["job_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["job_type"] == "sync_customer")
+        .map(|t| t["waiting"].as_u64().unwrap())
+        .unwrap();
+    assert_eq!(waiting as usize, n, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_syncs_a_municipality_end_to_end_and_says_where_the_database_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("test-demo-{}", uuid_like());
+    let demo_dir = dir.path().join("demo");
+    let out = tokio::task::spawn_blocking({
+        let (demo_dir, prefix) = (demo_dir.clone(), prefix.clone());
+        move || {
+            Command::new(EXE)
+                .args([
+                    "demo",
+                    "--once",
+                    "--size",
+                    "xs",
+                    "--key-prefix",
+                    &prefix,
+                    "--dir",
+                ])
+                .arg(&demo_dir)
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = stdout(&out);
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli --scan --pattern '{prefix}:*' | xargs -r redis-cli del >/dev/null"
+        ))
+        .status();
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("state:        succeeded"), "{text}");
+    assert!(text.contains("30 created"), "30 departments: {text}");
+    let database = std::path::absolute(demo_dir.join("11111111.sqlite")).unwrap();
+    assert!(database.exists());
+    assert!(
+        text.contains(&format!("The target database: {}", database.display())),
+        "{text}"
+    );
+}

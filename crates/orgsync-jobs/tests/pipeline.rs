@@ -481,3 +481,43 @@ async fn a_failed_department_without_deactivations_marks_the_run_partly_failed_u
     assert!(user(&app.state().await, p(7)).is_some());
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_into_a_scim_server_creates_everything_and_a_second_run_sends_no_write_request() {
+    let app = TestApp::start_scim(fixture(), policy()).await;
+    let first = app.sync().await;
+    assert_eq!(first.state, RunState::Succeeded, "{}", first.to_text());
+    let state = app.state().await;
+    assert_eq!(state.departments.len(), 5);
+    assert_eq!(state.users.len(), 6);
+    assert_eq!(
+        user(&state, p(4)).unwrap().memberships,
+        BTreeSet::from([u(2), u(3)])
+    );
+    let scim = app.scim.as_ref().unwrap();
+    let writes = scim.writes().await;
+    assert!(
+        writes >= 11,
+        "{writes} write requests for 5 groups and 6 users"
+    );
+
+    let second = app.sync().await;
+    assert_eq!(second.state, RunState::Succeeded, "{}", second.to_text());
+    assert_eq!(second.writes.written, 0);
+    assert_eq!(
+        scim.writes().await,
+        writes,
+        "no write request on a run without changes"
+    );
+
+    // A user leaves: exactly one write request more (the deactivation PATCH/PUT), or a few
+    // for the group membership.
+    let mut changed = fixture();
+    changed.users.retain(|x| x.uuid != p(3));
+    app.sim.replace(changed);
+    let third = app.sync().await;
+    assert_eq!(third.state, RunState::Succeeded, "{}", third.to_text());
+    assert!(!user(&app.state().await, p(3)).unwrap().active);
+    assert!(scim.writes().await > writes);
+    app.finish().await;
+}

@@ -12,6 +12,8 @@ mod diff;
 mod error;
 pub mod scim;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::BTreeSet;
 

@@ -22,8 +22,11 @@ use orgsync_sts::client::StsClient;
 use orgsync_sts::limits::SystemLimits;
 use orgsync_sts::options::ClientOptions;
 use orgsync_sts_sim::server::{SimOptions, Simulator};
+use orgsync_target::scim::{ScimOptions, ScimTarget};
 use orgsync_target::sqlite::{SqliteOptions, SqliteTarget};
+use orgsync_target::testing::ScimServer;
 use orgsync_target::{Capabilities, Health, Target, TargetError, WriteOutcome};
+use secrecy::SecretString;
 
 pub const CVR: &str = "11111111";
 
@@ -34,7 +37,7 @@ pub fn cvr() -> Cvr {
 /// A target that fails every user write whose primary department is the armed unit.
 #[derive(Debug)]
 pub struct FaultyTarget {
-    pub inner: SqliteTarget,
+    pub inner: Arc<dyn Target>,
     pub fail_department: Mutex<Option<UnitId>>,
 }
 
@@ -123,6 +126,8 @@ impl Sources for TestSources {
 
 pub struct TestApp {
     pub queue: QueueHandle,
+    sqlite: Option<SqliteTarget>,
+    pub scim: Option<ScimServer>,
     pub sim: Simulator,
     pub sources: Arc<TestSources>,
     pub pipeline: Arc<Pipeline>,
@@ -132,7 +137,17 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// An app writing to an SQLite target.
     pub async fn start(snapshot: Snapshot, policy: Policy) -> TestApp {
+        Self::start_on(snapshot, policy, false).await
+    }
+
+    /// An app writing to a real scim2-server.
+    pub async fn start_scim(snapshot: Snapshot, policy: Policy) -> TestApp {
+        Self::start_on(snapshot, policy, true).await
+    }
+
+    async fn start_on(snapshot: Snapshot, policy: Policy, scim: bool) -> TestApp {
         let prefix = format!("test-jobs-{}", uuid::Uuid::new_v4().simple());
         let queue = QueueHandle::connect(QueueConfig::new("redis://127.0.0.1:6379", prefix))
             .await
@@ -141,13 +156,29 @@ impl TestApp {
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let inner = SqliteTarget::open(SqliteOptions {
-            path: dir.path().join("target.sqlite"),
-            cvr: cvr(),
-            mappings: policy.mappings,
-        })
-        .await
-        .unwrap();
+        let (inner, sqlite, scim): (Arc<dyn Target>, _, _) = if scim {
+            let server = ScimServer::start(CVR).await;
+            let options = ScimOptions::new(
+                server.base_url.parse().unwrap(),
+                SecretString::from(orgsync_target::testing::TOKEN.to_owned()),
+                cvr(),
+                policy.mappings,
+            );
+            (
+                Arc::new(ScimTarget::new(options).unwrap()),
+                None,
+                Some(server),
+            )
+        } else {
+            let sqlite = SqliteTarget::open(SqliteOptions {
+                path: dir.path().join("target.sqlite"),
+                cvr: cvr(),
+                mappings: policy.mappings,
+            })
+            .await
+            .unwrap();
+            (Arc::new(sqlite.clone()), Some(sqlite), None)
+        };
         let sts = ClientOptions {
             backoff_initial: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
@@ -172,6 +203,8 @@ impl TestApp {
         ));
         TestApp {
             queue,
+            sqlite,
+            scim,
             sim,
             sources,
             pipeline,
@@ -182,7 +215,7 @@ impl TestApp {
     }
 
     pub fn sqlite(&self) -> &SqliteTarget {
-        &self.sources.target.inner
+        self.sqlite.as_ref().expect("an SQLite app")
     }
 
     pub fn fail_department(&self, unit: Option<UnitId>) {
@@ -226,7 +259,7 @@ impl TestApp {
     }
 
     pub async fn state(&self) -> TargetState {
-        self.sqlite().read_state().await.unwrap()
+        self.sources.target.inner.read_state().await.unwrap()
     }
 
     /// Stops the worker and deletes the test's keys.

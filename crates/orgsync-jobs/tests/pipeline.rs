@@ -521,3 +521,102 @@ async fn a_run_into_a_scim_server_creates_everything_and_a_second_run_sends_no_w
     assert!(scim.writes().await > writes);
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_while_one_is_active_is_refused_and_says_which_run_holds_the_customer() {
+    let app = TestApp::start(fixture(), policy()).await;
+    let mut options = app.sim.options();
+    options.latency = orgsync_sts_sim::server::LatencyModel::fixed(300);
+    app.sim.set_options(options);
+    let by = || orgsync_jobs::report::Trigger::Manual {
+        by: "test".to_owned(),
+    };
+    let zero = std::time::Duration::ZERO;
+    let first = app
+        .pipeline
+        .enqueue_run(common::CVR, by(), zero)
+        .await
+        .unwrap();
+    // Wait until the first run holds the customer's lock.
+    for _ in 0..200 {
+        if app
+            .pipeline
+            .active_run(common::CVR)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let second = app
+        .pipeline
+        .enqueue_run(common::CVR, by(), zero)
+        .await
+        .unwrap();
+    let refused = app.wait(&second.run_id).await;
+    assert_eq!(refused.state, RunState::Refused, "{}", refused.to_text());
+    assert!(
+        refused.error.as_deref().unwrap().contains(&first.run_id),
+        "{}",
+        refused.to_text()
+    );
+    assert_eq!(app.wait(&first.run_id).await.state, RunState::Succeeded);
+    assert_eq!(
+        app.pipeline.active_run(common::CVR).await.unwrap(),
+        None,
+        "the lock is released"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_missed_during_downtime_runs_once_within_the_grace_period_and_not_after_it() {
+    use chrono::{Duration, Utc};
+    use orgsync_jobs::scheduler::{NextFire, ScheduledCustomer, enqueue_due};
+    let app = TestApp::start(fixture(), policy()).await;
+    let now = Utc::now();
+    let fires = vec![
+        now - Duration::hours(3),
+        now - Duration::hours(2),
+        now - Duration::minutes(30),
+    ];
+    let next_after: NextFire =
+        std::sync::Arc::new(move |after| fires.iter().copied().find(|f| *f > after));
+    let customers = vec![ScheduledCustomer {
+        cvr: common::CVR.to_owned(),
+        next_after,
+        jitter: std::time::Duration::ZERO,
+    }];
+
+    // A scheduler starting now with a 6-hour grace: the three missed fires run once, as the latest.
+    let started = enqueue_due(&app.pipeline, &customers, now - Duration::hours(6), now).await;
+    assert_eq!(started.len(), 1);
+    let run = started[0].as_ref().unwrap();
+    assert!(!run.duplicate);
+    let report = app.wait(&run.run_id).await;
+    assert_eq!(report.state, RunState::Succeeded);
+    match report.trigger {
+        orgsync_jobs::report::Trigger::Schedule { fire } => {
+            assert_eq!(fire.timestamp(), (now - Duration::minutes(30)).timestamp());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another scheduler (or a restart) finds the same fire already enqueued.
+    let again = enqueue_due(&app.pipeline, &customers, now - Duration::hours(6), now).await;
+    assert!(again[0].as_ref().unwrap().duplicate);
+    assert_eq!(again[0].as_ref().unwrap().run_id, run.run_id);
+    // With a 10-minute grace nothing is due.
+    let none = enqueue_due(&app.pipeline, &customers, now - Duration::minutes(10), now).await;
+    assert!(none.is_empty());
+    assert_eq!(
+        app.pipeline
+            .reports(Some(common::CVR), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    app.finish().await;
+}

@@ -81,10 +81,16 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(match cli.command {
-        Command::Sim(_) | Command::Worker | Command::Scheduler => "info",
-        _ => "warn",
-    });
+    match cli.command {
+        // The long-running roles log as `[log]` says (when the configuration loads; an invalid
+        // one is reported below).
+        Command::Worker | Command::Scheduler => match orgsync_config::load(&cli.config) {
+            Ok(config) => logging::init_from(&config.service.log),
+            Err(_) => logging::init("info"),
+        },
+        Command::Sim(_) => logging::init("info"),
+        _ => logging::init("warn"),
+    }
     let result = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -28,7 +28,7 @@ use orgsync_target::batch::{write_departments, write_users};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::report::{FailedDepartment, HeldView, RunReport, RunState, SourceCountsView, Trigger};
+use crate::report::{FailedDepartment, RunReport, RunState, SourceCountsView, Trigger};
 use crate::sources::{Customer, SourceError, Sources};
 use crate::store::{DepartmentResult, FinishData, Store};
 use crate::{FinishRun, SyncCustomer, SyncDepartment};
@@ -474,7 +474,7 @@ impl Pipeline {
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), *v))
             .collect();
-        report.held = plan.held.as_ref().map(HeldView::from);
+        report.held = plan.held.clone();
 
         // 4. Split the plan: departments now, user renames now, users per department, and
         //    deactivations for FinishRun.
@@ -601,16 +601,16 @@ impl Pipeline {
         let current = self.store.current_run(&cvr).await.map_err(queue_error)?;
         if current.as_deref().is_some_and(|c| c != run_id) {
             let newer = current.unwrap_or_default();
-            let text = format!(
-                "department job for {unit} (job {}) did nothing: run {run_id} was superseded by run {newer}",
-                ctx.job_id
-            );
-            warn!(customer.cvr = %cvr, run.id = %run_id, unit.uuid = %unit, "{text}");
-            self.store
-                .update_report(run_id, |r| r.note(&text))
-                .await
-                .map_err(queue_error)?;
-            return Ok(());
+            return self
+                .did_nothing(
+                    run_id,
+                    unit,
+                    format!(
+                        "department job for {unit} (job {}) did nothing: run {run_id} was superseded by run {newer}",
+                        ctx.job_id
+                    ),
+                )
+                .await;
         }
         // The run lock: ours while the run is active; taken for the write when a replay comes
         // after the run ended; another run's means this one is superseded.
@@ -629,16 +629,16 @@ impl Pipeline {
                     .await;
             }
             LockAttempt::Held { owner, .. } => {
-                let text = format!(
-                    "department job for {unit} (job {}) did nothing: run {owner} is active for {cvr}",
-                    ctx.job_id
-                );
-                warn!(customer.cvr = %cvr, run.id = %run_id, unit.uuid = %unit, "{text}");
-                self.store
-                    .update_report(run_id, |r| r.note(&text))
-                    .await
-                    .map_err(queue_error)?;
-                return Ok(());
+                return self
+                    .did_nothing(
+                        run_id,
+                        unit,
+                        format!(
+                            "department job for {unit} (job {}) did nothing: run {owner} is active for {cvr}",
+                            ctx.job_id
+                        ),
+                    )
+                    .await;
             }
         }
         let result = self.write_department(&report, unit, &ctx).await;
@@ -646,6 +646,16 @@ impl Pipeline {
             let _ = self.store.release_lock(&cvr, run_id).await;
         }
         result
+    }
+
+    /// A department job that does nothing says so: in the log and in the run's notes.
+    async fn did_nothing(&self, run_id: &str, unit: Uuid, text: String) -> Result<(), JobError> {
+        warn!(run.id = %run_id, unit.uuid = %unit, "{text}");
+        self.store
+            .update_report(run_id, |r| r.note(&text))
+            .await
+            .map_err(queue_error)?;
+        Ok(())
     }
 
     async fn write_department(
@@ -656,16 +666,16 @@ impl Pipeline {
     ) -> Result<(), JobError> {
         let run_id = report.run_id.as_str();
         let Some(items) = self.store.slice(run_id, unit).await.map_err(queue_error)? else {
-            let text = format!(
-                "department job for {unit} (job {}) did nothing: the run's stored plan has expired; the next run syncs these users",
-                ctx.job_id
-            );
-            warn!(run.id = %run_id, unit.uuid = %unit, "{text}");
-            self.store
-                .update_report(run_id, |r| r.note(&text))
-                .await
-                .map_err(queue_error)?;
-            return Ok(());
+            return self
+                .did_nothing(
+                    run_id,
+                    unit,
+                    format!(
+                        "department job for {unit} (job {}) did nothing: the run's stored plan has expired; the next run syncs these users",
+                        ctx.job_id
+                    ),
+                )
+                .await;
         };
         let cvr = Cvr::parse(&report.cvr)
             .map_err(|e| JobError::message("config", false, e.to_string()))?;
@@ -808,18 +818,12 @@ impl Pipeline {
                 users: finish.users.clone(),
                 skipped: BTreeMap::new(),
                 skipped_users: Vec::new(),
-                held: held.as_ref().map(|h| orgsync_model::plan::Held {
-                    deactivations: h.deactivations,
-                    reason: h.reason.clone(),
-                    reasons: h.reasons.clone(),
-                    departments: h.departments.clone(),
-                    users: h.users.clone(),
-                }),
+                held: held.clone(),
                 summary: report.summary.unwrap_or_default(),
                 issues: Vec::new(),
             };
             plan_held.hold_deactivations(HoldReason::RunFailed, &message);
-            held = plan_held.held.as_ref().map(HeldView::from);
+            held = plan_held.held;
         }
         let mut deactivation_writes = None;
         if held.is_none() && (!finish.departments.is_empty() || !finish.users.is_empty()) {

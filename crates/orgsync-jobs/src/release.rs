@@ -101,7 +101,7 @@ pub async fn release(
 async fn apply(
     pipeline: &Pipeline,
     report: &RunReport,
-    held: &crate::report::HeldView,
+    held: &orgsync_model::plan::Held,
     by: &str,
 ) -> Result<(Release, Vec<BatchReport>), PipelineError> {
     let cvr =

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use orgsync_model::plan::{DepartmentItem, Held, HoldReason, Summary, UserItem};
+use orgsync_model::plan::{Held, Summary};
 use orgsync_target::batch::{BatchReport, Rejection};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -219,7 +219,7 @@ pub struct RunReport {
     /// Skipped STS users by reason.
     pub skipped: BTreeMap<String, u64>,
     /// Held deactivations (why, and what), when held.
-    pub held: Option<HeldView>,
+    pub held: Option<Held>,
     /// When the department jobs were enqueued.
     pub fanned_out_at: Option<DateTime<Utc>>,
     /// Department jobs of the fan-out.
@@ -240,33 +240,6 @@ pub struct RunReport {
     pub notes: Vec<String>,
     /// The release, when a person released the held deactivations.
     pub release: Option<Release>,
-}
-
-/// Held deactivations as kept in the report.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HeldView {
-    /// How many.
-    pub deactivations: u64,
-    /// Why, for people.
-    pub reason: String,
-    /// Why, for scripts.
-    pub reasons: Vec<HoldReason>,
-    /// The held department deactivations.
-    pub departments: Vec<DepartmentItem>,
-    /// The held user deactivations.
-    pub users: Vec<UserItem>,
-}
-
-impl From<&Held> for HeldView {
-    fn from(held: &Held) -> Self {
-        HeldView {
-            deactivations: held.deactivations,
-            reason: held.reason.clone(),
-            reasons: held.reasons.clone(),
-            departments: held.departments.clone(),
-            users: held.users.clone(),
-        }
-    }
 }
 
 /// At most this many rejections are kept in a report.

@@ -275,22 +275,15 @@ async fn a_failed_department_job_holds_the_deactivations_is_dead_lettered_and_it
     // Fixed and replayed: the department's users are written, the report says so.
     app.fail_department(None);
     app.queue.replay(&job_id, "support").await.unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while user(&app.state().await, p(7)).is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replay did not write Gitte"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let mut report = app.pipeline.report(&report.run_id).await.unwrap();
-    for _ in 0..100 {
-        if report.failed_departments[0].recovered_at.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        report = app.pipeline.report(&report.run_id).await.unwrap();
-    }
+    let report = app
+        .report_when(&report.run_id, |r| {
+            r.failed_departments[0].recovered_at.is_some()
+        })
+        .await;
+    assert!(
+        user(&app.state().await, p(7)).is_some(),
+        "the replay wrote Gitte"
+    );
     assert!(
         report.failed_departments[0].recovered_at.is_some(),
         "{}",
@@ -385,14 +378,11 @@ async fn a_replayed_department_job_of_a_superseded_run_does_nothing_and_says_so(
     // Replaying the old run's dead job changes nothing and says so in the old report.
     let job = orgsync_queue::JobId::new(old.failed_departments[0].job_id.clone());
     app.queue.replay(&job, "support").await.unwrap();
-    let mut report = app.pipeline.report(&old.run_id).await.unwrap();
-    for _ in 0..200 {
-        if report.notes.iter().any(|n| n.contains("superseded")) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        report = app.pipeline.report(&old.run_id).await.unwrap();
-    }
+    let report = app
+        .report_when(&old.run_id, |r| {
+            r.notes.iter().any(|n| n.contains("superseded"))
+        })
+        .await;
     assert!(
         report
             .notes
@@ -469,14 +459,9 @@ async fn a_failed_department_without_deactivations_marks_the_run_partly_failed_u
     app.fail_department(None);
     let job = orgsync_queue::JobId::new(report.failed_departments[0].job_id.clone());
     app.queue.replay(&job, "support").await.unwrap();
-    let mut now = app.pipeline.report(&report.run_id).await.unwrap();
-    for _ in 0..200 {
-        if now.state == RunState::Succeeded {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        now = app.pipeline.report(&report.run_id).await.unwrap();
-    }
+    let now = app
+        .report_when(&report.run_id, |r| r.state == RunState::Succeeded)
+        .await;
     assert_eq!(now.state, RunState::Succeeded, "{}", now.to_text());
     assert!(user(&app.state().await, p(7)).is_some());
     app.finish().await;

@@ -258,6 +258,23 @@ impl TestApp {
         }
     }
 
+    /// The run's report once `done` holds for it (a replay works in the background).
+    pub async fn report_when(&self, run_id: &str, done: impl Fn(&RunReport) -> bool) -> RunReport {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let report = self.pipeline.report(run_id).await.unwrap();
+            if done(&report) {
+                return report;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the report never got there: {}",
+                report.to_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn state(&self) -> TargetState {
         self.sources.target.inner.read_state().await.unwrap()
     }

@@ -21,7 +21,8 @@ use orgsync_model::ids::{Cvr, UnitId};
 use orgsync_model::plan::{Action, HoldReason, Plan, UserItem};
 use orgsync_model::validate::{SourceCounts, validate};
 use orgsync_queue::{
-    BatchStatus, JobContext, JobError, LockAttempt, NewBatch, NewJob, QueueError, QueueHandle,
+    BatchStatus, JobContext, JobError, JobId, JobState, LockAttempt, NewBatch, NewJob, QueueError,
+    QueueHandle,
 };
 use orgsync_target::Target;
 use orgsync_target::batch::{write_departments, write_users};
@@ -41,8 +42,9 @@ pub struct PipelineOptions {
     /// How long a run's plan slices and results are kept for its department jobs and replays
     /// (default 7 days). A department job replayed later does nothing and says so.
     pub data_ttl: Duration,
-    /// The customer's run lock expires this long after the last job of the run extended it
-    /// (default 30 min); a running job extends it every third of this.
+    /// The customer's run lock expires this long after a job of the run last extended it
+    /// (default 1 hour, longer than the longest department retry delay); a running job
+    /// extends it every third of this.
     pub lock_ttl: Duration,
     /// Target writes in flight per job; `None` = the target's own limit.
     pub write_concurrency: Option<usize>,
@@ -53,7 +55,7 @@ impl Default for PipelineOptions {
         PipelineOptions {
             report_retention: Duration::from_secs(90 * 24 * 3600),
             data_ttl: Duration::from_secs(7 * 24 * 3600),
-            lock_ttl: Duration::from_secs(30 * 60),
+            lock_ttl: Duration::from_secs(60 * 60),
             write_concurrency: None,
         }
     }
@@ -132,7 +134,7 @@ pub struct Pipeline {
 }
 
 /// Keeps extending a run lock while a job works; stops when dropped.
-struct Heartbeat(tokio::task::JoinHandle<()>);
+pub(crate) struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
@@ -217,13 +219,19 @@ impl Pipeline {
         if !delay.is_zero() {
             new = new.run_after(delay);
         }
-        // The report exists before the job can start, so a fast worker never misses it.
+        // The report exists before the job can start, so a fast worker never misses it; a second
+        // scheduler enqueueing the same fire finds it and leaves it alone.
         let report = RunReport::queued(&run_id, customer.cvr.as_str(), &customer.name, trigger);
-        let existing = self.store.report(&run_id).await?;
-        if existing.is_none() {
-            self.store.save_report(&report).await?;
-        }
+        self.store.create_report(&report).await?;
         let enqueued = self.store.queue.enqueue(new).await?;
+        if !enqueued.is_duplicate() {
+            let job_id = enqueued.job_id().as_str().to_owned();
+            self.store
+                .update_report(&run_id, |r| {
+                    r.job_id.get_or_insert(job_id);
+                })
+                .await?;
+        }
         Ok(EnqueuedRun {
             run_id,
             job_id: enqueued.job_id().as_str().to_owned(),
@@ -249,9 +257,46 @@ impl Pipeline {
     }
 
     /// A run's report and fan-out.
+    ///
+    /// A run whose `SyncCustomer` or `FinishRun` job is in the dead-letter queue without having
+    /// said so (its worker died on every attempt) is marked failed here, naming the job.
     pub async fn progress(&self, run_id: &str) -> Result<Progress, PipelineError> {
-        let report = self.report(run_id).await?;
+        let mut report = self.report(run_id).await?;
         let batch = self.store.queue.batch(run_id).await?;
+        if !report.state.is_final() {
+            let jobs = report.job_id.iter().cloned().chain(
+                batch
+                    .iter()
+                    .filter_map(|b| b.completion_job.as_ref().map(|j| j.as_str().to_owned())),
+            );
+            for job in jobs.collect::<Vec<_>>() {
+                let Some(record) = self.store.queue.job(&JobId::new(job.clone())).await? else {
+                    continue;
+                };
+                if record.state != JobState::Dead {
+                    continue;
+                }
+                let error = format!(
+                    "job {job} ({}) is in the dead-letter queue: {}; deactivations were not applied. Fix the cause, then `orgsync dlq replay {job}`",
+                    record.job_type,
+                    record.last_error.unwrap_or_default()
+                );
+                if let Some(updated) = self
+                    .store
+                    .update_report(run_id, |r| {
+                        if !r.state.is_final() {
+                            r.state = RunState::Failed;
+                            r.error = Some(error);
+                            r.finished_at = Some(Utc::now());
+                        }
+                    })
+                    .await?
+                {
+                    report = updated;
+                }
+                break;
+            }
+        }
         Ok(Progress { report, batch })
     }
 
@@ -268,11 +313,7 @@ impl Pipeline {
         let previous = self.store.last_counts(customer.cvr.as_str()).await?;
         let valid = validate(read.snapshot, &customer.policy, previous)
             .map_err(|invalid| PipelineError::InvalidSnapshot(invalid.to_string()))?;
-        let target = self.sources.target(&customer.cvr).await?;
-        let state = target
-            .read_state()
-            .await
-            .map_err(|e| SourceError::target(&e))?;
+        let state = self.sources.target_state(&customer.cvr).await?;
         Ok(orgsync_model::plan::plan(
             &valid,
             &state,
@@ -281,18 +322,32 @@ impl Pipeline {
         ))
     }
 
-    fn heartbeat(&self, cvr: &str, run_id: &str) -> Heartbeat {
+    /// Extends the customer's run lock (held by `owner`) every third of its lifetime until the
+    /// returned guard is dropped.
+    pub(crate) fn heartbeat(&self, cvr: &str, owner: &str) -> Heartbeat {
         let store = self.store.clone();
-        let (cvr, run_id) = (cvr.to_owned(), run_id.to_owned());
+        let (cvr, owner) = (cvr.to_owned(), owner.to_owned());
         let ttl = self.options.lock_ttl;
         Heartbeat(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                if let Err(e) = store.extend_lock(&cvr, &run_id, ttl).await {
-                    warn!(customer.cvr = %cvr, run.id = %run_id, "cannot extend the run lock: {e}");
+                match store.extend_lock(&cvr, &owner, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => warn!(
+                        customer.cvr = %cvr, run.id = %owner,
+                        "{owner} no longer holds the run lock of {cvr} (it expired); a newer run supersedes it"
+                    ),
+                    Err(e) => {
+                        warn!(customer.cvr = %cvr, run.id = %owner, "cannot extend the run lock: {e}")
+                    }
                 }
             }
         }))
+    }
+
+    /// The lock's lifetime.
+    pub(crate) fn lock_ttl(&self) -> Duration {
+        self.options.lock_ttl
     }
 
     fn concurrency(&self, target: &dyn Target) -> usize {
@@ -305,25 +360,67 @@ impl Pipeline {
     /// `SyncCustomer`.
     pub async fn sync_customer(&self, job: SyncCustomer, ctx: JobContext) -> Result<(), JobError> {
         let started = Instant::now();
-        let customer = self
-            .customer(&job.cvr)
-            .map_err(|e| JobError::message("config", false, e.to_string()))?;
-        let cvr = customer.cvr.as_str().to_owned();
         let run_id = job.run_id.clone();
         let mut report = match self.store.report(&run_id).await.map_err(queue_error)? {
             Some(report) => report,
             None => RunReport::queued(
                 &run_id,
-                &cvr,
-                &customer.name,
+                &job.cvr,
+                &job.cvr,
                 Trigger::Manual {
                     by: "unknown".to_owned(),
                 },
             ),
         };
+        let customer = match self.customer(&job.cvr) {
+            Ok(customer) => customer,
+            Err(e) => {
+                let message = e.to_string();
+                let _ = self
+                    .store
+                    .update_report(&run_id, |r| {
+                        if !r.state.is_final() {
+                            r.state = RunState::Failed;
+                            r.error = Some(message.clone());
+                            r.finished_at = Some(Utc::now());
+                        }
+                    })
+                    .await;
+                return Err(JobError::message("config", false, message));
+            }
+        };
+        let cvr = customer.cvr.as_str().to_owned();
+        report.job_id = Some(ctx.job_id.as_str().to_owned());
         if report.state.is_final() {
-            info!(customer.cvr = %cvr, run.id = %run_id, "run {run_id} has ended ({}); nothing to do", report.state);
-            return Ok(());
+            if ctx.replay_of.is_none() || report.state != RunState::Failed {
+                info!(customer.cvr = %cvr, run.id = %run_id, "run {run_id} has ended ({}); nothing to do", report.state);
+                return Ok(());
+            }
+            // A replay of a failed run: run it again, unless a newer run has started.
+            let current = self.store.current_run(&cvr).await.map_err(queue_error)?;
+            if let Some(newer) = current.filter(|c| *c != run_id) {
+                let text = format!(
+                    "replay job {} did nothing: run {newer} of {cvr} started since; it decides",
+                    ctx.job_id
+                );
+                warn!(customer.cvr = %cvr, run.id = %run_id, "{text}");
+                self.store
+                    .update_report(&run_id, |r| r.note(&text))
+                    .await
+                    .map_err(queue_error)?;
+                return Ok(());
+            }
+            report.state = RunState::Queued;
+            report.error = None;
+            report.finished_at = None;
+            report.note(format!(
+                "run again by replay job {} (of {})",
+                ctx.job_id,
+                ctx.replay_of
+                    .as_ref()
+                    .map(|j| j.as_str())
+                    .unwrap_or_default()
+            ));
         }
         if self
             .store
@@ -367,14 +464,9 @@ impl Pipeline {
             // Nothing beyond what was verified was written; let the next attempt (or run) in.
             let _ = self.store.release_lock(&cvr, &run_id).await;
             let last = ctx.attempt >= ctx.max_attempts || !error.is_retriable();
-            report.state = if last {
-                RunState::Failed
-            } else {
-                RunState::Queued
-            };
-            report.error = Some(if last {
+            let message = if last {
                 format!(
-                    "{} (attempt {} of {})",
+                    "{} (attempt {} of {}); nothing was deactivated",
                     error.summary(),
                     ctx.attempt,
                     ctx.max_attempts
@@ -386,12 +478,25 @@ impl Pipeline {
                     ctx.max_attempts,
                     error.summary()
                 )
-            });
-            if last {
-                report.finished_at = Some(Utc::now());
-                report.durations.total_ms = elapsed_ms(started);
-            }
-            let _ = self.store.save_report(&report).await;
+            };
+            let total_ms = elapsed_ms(started);
+            // Never downgrade a report that has ended meanwhile.
+            let _ = self
+                .store
+                .update_report(&run_id, |r| {
+                    if r.state.is_final() {
+                        return;
+                    }
+                    r.error = Some(message);
+                    if last {
+                        r.state = RunState::Failed;
+                        r.finished_at = Some(Utc::now());
+                        r.durations.total_ms = total_ms;
+                    } else {
+                        r.state = RunState::Queued;
+                    }
+                })
+                .await;
         }
         result
     }
@@ -518,6 +623,7 @@ impl Pipeline {
             .put_finish(
                 &run_id,
                 &FinishData {
+                    held: plan.held.clone(),
                     departments: department_deactivations,
                     users: user_deactivations,
                     units: units.clone(),
@@ -573,7 +679,11 @@ impl Pipeline {
                 id: run_id.clone(),
                 children,
                 on_complete: finish,
-                retention: self.options.data_ttl,
+                // Longer than any run: a batch that expires never enqueues its FinishRun.
+                retention: self
+                    .options
+                    .data_ttl
+                    .max(Duration::from_secs(2 * 24 * 3600)),
             })
             .await
             .map_err(queue_error)?;
@@ -597,10 +707,10 @@ impl Pipeline {
             return Ok(());
         };
         let cvr = report.cvr.clone();
-        // Superseded: a newer run of the customer has started; its plan decides.
+        // Superseded: a newer run of the customer has started; its plan decides. (FinishRun
+        // counts a department without a result as failed, so this never passes for success.)
         let current = self.store.current_run(&cvr).await.map_err(queue_error)?;
-        if current.as_deref().is_some_and(|c| c != run_id) {
-            let newer = current.unwrap_or_default();
+        if let Some(newer) = current.filter(|c| c != run_id) {
             return self
                 .did_nothing(
                     run_id,
@@ -612,37 +722,34 @@ impl Pipeline {
                 )
                 .await;
         }
-        // The run lock: ours while the run is active; taken for the write when a replay comes
-        // after the run ended; another run's means this one is superseded.
-        let mut took_lock = false;
+        // The run lock. While the run is active it is the run's (taken again if it lapsed) and
+        // only FinishRun releases it; a replay after the run ended takes it for its write.
+        let after_end = report.state.is_final();
         match self
             .store
             .try_lock(&cvr, run_id, self.options.lock_ttl)
             .await
             .map_err(queue_error)?
         {
-            LockAttempt::Acquired => took_lock = true,
-            LockAttempt::Held { owner, .. } if owner == run_id => {
-                let _ = self
-                    .store
-                    .extend_lock(&cvr, run_id, self.options.lock_ttl)
-                    .await;
-            }
+            LockAttempt::Acquired => {}
+            LockAttempt::Held { owner, .. } if owner == run_id => {}
             LockAttempt::Held { owner, .. } => {
                 return self
                     .did_nothing(
                         run_id,
                         unit,
                         format!(
-                            "department job for {unit} (job {}) did nothing: run {owner} is active for {cvr}",
+                            "department job for {unit} (job {}) did nothing: {owner} holds {cvr}",
                             ctx.job_id
                         ),
                     )
                     .await;
             }
         }
+        let heartbeat = self.heartbeat(&cvr, run_id);
         let result = self.write_department(&report, unit, &ctx).await;
-        if took_lock {
+        drop(heartbeat);
+        if after_end {
             let _ = self.store.release_lock(&cvr, run_id).await;
         }
         result
@@ -698,31 +805,20 @@ impl Pipeline {
         if ctx.replay_of.is_some() || report.state.is_final() {
             let job_id = ctx.job_id.as_str().to_owned();
             let replay_of = ctx.replay_of.as_ref().map(|id| id.as_str().to_owned());
+            let (written_n, unchanged_n, rejected_n) = (
+                written.written,
+                written.unchanged,
+                written.rejected.len() as u64,
+            );
             self.store
                 .update_report(run_id, |r| {
                     if !r.state.is_final() {
                         return; // FinishRun will count it
                     }
-                    r.add_writes(&written);
-                    r.departments_done += 1;
-                    let mut title = unit.to_string();
-                    for f in &mut r.failed_departments {
-                        if f.unit == unit && f.recovered_at.is_none() {
-                            f.recovered_at = Some(Utc::now());
-                            title = f.title.clone();
-                        }
-                    }
-                    if r.state == RunState::PartlyFailed
-                        && r.failed_departments.iter().all(|f| f.recovered_at.is_some())
-                    {
-                        r.state = RunState::Succeeded;
-                    }
+                    r.mark_recovered(unit, written_n, unchanged_n, rejected_n);
                     r.note(format!(
-                        "department {title} completed by job {job_id}{}: {} users written, {} unchanged, {} rejected",
+                        "department {unit} completed by job {job_id}{}: {written_n} users written, {unchanged_n} unchanged, {rejected_n} rejected",
                         replay_of.map(|o| format!(" (replay of {o})")).unwrap_or_default(),
-                        written.written,
-                        written.unchanged,
-                        written.rejected.len()
                     ));
                 })
                 .await
@@ -736,8 +832,38 @@ impl Pipeline {
         Ok(())
     }
 
-    /// `FinishRun`.
-    pub async fn finish_run(&self, job: FinishRun, _ctx: JobContext) -> Result<(), JobError> {
+    /// `FinishRun`. On its last attempt (or a permanent error) the report says the run failed
+    /// and which job to replay.
+    pub async fn finish_run(&self, job: FinishRun, ctx: JobContext) -> Result<(), JobError> {
+        let result = self.finish_run_inner(&job, ctx.replay_of.is_some()).await;
+        if let Err(error) = &result {
+            if ctx.attempt >= ctx.max_attempts || !error.is_retriable() {
+                let message = format!(
+                    "finishing failed: {}; deactivations were not applied. Fix the cause, then `orgsync dlq replay {}`",
+                    error.summary(),
+                    ctx.job_id
+                );
+                let mut cvr = None;
+                let _ = self
+                    .store
+                    .update_report(&job.run_id, |r| {
+                        cvr = Some(r.cvr.clone());
+                        if !r.state.is_final() {
+                            r.state = RunState::Failed;
+                            r.error = Some(message);
+                            r.finished_at = Some(Utc::now());
+                        }
+                    })
+                    .await;
+                if let Some(cvr) = cvr {
+                    let _ = self.store.release_lock(&cvr, &job.run_id).await;
+                }
+            }
+        }
+        result
+    }
+
+    async fn finish_run_inner(&self, job: &FinishRun, replay: bool) -> Result<(), JobError> {
         let started = Instant::now();
         let finish_started_at = Utc::now();
         let run_id = job.run_id.as_str();
@@ -745,10 +871,14 @@ impl Pipeline {
             warn!(run.id = %run_id, "run {run_id} is unknown (past its retention?); nothing to finish");
             return Ok(());
         };
-        if report.state.is_final() {
+        let cvr = report.cvr.clone();
+        // A replay of a FinishRun that failed for good finishes the run now (or holds its
+        // deactivations, when a newer run has started since).
+        let replayed_failure = replay && report.state == RunState::Failed;
+        if report.state.is_final() && !replayed_failure {
+            let _ = self.store.release_lock(&cvr, run_id).await;
             return Ok(());
         }
-        let cvr = report.cvr.clone();
         let Some(finish) = self.store.finish(run_id).await.map_err(queue_error)? else {
             return Err(JobError::message(
                 "expired",
@@ -756,77 +886,105 @@ impl Pipeline {
                 format!("run {run_id}: its stored plan has expired; nothing was deactivated"),
             ));
         };
-        let batch = self.store.queue.batch(run_id).await.map_err(queue_error)?;
 
-        // What the department jobs did.
-        let mut failed = Vec::new();
-        if let Some(batch) = &batch {
-            for dead in &batch.dead {
-                let record = self.store.queue.job(dead).await.map_err(queue_error)?;
-                let (unit, error) = record
-                    .as_ref()
-                    .map(|r| {
-                        let unit = serde_json::from_value::<SyncDepartment>(r.payload.clone())
-                            .map(|d| d.unit)
-                            .unwrap_or_default();
-                        (unit, r.last_error.clone().unwrap_or_default())
-                    })
-                    .unwrap_or_default();
-                let title = finish
-                    .units
-                    .iter()
-                    .find(|(u, _)| *u == unit)
-                    .map(|(_, t)| t.clone())
-                    .unwrap_or_default();
-                failed.push(FailedDepartment {
-                    unit,
-                    title,
-                    job_id: dead.as_str().to_owned(),
-                    error,
-                    recovered_at: None,
-                });
+        // Still this customer's run? A newer run (started after this one's lock lapsed) decides.
+        let current = self.store.current_run(&cvr).await.map_err(queue_error)?;
+        let superseded = match current.filter(|c| c != run_id) {
+            Some(newer) => Some(newer),
+            // Ours: take the lock again if it lapsed; someone else's: they decide.
+            None => match self
+                .store
+                .try_lock(&cvr, run_id, self.options.lock_ttl)
+                .await
+                .map_err(queue_error)?
+            {
+                LockAttempt::Acquired => None,
+                LockAttempt::Held { owner, .. } if owner == run_id => None,
+                LockAttempt::Held { owner, .. } => Some(owner),
+            },
+        };
+        let _heartbeat = superseded.is_none().then(|| self.heartbeat(&cvr, run_id));
+
+        // What the department jobs did: a department without a stored result did not write its
+        // users (dead-lettered, or it did nothing), so it counts as failed.
+        let batch = self.store.queue.batch(run_id).await.map_err(queue_error)?;
+        let mut dead: BTreeMap<Uuid, (String, String)> = BTreeMap::new();
+        for id in batch.iter().flat_map(|b| b.dead.iter()) {
+            if let Some(record) = self.store.queue.job(id).await.map_err(queue_error)? {
+                if let Ok(d) = serde_json::from_value::<SyncDepartment>(record.payload.clone()) {
+                    dead.insert(
+                        d.unit,
+                        (
+                            id.as_str().to_owned(),
+                            record.last_error.unwrap_or_default(),
+                        ),
+                    );
+                }
             }
         }
         let mut results = Vec::new();
-        for (unit, _) in &finish.units {
-            if let Some(result) = self
+        let mut failed = Vec::new();
+        for (unit, title) in &finish.units {
+            match self
                 .store
                 .result(run_id, *unit)
                 .await
                 .map_err(queue_error)?
             {
-                results.push(result);
+                Some(result) => results.push(result),
+                None => {
+                    let (job_id, error) = dead.remove(unit).unwrap_or_else(|| {
+                        (
+                            String::new(),
+                            "the department job did not write its users (see the notes)".to_owned(),
+                        )
+                    });
+                    failed.push(FailedDepartment {
+                        unit: *unit,
+                        title: title.clone(),
+                        job_id,
+                        error,
+                        recovered_at: None,
+                    });
+                }
             }
         }
 
-        // Deactivations: held by the plan's guards, or because a department failed.
-        let mut held = report.held.clone();
+        // Deactivations: held by the plan's guards, because a department failed, or because a
+        // newer run supersedes this one.
+        let mut plan = Plan {
+            cvr: Cvr::parse(&cvr).map_err(|e| JobError::message("config", false, e.to_string()))?,
+            departments: finish.departments.clone(),
+            users: finish.users.clone(),
+            skipped: BTreeMap::new(),
+            skipped_users: Vec::new(),
+            held: finish.held.clone(),
+            summary: report.summary.unwrap_or_default(),
+            issues: Vec::new(),
+        };
         if !failed.is_empty() {
             let names: Vec<String> = failed
                 .iter()
                 .map(|f| format!("{} ({})", f.title, f.unit))
                 .collect();
-            let message = format!(
-                "{} department job(s) failed: {}; their users are unread, not absent",
-                failed.len(),
-                names.join(", ")
+            plan.hold_deactivations(
+                HoldReason::RunFailed,
+                &format!(
+                    "{} department job(s) failed: {}; their users are unread, not absent",
+                    failed.len(),
+                    names.join(", ")
+                ),
             );
-            let mut plan_held = Plan {
-                cvr: Cvr::parse(&cvr)
-                    .map_err(|e| JobError::message("config", false, e.to_string()))?,
-                departments: finish.departments.clone(),
-                users: finish.users.clone(),
-                skipped: BTreeMap::new(),
-                skipped_users: Vec::new(),
-                held: held.clone(),
-                summary: report.summary.unwrap_or_default(),
-                issues: Vec::new(),
-            };
-            plan_held.hold_deactivations(HoldReason::RunFailed, &message);
-            held = plan_held.held;
         }
+        if let Some(newer) = &superseded {
+            plan.hold_deactivations(
+                HoldReason::Superseded,
+                &format!("run {newer} of {cvr} started before this run finished; it decides"),
+            );
+        }
+        let held = plan.held.clone();
         let mut deactivation_writes = None;
-        if held.is_none() && (!finish.departments.is_empty() || !finish.users.is_empty()) {
+        if held.is_none() && !plan.is_empty() {
             let customer =
                 Cvr::parse(&cvr).map_err(|e| JobError::message("config", false, e.to_string()))?;
             let target = self
@@ -835,15 +993,16 @@ impl Pipeline {
                 .await
                 .map_err(|e| job_error(&e))?;
             let concurrency = self.concurrency(target.as_ref());
-            let users = write_users(target.as_ref(), &finish.users, concurrency)
+            let users = write_users(target.as_ref(), &plan.users, concurrency)
                 .await
                 .map_err(|e| job_error(&SourceError::target(&e)))?;
-            let departments = write_departments(target.as_ref(), &finish.departments, concurrency)
+            let departments = write_departments(target.as_ref(), &plan.departments, concurrency)
                 .await
                 .map_err(|e| job_error(&SourceError::target(&e)))?;
             deactivation_writes = Some((users, departments));
         }
-        if finish.counts_trusted
+        if superseded.is_none()
+            && finish.counts_trusted
             && let Some(counts) = &finish.counts
         {
             self.store
@@ -885,6 +1044,10 @@ impl Pipeline {
                 } else {
                     RunState::Succeeded
                 };
+                if replayed_failure {
+                    r.note(format!("finished by a replay of FinishRun: {}", r.state));
+                    r.error = None;
+                }
                 r.durations.users_ms = r.fanned_out_at.map(|at| {
                     u64::try_from((finish_started_at - at).num_milliseconds()).unwrap_or(0)
                 });
@@ -896,7 +1059,40 @@ impl Pipeline {
             })
             .await
             .map_err(queue_error)?;
-        let _ = self.store.release_lock(&cvr, run_id).await;
+        if superseded.is_none() {
+            let _ = self.store.release_lock(&cvr, run_id).await;
+        }
+        // A replay that wrote its result while this job was counting: recorded now.
+        let mut updated = updated;
+        if let Some(r) = &updated {
+            let mut late = Vec::new();
+            for f in &r.failed_departments {
+                if let Some(result) = self
+                    .store
+                    .result(run_id, f.unit)
+                    .await
+                    .map_err(queue_error)?
+                {
+                    late.push((f.unit, result));
+                }
+            }
+            if !late.is_empty() {
+                updated = self
+                    .store
+                    .update_report(run_id, |r| {
+                        for (unit, result) in &late {
+                            r.mark_recovered(
+                                *unit,
+                                result.written,
+                                result.unchanged,
+                                result.rejected.len() as u64,
+                            );
+                        }
+                    })
+                    .await
+                    .map_err(queue_error)?;
+            }
+        }
         if let Some(r) = updated {
             if r.state == RunState::Held {
                 warn!(
@@ -905,7 +1101,7 @@ impl Pipeline {
                     r.held.as_ref().map(|h| h.reason.as_str()).unwrap_or_default()
                 );
             } else {
-                info!(customer.cvr = %cvr, run.id = %run_id, "run {run_id} of {cvr} succeeded ({n_failed} failed departments)");
+                info!(customer.cvr = %cvr, run.id = %run_id, "run {run_id} of {cvr} ended: {} ({n_failed} failed departments)", r.state);
             }
         }
         Ok(())

@@ -1,8 +1,6 @@
 //! `orgsync runs release <run-id>`: a person applies a held run's deactivations, each re-checked
 //! against the target as it is now.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use orgsync_model::ids::{Cvr, UserId};
 use orgsync_model::plan::HoldReason;
@@ -27,6 +25,31 @@ pub async fn release(
     by: &str,
 ) -> Result<RunReport, PipelineError> {
     let store = pipeline.store();
+    let cvr = pipeline.report(run_id).await?.cvr;
+    // The customer's lock, as this one release: no run and no other release meanwhile.
+    let owner = format!("release:{run_id}:{}", Uuid::new_v4().simple());
+    match store.try_lock(&cvr, &owner, pipeline.lock_ttl()).await? {
+        LockAttempt::Acquired => {}
+        LockAttempt::Held { owner: active, .. } => {
+            return Err(PipelineError::State(format!(
+                "{active} holds {cvr}; release {run_id} after it has ended"
+            )));
+        }
+    }
+    let heartbeat = pipeline.heartbeat(&cvr, &owner);
+    let result = release_locked(pipeline, run_id, by).await;
+    drop(heartbeat);
+    let _ = store.release_lock(&cvr, &owner).await;
+    result
+}
+
+async fn release_locked(
+    pipeline: &Pipeline,
+    run_id: &str,
+    by: &str,
+) -> Result<RunReport, PipelineError> {
+    let store = pipeline.store();
+    // Checked under the lock, so two releases cannot both pass.
     let report = pipeline.report(run_id).await?;
     let Some(held) = report
         .held
@@ -46,21 +69,7 @@ pub async fn release(
             )));
         }
     }
-    let owner = format!("release:{run_id}");
-    match store
-        .try_lock(&cvr, &owner, Duration::from_secs(600))
-        .await?
-    {
-        LockAttempt::Acquired => {}
-        LockAttempt::Held { owner: active, .. } => {
-            return Err(PipelineError::State(format!(
-                "run {active} is active for {cvr}; release {run_id} after it has ended"
-            )));
-        }
-    }
-    let result = apply(pipeline, &report, &held, by).await;
-    let _ = store.release_lock(&cvr, &owner).await;
-    let (release, writes) = result?;
+    let (release, writes) = apply(pipeline, &report, &held, by).await?;
     if held.reasons.contains(&HoldReason::SourceDrop) {
         // The person accepted the smaller organisation: it is the next run's baseline.
         if let Some(source) = report.source {

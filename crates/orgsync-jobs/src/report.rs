@@ -236,6 +236,9 @@ pub struct RunReport {
     pub issues: Vec<String>,
     /// Why the run failed or was refused.
     pub error: Option<String>,
+    /// The `SyncCustomer` job.
+    #[serde(default)]
+    pub job_id: Option<String>,
     /// Things that happened after the fact (replays, superseded jobs), oldest first.
     pub notes: Vec<String>,
     /// The release, when a person released the held deactivations.
@@ -271,6 +274,7 @@ impl RunReport {
             rejections: Vec::new(),
             issues: Vec::new(),
             error: None,
+            job_id: None,
             notes: Vec::new(),
             release: None,
         }
@@ -283,6 +287,36 @@ impl RunReport {
             if self.rejections.len() < MAX_REJECTIONS {
                 self.rejections.push(r.into());
             }
+        }
+    }
+
+    /// A department that failed in the run has been written since (a replay).
+    pub(crate) fn mark_recovered(
+        &mut self,
+        unit: Uuid,
+        written: u64,
+        unchanged: u64,
+        rejected: u64,
+    ) {
+        let Some(failed) = self
+            .failed_departments
+            .iter_mut()
+            .find(|f| f.unit == unit && f.recovered_at.is_none())
+        else {
+            return;
+        };
+        failed.recovered_at = Some(Utc::now());
+        self.writes.written += written;
+        self.writes.unchanged += unchanged;
+        self.writes.rejected += rejected;
+        self.departments_done += 1;
+        if self.state == RunState::PartlyFailed
+            && self
+                .failed_departments
+                .iter()
+                .all(|f| f.recovered_at.is_some())
+        {
+            self.state = RunState::Succeeded;
         }
     }
 
@@ -424,6 +458,32 @@ impl RunReport {
                 held.users.len(),
                 held.reason
             );
+            const SHOWN: usize = 50;
+            for d in held.departments.iter().take(SHOWN) {
+                let _ = writeln!(
+                    out,
+                    "  deactivate department {} ({})",
+                    d.fields.title, d.external_id
+                );
+            }
+            for u in held.users.iter().take(SHOWN) {
+                let _ = writeln!(
+                    out,
+                    "  deactivate user {} ({} {})",
+                    u.fields.user_name,
+                    u.fields.first_name.as_deref().unwrap_or(""),
+                    u.fields.last_name.as_deref().unwrap_or("")
+                );
+            }
+            let more = held.departments.len().saturating_sub(SHOWN)
+                + held.users.len().saturating_sub(SHOWN);
+            if more > 0 {
+                let _ = writeln!(
+                    out,
+                    "  and {more} more (`orgsync runs show {} --format json` lists all)",
+                    self.run_id
+                );
+            }
             if self.state == RunState::Held {
                 let _ = writeln!(
                     out,

@@ -133,7 +133,10 @@ pub async fn run(
     shutdown: impl Future<Output = std::io::Result<()>>,
 ) {
     let grace = chrono::Duration::from_std(options.grace).unwrap_or(chrono::Duration::hours(6));
-    let mut from = Utc::now() - grace;
+    // One cursor per customer: a fire that could not be enqueued (Redis away) is tried again
+    // on the next tick without holding back the other customers.
+    let start = Utc::now() - grace;
+    let mut cursors: Vec<DateTime<Utc>> = vec![start; customers.len()];
     for c in &customers {
         if let Some(next) = (c.next_after)(Utc::now()) {
             info!(customer.cvr = %c.cvr, "{} fires next at {}", c.cvr, next.to_rfc3339());
@@ -142,10 +145,12 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         let now = Utc::now();
-        let results = enqueue_due(&pipeline, &customers, from, now).await;
-        // A fire that could not be enqueued (Redis away) is tried again on the next tick.
-        if results.iter().all(Result::is_ok) {
-            from = now;
+        for (customer, cursor) in customers.iter().zip(cursors.iter_mut()) {
+            let results =
+                enqueue_due(&pipeline, std::slice::from_ref(customer), *cursor, now).await;
+            if results.iter().all(Result::is_ok) {
+                *cursor = now;
+            }
         }
         tokio::select! {
             _ = &mut shutdown => {

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use orgsync_model::ids::Cvr;
 use orgsync_model::policy::Policy;
 use orgsync_model::snapshot::Snapshot;
+use orgsync_model::target::TargetState;
 use orgsync_target::Target;
 
 /// One configured customer, as the pipeline sees it.
@@ -75,4 +76,15 @@ pub trait Sources: Send + Sync + std::fmt::Debug + 'static {
 
     /// Opens the customer's target.
     async fn target(&self, cvr: &Cvr) -> Result<Arc<dyn Target>, SourceError>;
+
+    /// What the target holds, for `plan`, which must not write anything: an implementation
+    /// whose target would be created by opening it (an SQLite file that does not exist yet)
+    /// answers with the empty state instead.
+    async fn target_state(&self, cvr: &Cvr) -> Result<TargetState, SourceError> {
+        let target = self.target(cvr).await?;
+        target
+            .read_state()
+            .await
+            .map_err(|e| SourceError::target(&e))
+    }
 }

@@ -22,6 +22,10 @@ pub(crate) struct FinishData {
     pub(crate) users: Vec<UserItem>,
     /// The units of the fan-out, with their titles.
     pub(crate) units: Vec<(Uuid, String)>,
+    /// Deactivations the plan's guards held (written once, here, rather than read back from the
+    /// report, which has several writers).
+    #[serde(default)]
+    pub(crate) held: Option<orgsync_model::plan::Held>,
     /// The snapshot's counts: the next run's baseline once this run is trusted.
     pub(crate) counts: Option<SourceCounts>,
     /// Whether the counts may become the baseline (no partial read, no source drop).
@@ -45,6 +49,13 @@ pub(crate) struct Store {
     pub(crate) data_ttl: Duration,
 }
 
+/// Decodes stored JSON; data that does not decode (written by another version, damaged) is an
+/// error naming what it was, never mistaken for absent data.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, QueueError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| QueueError::Protocol(format!("the stored {what} cannot be read: {e}")))
+}
+
 fn lock_name(cvr: &str) -> String {
     format!("run-lock:{cvr}")
 }
@@ -64,11 +75,11 @@ impl Store {
     }
 
     pub(crate) async fn report(&self, run_id: &str) -> Result<Option<RunReport>, QueueError> {
-        Ok(self
-            .queue
+        self.queue
             .get_record(RUNS, run_id)
             .await?
-            .and_then(|json| serde_json::from_str(&json).ok()))
+            .map(|json| decode(json.as_bytes(), &format!("report of run {run_id}")))
+            .transpose()
     }
 
     pub(crate) async fn reports(
@@ -81,7 +92,15 @@ impl Store {
             .list_records(RUNS, cvr, limit)
             .await?
             .iter()
-            .filter_map(|json| serde_json::from_str(json).ok())
+            .filter_map(
+                |json| match decode::<RunReport>(json.as_bytes(), "run report") {
+                    Ok(report) => Some(report),
+                    Err(e) => {
+                        tracing::warn!("a run report is left out of the list: {e}");
+                        None
+                    }
+                },
+            )
             .collect())
     }
 
@@ -128,11 +147,11 @@ impl Store {
 
     /// The last trusted run's source counts (the source-drop guard's baseline).
     pub(crate) async fn last_counts(&self, cvr: &str) -> Result<Option<SourceCounts>, QueueError> {
-        Ok(self
-            .queue
+        self.queue
             .get_value(&format!("last-counts:{cvr}"))
             .await?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+            .map(|v| decode(&v, &format!("source counts of {cvr}")))
+            .transpose()
     }
 
     pub(crate) async fn set_last_counts(
@@ -161,11 +180,11 @@ impl Store {
         run_id: &str,
         unit: Uuid,
     ) -> Result<Option<Vec<UserItem>>, QueueError> {
-        Ok(self
-            .queue
+        self.queue
             .get_map_field(&format!("run-slices:{run_id}"), &unit.to_string())
             .await?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+            .map(|v| decode(&v, &format!("plan of department {unit} in run {run_id}")))
+            .transpose()
     }
 
     pub(crate) async fn put_finish(
@@ -180,11 +199,11 @@ impl Store {
     }
 
     pub(crate) async fn finish(&self, run_id: &str) -> Result<Option<FinishData>, QueueError> {
-        Ok(self
-            .queue
+        self.queue
             .get_value(&format!("run-finish:{run_id}"))
             .await?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+            .map(|v| decode(&v, &format!("deactivations of run {run_id}")))
+            .transpose()
     }
 
     pub(crate) async fn put_result(
@@ -208,23 +227,35 @@ impl Store {
         run_id: &str,
         unit: Uuid,
     ) -> Result<Option<DepartmentResult>, QueueError> {
-        Ok(self
-            .queue
+        self.queue
             .get_map_field(&format!("run-results:{run_id}"), &unit.to_string())
             .await?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+            .map(|v| decode(&v, &format!("result of department {unit} in run {run_id}")))
+            .transpose()
     }
 }
 
 impl Store {
-    /// Read-modify-write of a report under a short lock, for writers that may race (a replayed
-    /// department job, `FinishRun`, a release). Returns the updated report, or `None` when the
-    /// run is unknown.
-    pub(crate) async fn update_report(
+    /// Writes a new report unless one exists (two schedulers enqueueing the same fire). Returns
+    /// whether it wrote.
+    pub(crate) async fn create_report(&self, report: &RunReport) -> Result<bool, QueueError> {
+        let mut created = false;
+        self.with_report_lock(&report.run_id, async {
+            if self.report(&report.run_id).await?.is_none() {
+                self.save_report(report).await?;
+                created = true;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(created)
+    }
+
+    async fn with_report_lock<T>(
         &self,
         run_id: &str,
-        change: impl FnOnce(&mut RunReport),
-    ) -> Result<Option<RunReport>, QueueError> {
+        work: impl std::future::Future<Output = Result<T, QueueError>>,
+    ) -> Result<T, QueueError> {
         let name = format!("report-lock:{run_id}");
         let owner = uuid::Uuid::new_v4().to_string();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -242,16 +273,27 @@ impl Store {
                 LockAttempt::Held { .. } => break,
             }
         }
-        let result = async {
+        let result = work.await;
+        let _ = self.queue.release_lock(&name, &owner).await;
+        result
+    }
+
+    /// Read-modify-write of a report under a short lock, for writers that may race (a replayed
+    /// department job, `FinishRun`, a release). Returns the updated report, or `None` when the
+    /// run is unknown.
+    pub(crate) async fn update_report(
+        &self,
+        run_id: &str,
+        change: impl FnOnce(&mut RunReport),
+    ) -> Result<Option<RunReport>, QueueError> {
+        self.with_report_lock(run_id, async {
             let Some(mut report) = self.report(run_id).await? else {
                 return Ok(None);
             };
             change(&mut report);
             self.save_report(&report).await?;
             Ok(Some(report))
-        }
-        .await;
-        let _ = self.queue.release_lock(&name, &owner).await;
-        result
+        })
+        .await
     }
 }

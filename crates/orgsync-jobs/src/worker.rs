@@ -23,7 +23,8 @@ pub struct WorkerSettings {
     /// Queue options for `SyncCustomer` (default: 5 attempts, 1 min then ×4: an STS outage
     /// of about 1.5 hours is waited out).
     pub customer_options: WorkerOptions,
-    /// Queue options for `SyncDepartment` (default: 6 attempts, 30 s then ×3).
+    /// Queue options for `SyncDepartment` (default: 6 attempts, 30 s then ×2: the longest
+    /// wait, 8 min, stays well inside the run lock's hour).
     pub department_options: WorkerOptions,
     /// Queue options for `FinishRun` (default: 8 attempts, 10 s then ×2).
     pub finish_options: WorkerOptions,
@@ -45,7 +46,7 @@ impl Default for WorkerSettings {
             department_options: WorkerOptions::default().retry(RetryPolicy::exponential(
                 6,
                 Duration::from_secs(30),
-                3.0,
+                2.0,
                 jitter(10),
             )),
             finish_options: WorkerOptions::default().retry(RetryPolicy::exponential(

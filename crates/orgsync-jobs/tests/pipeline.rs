@@ -329,10 +329,13 @@ async fn a_source_that_drops_half_its_users_holds_the_run_and_release_applies_th
     );
     assert!(state.departments.iter().all(|x| x.active));
 
-    // Releasing twice: the second is refused.
-    let released = orgsync_jobs::release::release(&app.pipeline, &report.run_id, "anna")
-        .await
-        .unwrap();
+    // Two releases at once: exactly one applies.
+    let (a, b) = tokio::join!(
+        orgsync_jobs::release::release(&app.pipeline, &report.run_id, "anna"),
+        orgsync_jobs::release::release(&app.pipeline, &report.run_id, "bo"),
+    );
+    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    let released = a.or(b).unwrap();
     assert_eq!(released.state, RunState::Released);
     let applied = released.release.as_ref().unwrap().applied;
     assert_eq!(
@@ -562,7 +565,7 @@ async fn a_fire_missed_during_downtime_runs_once_within_the_grace_period_and_not
     use orgsync_jobs::scheduler::{NextFire, ScheduledCustomer, enqueue_due};
     let app = TestApp::start(fixture(), policy()).await;
     let now = Utc::now();
-    let fires = vec![
+    let fires = [
         now - Duration::hours(3),
         now - Duration::hours(2),
         now - Duration::minutes(30),
@@ -603,5 +606,89 @@ async fn a_fire_missed_during_downtime_runs_once_within_the_grace_period_and_not
             .len(),
         1
     );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_finish_run_fails_the_run_and_its_replay_deactivates_only_while_no_newer_run_decides()
+ {
+    let app = TestApp::start(fixture(), policy()).await;
+    assert_eq!(app.sync().await.state, RunState::Succeeded);
+    let finish_job = |report: &orgsync_jobs::report::RunReport| {
+        let error = report.error.clone().unwrap();
+        let id = error
+            .split("orgsync dlq replay ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches('`');
+        orgsync_queue::JobId::new(id.to_owned())
+    };
+
+    // Bo leaves, but the target refuses deactivations: FinishRun is dead-lettered, the run
+    // says it failed and which job to replay.
+    let mut changed = fixture();
+    changed.users.retain(|x| x.uuid != p(2));
+    app.sim.replace(changed);
+    app.fail_deactivations(true);
+    let failed = app.sync().await;
+    assert_eq!(failed.state, RunState::Failed, "{}", failed.to_text());
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("deactivations were not applied")
+    );
+    assert!(user(&app.state().await, p(2)).unwrap().active);
+    assert_eq!(
+        app.pipeline.active_run(common::CVR).await.unwrap(),
+        None,
+        "the lock is released"
+    );
+
+    // Fixed and replayed: the run finishes and Bo is deactivated.
+    app.fail_deactivations(false);
+    app.queue
+        .replay(&finish_job(&failed), "support")
+        .await
+        .unwrap();
+    let finished = app
+        .report_when(&failed.run_id, |r| r.state == RunState::Succeeded)
+        .await;
+    assert!(finished.error.is_none());
+    assert!(!user(&app.state().await, p(2)).unwrap().active);
+
+    // Carl leaves; FinishRun dies again. Carl comes back and a newer run succeeds. Replaying
+    // the old FinishRun now must not deactivate Carl on its stale plan.
+    let mut changed = fixture();
+    changed.users.retain(|x| x.uuid != p(2) && x.uuid != p(3));
+    app.sim.replace(changed);
+    app.fail_deactivations(true);
+    let old = app.sync().await;
+    assert_eq!(old.state, RunState::Failed, "{}", old.to_text());
+    app.fail_deactivations(false);
+    let mut back = fixture();
+    back.users.retain(|x| x.uuid != p(2));
+    app.sim.replace(back);
+    assert_eq!(app.sync().await.state, RunState::Succeeded);
+    app.queue
+        .replay(&finish_job(&old), "support")
+        .await
+        .unwrap();
+    let held = app
+        .report_when(&old.run_id, |r| r.state == RunState::Held)
+        .await;
+    assert!(
+        held.held
+            .as_ref()
+            .unwrap()
+            .reasons
+            .contains(&HoldReason::Superseded),
+        "{}",
+        held.to_text()
+    );
+    assert!(user(&app.state().await, p(3)).unwrap().active, "Carl stays");
+    let refused = orgsync_jobs::release::release(&app.pipeline, &old.run_id, "anna").await;
+    assert!(refused.unwrap_err().to_string().contains("superseded"));
     app.finish().await;
 }

@@ -234,6 +234,9 @@ pub enum HoldReason {
     OverPercent,
     /// Part of the run failed (set by the pipeline, not the planner).
     RunFailed,
+    /// A newer run of the customer started before this one finished: the newer run's plan
+    /// decides (set by the pipeline, not the planner).
+    Superseded,
 }
 
 /// Counts per action.

@@ -111,22 +111,36 @@ fn write_config(
         .with_context(|| format!("cannot create {}", config_dir.display()))?;
     let database = std::path::absolute(dir.join(format!("{DEMO_CVR}.sqlite")))
         .context("cannot resolve the demo directory")?;
+    // A Redis password never goes into the file: such a URL is set in memory by the demo, and
+    // the commands it prints need ORGSYNC__REDIS__URL.
+    let url_line = if redis_url.contains('@') {
+        "# url: the configured Redis (with a password); set ORGSYNC__REDIS__URL to use it\n"
+            .to_owned()
+    } else {
+        format!("url = {}\n", toml_string(redis_url))
+    };
     let service = format!(
         "# Written by `orgsync demo`: the demo's own configuration.\n\
-         [redis]\nurl = \"{redis_url}\"\nkey_prefix = \"{key_prefix}\"\n\n\
-         [sts]\nenvironment = \"sim\"\nbase_url = \"{}\"\n",
-        sim.base_url()
+         [redis]\n{url_line}key_prefix = {}\n\n\
+         [sts]\nenvironment = \"sim\"\nbase_url = {}\n",
+        toml_string(key_prefix),
+        toml_string(sim.base_url().as_str())
     );
     let customer = format!(
         "# Written by `orgsync demo`: the synthetic municipality of the simulator.\n\
          cvr = \"{DEMO_CVR}\"\nname = \"Demo ({size})\"\ndomains = [\"{}\"]\n\n\
-         [target]\nkind = \"sqlite\"\npath = {:?}\n",
+         [target]\nkind = \"sqlite\"\npath = {}\n",
         domain_of(size),
-        database.display().to_string()
+        toml_string(&database.display().to_string())
     );
     std::fs::write(config_dir.join("orgsync.toml"), service)?;
     std::fs::write(config_dir.join("customers").join("demo.toml"), customer)?;
     Ok(config_dir)
+}
+
+/// A TOML string (quoted and escaped by the toml crate).
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
 }
 
 /// Runs the demo.
@@ -178,13 +192,15 @@ pub(crate) async fn run(
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let demo_config = write_config(&args.dir, &redis_url, &args.key_prefix, &sim, args.size)?;
-    let config = Arc::new(
-        orgsync_config::load(&demo_config)
-            .map_err(|problems| anyhow::anyhow!("the demo's own configuration: {problems}"))?,
-    );
+    let mut config = orgsync_config::load(&demo_config)
+        .map_err(|problems| anyhow::anyhow!("the demo's own configuration: {problems}"))?;
+    // The Redis chosen above, whatever ORGSYNC__REDIS__* says.
+    config.service.redis.url = secrecy::SecretString::from(redis_url.clone());
+    config.service.redis.key_prefix = args.key_prefix.clone();
+    let config = Arc::new(config);
     let pipeline = crate::wiring::pipeline(config.clone()).await?;
     let (signal, stop_worker) = orgsync_queue::manual_signal();
-    let worker = tokio::spawn(orgsync_jobs::worker::run(
+    let mut worker = tokio::spawn(orgsync_jobs::worker::run(
         pipeline.clone(),
         crate::wiring::worker_settings(&config),
         signal,
@@ -209,7 +225,17 @@ pub(crate) async fn run(
         .await?;
     writeln!(out, "run {} enqueued", run.run_id)?;
     out.flush()?;
-    let report = crate::runs::wait(&pipeline, &run.run_id).await?;
+    let report = tokio::select! {
+        report = crate::runs::wait(&pipeline, &run.run_id) => report?,
+        stopped = &mut worker => anyhow::bail!(
+            "the demo's worker stopped before the run ended: {}",
+            match stopped {
+                Ok(Ok(())) => "it exited".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            }
+        ),
+    };
     write!(out, "\n{}", report.to_text())?;
     let database = config
         .customer(DEMO_CVR)

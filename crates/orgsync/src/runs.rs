@@ -167,7 +167,11 @@ pub(crate) async fn wait(pipeline: &Pipeline, run_id: &str) -> anyhow::Result<Ru
             bar.set_position(done);
             bar.set_message(message);
         } else if last_state != Some(state) || last_line.elapsed() > Duration::from_secs(10) {
-            tracing::info!(run.id = %run_id, "run {run_id}: {message}, {done}/{total} departments");
+            // Not a terminal (a script, CI): a line now and then on stderr, stdout stays the report.
+            let _ = writeln!(
+                std::io::stderr(),
+                "run {run_id}: {message}, {done}/{total} departments"
+            );
             last_line = std::time::Instant::now();
             last_state = Some(state);
         }

@@ -13,6 +13,7 @@ use orgsync_jobs::scheduler::{ScheduledCustomer, SchedulerOptions};
 use orgsync_jobs::sources::{Customer, SourceError, SourceRead, Sources};
 use orgsync_jobs::worker::WorkerSettings;
 use orgsync_model::ids::Cvr;
+use orgsync_model::target::TargetState;
 use orgsync_sts::limits::SystemLimits;
 use orgsync_target::Target;
 use secrecy::ExposeSecret as _;
@@ -41,6 +42,23 @@ impl ConfigSources {
 
 #[async_trait]
 impl Sources for ConfigSources {
+    async fn target_state(&self, cvr: &Cvr) -> Result<TargetState, SourceError> {
+        // `plan` writes nothing: an SQLite file that does not exist yet holds nothing, and
+        // opening it would create it.
+        if let Some(customer) = self.config.customer(cvr.as_str()) {
+            if let orgsync_config::TargetConfig::Sqlite(sqlite) = &customer.target {
+                if !sqlite.path.exists() {
+                    return Ok(TargetState::default());
+                }
+            }
+        }
+        let target = self.target(cvr).await?;
+        target
+            .read_state()
+            .await
+            .map_err(|e| SourceError::target(&e))
+    }
+
     fn customer(&self, cvr: &Cvr) -> Option<Customer> {
         self.config.customer(cvr.as_str()).map(|c| Customer {
             cvr: c.cvr.clone(),

@@ -39,6 +39,7 @@ pub fn cvr() -> Cvr {
 pub struct FaultyTarget {
     pub inner: Arc<dyn Target>,
     pub fail_department: Mutex<Option<UnitId>>,
+    pub fail_deactivations: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -69,6 +70,16 @@ impl Target for FaultyTarget {
         self.inner.write_department(item).await
     }
     async fn write_user(&self, item: &UserItem) -> Result<WriteOutcome, TargetError> {
+        if item.action == orgsync_model::plan::Action::Deactivate
+            && self
+                .fail_deactivations
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(TargetError::Unauthorized {
+                status: 403,
+                detail: "deactivations refused (test fault)".to_owned(),
+            });
+        }
         let armed = *self.fail_department.lock().unwrap();
         if armed.is_some() && armed == item.fields.primary_department {
             return Err(TargetError::Unauthorized {
@@ -192,6 +203,7 @@ impl TestApp {
             target: Arc::new(FaultyTarget {
                 inner,
                 fail_department: Mutex::new(None),
+                fail_deactivations: std::sync::atomic::AtomicBool::new(false),
             }),
         });
         let pipeline = Pipeline::new(queue.clone(), sources.clone(), PipelineOptions::default());
@@ -220,6 +232,13 @@ impl TestApp {
 
     pub fn fail_department(&self, unit: Option<UnitId>) {
         *self.sources.target.fail_department.lock().unwrap() = unit;
+    }
+
+    pub fn fail_deactivations(&self, fail: bool) {
+        self.sources
+            .target
+            .fail_deactivations
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set_policy(&self, change: impl FnOnce(&mut Policy)) {

@@ -234,6 +234,10 @@ impl StsClient {
                         limit,
                     }),
                     Ok(Err(TransportError::Refused(message))) => Err(StsError::Config(message)),
+                    Ok(Err(TransportError::Token(source))) => Err(StsError::Token {
+                        site: site.clone(),
+                        source,
+                    }),
                     Ok(Ok(response)) => interpret::<T>(&site, &response),
                 }
             };

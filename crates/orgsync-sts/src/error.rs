@@ -61,7 +61,7 @@ pub enum StsError {
 
     /// A SOAP fault. `Receiver` faults (server-side trouble, throttling) are retriable;
     /// `Sender` faults and anything about the service agreement or security are not.
-    #[error("{site}: SOAP fault {code}{}: {reason}", subcode.as_ref().map(|s| format!("/{s}")).unwrap_or_default())]
+    #[error("{site}: SOAP fault {code}{}: {reason}{}", subcode.as_ref().map(|s| format!("/{s}")).unwrap_or_default(), crate::token::hint(subcode.as_deref(), reason))]
     Fault {
         /// The call.
         site: CallSite,
@@ -115,6 +115,16 @@ pub enum StsError {
         message: String,
     },
 
+    /// No token could be had from the STS for this municipality (refused, unreachable, unusable).
+    /// Retriable only when the STS was unreachable or had a transient server problem.
+    #[error("{site}: {source}")]
+    Token {
+        /// The call that needed the token.
+        site: CallSite,
+        /// Why.
+        source: crate::token::TokenError,
+    },
+
     /// No Organisation was found for the CVR (no Virksomhed, or no Organisation pointing at it). Not retriable.
     #[error("no STS Organisation found for CVR {cvr}: {message}")]
     OrganisationNotFound {
@@ -143,7 +153,9 @@ impl StsError {
                 code == "Receiver"
                     && !text.contains("ServiceAgreement")
                     && !text.contains("Security")
+                    && !text.contains("Token")
             }
+            StsError::Token { source, .. } => source.is_retriable(),
             StsError::Status { code, .. } => *code >= 50,
             StsError::Config(_)
             | StsError::TooLarge { .. }
@@ -168,6 +180,9 @@ pub enum TransportError {
     /// The transport refuses this call for good (for example a non-loopback address on the unsigned profile).
     #[error("{0}")]
     Refused(String),
+    /// No token for the call's municipality.
+    #[error(transparent)]
+    Token(crate::token::TokenError),
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ pub use customer::{CustomerConfig, ScimTarget, SqliteTarget, TargetConfig};
 pub use problem::{Problem, Problems};
 pub use schedule::Schedule;
 pub use service::{
-    LogConfig, LogFormat, RedisConfig, ServiceConfig, StsConfig, StsEnvironment, WebConfig,
+    LogConfig, LogFormat, ORGANISATION6_ENTITY_ID, RedisConfig, SERVICEPLATFORMEN_ENTITY_ID,
+    ServiceConfig, StsConfig, StsEnvironment, StsProfile, TokenProtocolSetting, WebConfig,
 };
 
 /// The prefix of environment overrides: `ORGSYNC__REDIS__URL` overrides `[redis] url`.

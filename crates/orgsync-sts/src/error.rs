@@ -25,7 +25,7 @@ impl std::fmt::Display for CallSite {
 }
 
 /// A failed STS call or read.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StsError {
     /// The client is configured in a way that cannot work (for example the unsigned transport
     /// pointed at a real STS address). Not retriable: fix the configuration.
@@ -161,6 +161,21 @@ impl StsError {
             | StsError::TooLarge { .. }
             | StsError::Malformed { .. }
             | StsError::OrganisationNotFound { .. } => false,
+        }
+    }
+}
+
+impl StsError {
+    /// Whether this error stops the whole read rather than one page: the STS refused the token,
+    /// or a service refused the call for a reason every other call shares (no service
+    /// agreement, security checks, access outside the token's CVR).
+    pub fn ends_read(&self) -> bool {
+        match self {
+            StsError::Token { source, .. } => !source.is_retriable(),
+            StsError::Fault {
+                subcode, reason, ..
+            } => !self.is_retriable() && !crate::token::hint(subcode.as_deref(), reason).is_empty(),
+            _ => false,
         }
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::dsig::{self, DsigError, SIGNATURE_MARKER, SignedPart};
 use crate::error::TransportError;
 use crate::identity::{ClientIdentity, IdentityError};
-use crate::token::{SamlToken, TokenCache, wsu_time};
+use crate::token::{SamlToken, TokenCache, TokenClient, TokenOptions, wsu_time};
 use crate::transport::{SoapCall, SoapResponse, Transport, TransportFuture, read_limited};
 use crate::wire::{
     LIBERTY_PROFILE_NS, LIBERTY_SB_NS, REQUEST_HEADER_NS, SAML20_TOKEN_TYPE, SAMLID_VALUE_TYPE,
@@ -78,6 +78,53 @@ pub fn mutual_tls_client(
     builder
         .build()
         .map_err(|e| IdentityError::Key(format!("cannot build the TLS client: {e}")))
+}
+
+/// What every signed client of one configuration shares: the system certificate, the mutual
+/// TLS HTTP client and the token cache. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SignedSession {
+    identity: Arc<ClientIdentity>,
+    http: reqwest::Client,
+    tokens: TokenCache,
+}
+
+impl SignedSession {
+    /// Builds the TLS client (trusting the public roots plus `extra_tls_roots`, DER) and the
+    /// token cache for `tokens`.
+    pub fn new(
+        identity: Arc<ClientIdentity>,
+        extra_tls_roots: &[Vec<u8>],
+        tokens: TokenOptions,
+    ) -> Result<SignedSession, IdentityError> {
+        let http = mutual_tls_client(&identity, extra_tls_roots)?;
+        let tokens = TokenCache::new(TokenClient::new(tokens, identity.clone(), http.clone()));
+        Ok(SignedSession {
+            identity,
+            http,
+            tokens,
+        })
+    }
+
+    /// A transport for clients of this session.
+    pub fn transport(&self, options: SignedOptions) -> SignedTransport {
+        SignedTransport::new(
+            self.http.clone(),
+            self.tokens.clone(),
+            self.identity.clone(),
+            options,
+        )
+    }
+
+    /// The token cache (shared by every transport of the session).
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    /// The system certificate.
+    pub fn identity(&self) -> &ClientIdentity {
+        &self.identity
+    }
 }
 
 /// Signs every call with the municipality's token and the system's key; sends over mutual TLS.

@@ -151,8 +151,7 @@ impl StsError {
             } => {
                 let text = format!("{} {}", subcode.as_deref().unwrap_or(""), reason);
                 code == "Receiver"
-                    && !text.contains("ServiceAgreement")
-                    && !text.contains("Security")
+                    && crate::token::hint(subcode.as_deref(), reason).is_empty()
                     && !text.contains("Token")
             }
             StsError::Token { source, .. } => source.is_retriable(),

@@ -141,9 +141,9 @@ impl TokenError {
                 http_status,
             .. } => {
                 let text = format!("{} {reason}", subcode.as_deref().unwrap_or(""));
-                let about_trust = ["ServiceAgreement", "Security", "Certificate", "Authentication", "Token", "Audience", "AppliesTo", "Unauthorized"]
-                    .iter()
-                    .any(|w| text.contains(w));
+                let about_trust = !hint(subcode.as_deref(), reason).is_empty()
+                    || text.contains("Token")
+                    || text.contains("Unauthorized");
                 let transient = code == "Receiver" || *http_status >= 500 || *http_status == 429;
                 transient && !about_trust
             }
@@ -152,17 +152,20 @@ impl TokenError {
     }
 }
 
-/// What to do about a refusal, for people reading the error.
+/// What to do about a refusal, for people reading the error ("" when nothing specific is known).
 pub fn hint(subcode: Option<&str>, reason: &str) -> &'static str {
-    let text = format!("{} {reason}", subcode.unwrap_or(""));
-    if text.contains("ServiceAgreement") {
+    let text = format!("{} {reason}", subcode.unwrap_or("")).to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    if has(&["serviceagreement", "serviceaftale"]) {
         ". The municipality has not approved a service agreement for this IT system and service: ask it to approve the agreement in KOMBIT's administration module (Fælleskommunalt Administrationsmodul); retrying will not help"
-    } else if text.contains("Audience") || text.contains("AppliesTo") || text.contains("EntityId") {
+    } else if has(&["accessdenied", "no access"]) {
+        ". The token's CVR gives no access to these objects: check the customer's CVR and organisation_uuid; retrying will not help"
+    } else if has(&["audience", "appliesto", "entityid", "entity id"]) {
         ". Check [sts] entity_id against the service's entity ID; retrying will not help"
-    } else if text.contains("Certificate") || text.contains("Signature") || text.contains("Security") || text.contains("Timestamp") {
-        ". Check the system certificate (registered with KOMBIT for this system, not expired) and the host clock; retrying will not help"
-    } else if text.contains("Cvr") || text.contains("CVR") || text.contains("AccessDenied") {
-        ". The token's CVR does not give access to these objects: check the customer's CVR and Organisation UUID; retrying will not help"
+    } else if has(&["messageexpired", "timestamp"]) {
+        ". Check the host's clock (NTP); retrying will not help"
+    } else if has(&["invalidsecuritytoken", "failedauthentication", "invalidsecurity", "failedcheck", "certificate", "signature", "security"]) {
+        ". Check the system certificate (registered with KOMBIT for this system, not expired) and [sts] sts_certificate_files; retrying will not help"
     } else {
         ""
     }

@@ -12,8 +12,9 @@ use orgsync_sts::token::TokenProtocol;
 use orgsync_sts_sim::generate::{Size, expected_read};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signed_read_over_mutual_tls_yields_the_model_with_one_token_per_cvr() {
-    let truth = municipality(Size::S, 5);
+async fn a_full_m_read_with_require_signatures_yields_the_model_with_one_token_per_cvr() {
+    // The xl read is `cargo bench -p orgsync-sts --bench signed_xl` (too slow for a debug test).
+    let truth = municipality(Size::M, 5);
     let other = orgsync_sts_sim::generate::generate(&Cvr::parse("11111111").unwrap(), Size::Xs, 2, today());
     let sim = start_secure(vec![truth.clone(), other.clone()]).await;
     let session = session_with(token_options(&sim));
@@ -69,5 +70,26 @@ async fn a_municipality_without_a_service_agreement_is_refused_clearly_and_not_r
     assert!(text.contains("ServiceAgreementNotFound"), "{text}");
     assert!(text.contains("administration module"), "{text}");
     assert_eq!(sim.stats().security_refusals, 1, "one refusal, no retry");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_xl_read_with_require_signatures_succeeds_with_one_token() {
+    let truth = municipality(Size::Xl, 1);
+    let sim = start_secure(vec![truth.clone()]).await;
+    let session = session_with(token_options(&sim));
+    let started = std::time::Instant::now();
+    let read = signed_client(&sim, &session, &cvr()).read_snapshot().await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(read.snapshot.partial, None);
+    assert_eq!(
+        normalised(read.snapshot),
+        normalised(expected_read(&truth, today()))
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.tokens_issued.get(cvr().as_str()), Some(&1));
+    assert_eq!(stats.security_refusals, 0);
+    assert_eq!(stats.calls, read.calls);
+    eprintln!("xl signed read: {} calls in {seconds:.1} s, 1 token", read.calls);
     sim.shutdown().await;
 }

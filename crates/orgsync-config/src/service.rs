@@ -537,7 +537,11 @@ fn check(
                 format!(
                     "missing; environment {}{} needs the system certificate (a .p12/.pfx, or a PEM certificate with private_key_file)",
                     sts.environment,
-                    if sts.signed { " with signed = true" } else { "" }
+                    if sts.signed {
+                        " with signed = true"
+                    } else {
+                        ""
+                    }
                 ),
             ),
             Some(file) if !file.is_file() => problem(
@@ -555,7 +559,9 @@ fn check(
                 ),
             );
         }
-        if sts.effective_sts_rest_url().is_none() && sts.token_protocol == TokenProtocolSetting::Rest {
+        if sts.effective_sts_rest_url().is_none()
+            && sts.token_protocol == TokenProtocolSetting::Rest
+        {
             problem(
                 "sts.sts_rest_url",
                 format!(
@@ -570,18 +576,30 @@ fn check(
         ("sts.tls_ca_file", sts.tls_ca_file.as_ref()),
     ] {
         if let Some(file) = file.filter(|f| !f.is_file()) {
-            problem(field, format!("{} does not exist or is not a file", file.display()));
+            problem(
+                field,
+                format!("{} does not exist or is not a file", file.display()),
+            );
         }
     }
     for (field, files) in [
         ("sts.sts_certificate_files", &sts.sts_certificate_files),
-        ("sts.service_certificate_files", &sts.service_certificate_files),
+        (
+            "sts.service_certificate_files",
+            &sts.service_certificate_files,
+        ),
     ] {
         for file in files.iter().filter(|f| !f.is_file()) {
-            problem(field, format!("{} does not exist or is not a file", file.display()));
+            problem(
+                field,
+                format!("{} does not exist or is not a file", file.display()),
+            );
         }
     }
-    for (field, url) in [("sts.sts_url", &sts.sts_url), ("sts.sts_rest_url", &sts.sts_rest_url)] {
+    for (field, url) in [
+        ("sts.sts_url", &sts.sts_url),
+        ("sts.sts_rest_url", &sts.sts_rest_url),
+    ] {
         if let Some(url) = url.as_ref().filter(|u| u.scheme() != "https") {
             problem(field, format!("{url}: the STS is only reached over https"));
         }
@@ -599,13 +617,18 @@ fn check(
     {
         problem(
             "sts.certificate_password_env",
-            format!("{password_env:?}; expected an environment variable name (letters, digits, '_')"),
+            format!(
+                "{password_env:?}; expected an environment variable name (letters, digits, '_')"
+            ),
         );
     }
     if !(60..=7 * 3600).contains(&sts.token_expiry_margin_s) {
         problem(
             "sts.token_expiry_margin_s",
-            format!("{}; expected 60 to 25200 (tokens live 8 hours)", sts.token_expiry_margin_s),
+            format!(
+                "{}; expected 60 to 25200 (tokens live 8 hours)",
+                sts.token_expiry_margin_s
+            ),
         );
     }
     if !(1..=64).contains(&sts.max_in_flight_per_customer) {

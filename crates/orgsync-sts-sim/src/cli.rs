@@ -53,7 +53,10 @@ pub struct SimArgs {
     #[arg(long, default_value = "sim-pki")]
     pub pki_dir: PathBuf,
     /// The entity ID the services accept as token audience.
-    #[arg(long, default_value = "http://stoettesystemerne.dk/service/organisation/3")]
+    #[arg(
+        long,
+        default_value = "http://stoettesystemerne.dk/service/organisation/3"
+    )]
     pub entity_id: String,
 }
 

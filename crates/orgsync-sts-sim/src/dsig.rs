@@ -15,8 +15,7 @@ pub(crate) const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 pub(crate) const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 pub(crate) const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
 pub(crate) const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
-pub(crate) const STR_TRANSFORM: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#STR-Transform";
+pub(crate) const STR_TRANSFORM: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#STR-Transform";
 
 /// An element of a parsed document.
 #[derive(Clone, Debug, Default)]
@@ -101,7 +100,9 @@ fn reference(name: &str) -> Result<char, String> {
             let number = n.strip_prefix('#').ok_or(format!("unknown entity &{n};"))?;
             let code = match number.strip_prefix('x') {
                 Some(h) => u32::from_str_radix(h, 16).map_err(|e| e.to_string())?,
-                None => number.parse().map_err(|e: std::num::ParseIntError| e.to_string())?,
+                None => number
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| e.to_string())?,
             };
             char::from_u32(code).ok_or(format!("bad character reference &{n};"))
         }
@@ -222,14 +223,19 @@ pub(crate) fn canonical(
     target: &Element,
     exclude: Option<usize>,
 ) -> Result<String, String> {
-    let scope = scope_of(root, target.span.0, Vec::new()).ok_or("the element is not in the document")?;
+    let scope =
+        scope_of(root, target.span.0, Vec::new()).ok_or("the element is not in the document")?;
     let mut out = String::new();
     render(target, &scope, &[], exclude, &mut out)?;
     Ok(out)
 }
 
 /// The namespace bindings in scope at the element starting at `start` (outermost first).
-fn scope_of(element: &Element, start: usize, mut inherited: Vec<(String, String)>) -> Option<Vec<(String, String)>> {
+fn scope_of(
+    element: &Element,
+    start: usize,
+    mut inherited: Vec<(String, String)>,
+) -> Option<Vec<(String, String)>> {
     inherited.extend(element.declarations.iter().cloned());
     if element.span.0 == start {
         return Some(inherited);
@@ -244,7 +250,11 @@ fn lookup<'a>(scope: &'a [(String, String)], prefix: &str) -> Option<&'a str> {
     if prefix == "xml" {
         return Some("http://www.w3.org/XML/1998/namespace");
     }
-    scope.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str())
+    scope
+        .iter()
+        .rev()
+        .find(|(p, _)| p == prefix)
+        .map(|(_, u)| u.as_str())
 }
 
 fn render(
@@ -281,7 +291,11 @@ fn render(
         .attributes
         .iter()
         .map(|(p, l, v)| {
-            let uri = if p.is_empty() { String::new() } else { lookup(scope, p).unwrap_or_default().to_owned() };
+            let uri = if p.is_empty() {
+                String::new()
+            } else {
+                lookup(scope, p).unwrap_or_default().to_owned()
+            };
             (uri, p.as_str(), l.as_str(), v.as_str())
         })
         .collect();
@@ -389,24 +403,36 @@ pub(crate) fn verify_signature(
         .and_then(|m| m.attribute("Algorithm"))
         .unwrap_or_default();
     if c14n != EXC_C14N {
-        return Err(format!("canonicalization {c14n:?}; expected exclusive c14n"));
+        return Err(format!(
+            "canonicalization {c14n:?}; expected exclusive c14n"
+        ));
     }
     let mut referenced = Vec::new();
     for reference in signed_info.elements().filter(|e| e.local == "Reference") {
         let uri = reference.attribute("URI").unwrap_or_default();
-        let id = uri.strip_prefix('#').ok_or(format!("reference {uri:?} is not local"))?;
+        let id = uri
+            .strip_prefix('#')
+            .ok_or(format!("reference {uri:?} is not local"))?;
         let transforms: Vec<&str> = reference
             .child("Transforms")
-            .map(|t| t.elements().filter_map(|e| e.attribute("Algorithm")).collect())
+            .map(|t| {
+                t.elements()
+                    .filter_map(|e| e.attribute("Algorithm"))
+                    .collect()
+            })
             .unwrap_or_default();
         let digest_method = reference
             .child("DigestMethod")
             .and_then(|m| m.attribute("Algorithm"))
             .unwrap_or_default();
         if digest_method != SHA256 {
-            return Err(format!("digest {digest_method:?} of {uri}; expected sha256"));
+            return Err(format!(
+                "digest {digest_method:?} of {uri}; expected sha256"
+            ));
         }
-        let mut target = root.by_id(id).ok_or(format!("reference {uri}: no such element"))?;
+        let mut target = root
+            .by_id(id)
+            .ok_or(format!("reference {uri}: no such element"))?;
         let mut target_id = id.to_owned();
         let mut exclude = None;
         for transform in &transforms {
@@ -414,10 +440,13 @@ pub(crate) fn verify_signature(
                 EXC_C14N => {}
                 ENVELOPED => exclude = Some(signature.span.0),
                 STR_TRANSFORM => {
-                    let assertion_id = target
-                        .find("KeyIdentifier")
-                        .map(Element::text)
-                        .ok_or(format!("reference {uri}: the SecurityTokenReference has no KeyIdentifier"))?;
+                    let assertion_id =
+                        target
+                            .find("KeyIdentifier")
+                            .map(Element::text)
+                            .ok_or(format!(
+                                "reference {uri}: the SecurityTokenReference has no KeyIdentifier"
+                            ))?;
                     target = root
                         .by_id(&assertion_id)
                         .ok_or(format!("reference {uri}: no assertion {assertion_id}"))?;
@@ -426,7 +455,10 @@ pub(crate) fn verify_signature(
                 other => return Err(format!("reference {uri}: unsupported transform {other}")),
             }
         }
-        let expected = reference.child("DigestValue").map(Element::text).unwrap_or_default();
+        let expected = reference
+            .child("DigestValue")
+            .map(Element::text)
+            .unwrap_or_default();
         let actual = sha256_base64(canonical(root, target, exclude)?.as_bytes());
         if actual != expected {
             return Err(format!(

@@ -58,9 +58,12 @@ impl Signer {
     /// RSASSA-PKCS1-v1_5 SHA-256.
     pub fn sign(&self, data: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; self.key.public().modulus_len()];
-        let _ = self
-            .key
-            .sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), data, &mut out);
+        let _ = self.key.sign(
+            &signature::RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            data,
+            &mut out,
+        );
         out
     }
 
@@ -71,10 +74,7 @@ impl Signer {
 }
 
 fn pem_der(pem: &str) -> Result<Vec<u8>, SimError> {
-    let body: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     BASE64
         .decode(body)
         .map_err(|e| SimError::Usage(format!("bad PEM: {e}")))
@@ -137,17 +137,30 @@ impl SimPki {
         let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
         let issuer = Issuer::new(ca_params.clone(), ca_key);
 
-        let leaf = |cn: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose, key_pem: &str, days: i64| {
+        let leaf = |cn: &str,
+                    names: Vec<String>,
+                    usage: ExtendedKeyUsagePurpose,
+                    key_pem: &str,
+                    days: i64| {
             let key = key_pair(key_pem)?;
             let mut params = CertificateParams::new(names).map_err(err)?;
             params.distinguished_name = dn(cn, "orgsync test");
             params.extended_key_usages = vec![usage];
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
             validity(&mut params, days);
             let cert = params.signed_by(&key, &issuer).map_err(err)?;
             Signer::new(&cert, key_pem)
         };
-        let sts = leaf("ADG_SIM_Adgangsstyring_1", vec![], ExtendedKeyUsagePurpose::Any, STS_KEY, 3650)?;
+        let sts = leaf(
+            "ADG_SIM_Adgangsstyring_1",
+            vec![],
+            ExtendedKeyUsagePurpose::Any,
+            STS_KEY,
+            3650,
+        )?;
         let tls = leaf(
             "localhost",
             vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
@@ -202,8 +215,9 @@ impl SimPki {
             ("client.pem", self.client.certificate_pem.as_str()),
             ("client-key.pem", self.client.key_pem.as_str()),
         ] {
-            std::fs::write(dir.join(name), text)
-                .map_err(|e| SimError::Usage(format!("cannot write {}: {e}", dir.join(name).display())))?;
+            std::fs::write(dir.join(name), text).map_err(|e| {
+                SimError::Usage(format!("cannot write {}: {e}", dir.join(name).display()))
+            })?;
         }
         Ok(())
     }

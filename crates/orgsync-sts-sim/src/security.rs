@@ -15,18 +15,21 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use crate::dsig::{self, DSIG_NS, ENVELOPED, EXC_C14N, Element, RSA_SHA256, SHA256};
-use crate::pki::{SimPki, Signer};
+use crate::pki::{Signer, SimPki};
 use crate::xml::XmlWriter;
 
 pub(crate) const SAML_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 const WST_NS: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512";
-const WSU_NS: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
-const WSSE_NS: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+const WSU_NS: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+const WSSE_NS: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
 const WSP_NS: &str = "http://schemas.xmlsoap.org/ws/2004/09/policy";
 const WSA_NS: &str = "http://www.w3.org/2005/08/addressing";
 const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
 const CVR_CLAIM: &str = "dk:gov:saml:attribute:CvrNumberIdentifier";
-const SAML_TOKEN_TYPE: &str = "http://docs.oasis-open.org/wss/oasis-wss-saml-token-profile-1.1#SAMLV2.0";
+const SAML_TOKEN_TYPE: &str =
+    "http://docs.oasis-open.org/wss/oasis-wss-saml-token-profile-1.1#SAMLV2.0";
 
 /// The simulator's security: mutual TLS, the STS, and (optionally) signature checks on every service call.
 #[derive(Clone, Debug)]
@@ -84,7 +87,9 @@ fn time(t: DateTime<Utc>) -> String {
 }
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text.trim()).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Builds and signs an assertion for `cvr`, audience `entity_id`, holder-of-key `holder` (DER), signed by `signer`.
@@ -113,15 +118,27 @@ pub fn assertion(
             ("xmlns", SAML_NS),
         ],
     );
-    w.start("Issuer", &[("Format", "urn:oasis:names:tc:SAML:2.0:nameid-format:entity")]);
+    w.start(
+        "Issuer",
+        &[("Format", "urn:oasis:names:tc:SAML:2.0:nameid-format:entity")],
+    );
     w.raw(&quick_xml::escape::escape(&security.issuer));
     w.end("Issuer");
     w.raw("<!--signature-->");
     w.open("Subject");
-    w.start("NameID", &[("Format", "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName")]);
+    w.start(
+        "NameID",
+        &[(
+            "Format",
+            "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName",
+        )],
+    );
     w.raw(&quick_xml::escape::escape(&subject));
     w.end("NameID");
-    w.start("SubjectConfirmation", &[("Method", "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key")]);
+    w.start(
+        "SubjectConfirmation",
+        &[("Method", "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key")],
+    );
     w.start(
         "SubjectConfirmationData",
         &[
@@ -140,7 +157,10 @@ pub fn assertion(
     w.end("SubjectConfirmationData");
     w.end("SubjectConfirmation");
     w.end("Subject");
-    w.start("Conditions", &[("NotBefore", now_text), ("NotOnOrAfter", until_text)]);
+    w.start(
+        "Conditions",
+        &[("NotBefore", now_text), ("NotOnOrAfter", until_text)],
+    );
     w.open("AudienceRestriction");
     w.leaf("Audience", entity_id);
     w.end("AudienceRestriction");
@@ -154,7 +174,13 @@ pub fn assertion(
     ] {
         w.start(
             "Attribute",
-            &[("Name", name), ("NameFormat", "urn:oasis:names:tc:SAML:2.0:attrname-format:basic")],
+            &[
+                ("Name", name),
+                (
+                    "NameFormat",
+                    "urn:oasis:names:tc:SAML:2.0:attrname-format:basic",
+                ),
+            ],
         );
         w.leaf("AttributeValue", value);
         w.end("Attribute");
@@ -162,7 +188,10 @@ pub fn assertion(
     w.end("AttributeStatement");
     w.start("AuthnStatement", &[("AuthnInstant", now_text)]);
     w.open("AuthnContext");
-    w.leaf("AuthnContextClassRef", "urn:oasis:names:tc:SAML:2.0:ac:classes:X509");
+    w.leaf(
+        "AuthnContextClassRef",
+        "urn:oasis:names:tc:SAML:2.0:ac:classes:X509",
+    );
     w.end("AuthnContext");
     w.end("AuthnStatement");
     w.end("Assertion");
@@ -235,12 +264,19 @@ fn certificate_ok(security: &SimSecurity, der: &[u8], now: DateTime<Utc>) -> Res
     }
     let t = now.timestamp();
     if t < cert.validity().not_before.timestamp() || t > cert.validity().not_after.timestamp() {
-        return Err(refuse("FailedAuthentication", "the certificate is expired or not yet valid"));
+        return Err(refuse(
+            "FailedAuthentication",
+            "the certificate is expired or not yet valid",
+        ));
     }
     Ok(())
 }
 
-fn timestamp_ok(security: &SimSecurity, header: &Element, now: DateTime<Utc>) -> Result<Vec<String>, Refusal> {
+fn timestamp_ok(
+    security: &SimSecurity,
+    header: &Element,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, Refusal> {
     let security_header = header
         .elements()
         .find(|e| e.local == "Security")
@@ -251,32 +287,55 @@ fn timestamp_ok(security: &SimSecurity, header: &Element, now: DateTime<Utc>) ->
     let created = stamp.child("Created").and_then(|c| parse_time(&c.text()));
     let expires = stamp.child("Expires").and_then(|c| parse_time(&c.text()));
     let (Some(created), Some(expires)) = (created, expires) else {
-        return Err(refuse("InvalidSecurity", "the Timestamp has no Created/Expires"));
+        return Err(refuse(
+            "InvalidSecurity",
+            "the Timestamp has no Created/Expires",
+        ));
     };
     if created > now + security.skew() {
-        return Err(refuse("MessageExpired", format!("the Timestamp is created in the future ({created})")));
+        return Err(refuse(
+            "MessageExpired",
+            format!("the Timestamp is created in the future ({created})"),
+        ));
     }
     if expires <= now - security.skew() {
-        return Err(refuse("MessageExpired", format!("the Timestamp expired at {expires}; check the client's clock")));
+        return Err(refuse(
+            "MessageExpired",
+            format!("the Timestamp expired at {expires}; check the client's clock"),
+        ));
     }
     Ok(vec![stamp.attribute("Id").unwrap_or_default().to_owned()])
 }
 
 fn id_of<'a>(header: &'a Element, local: &str) -> Option<&'a str> {
-    header.elements().find(|e| e.local == local).and_then(|e| e.attribute("Id"))
+    header
+        .elements()
+        .find(|e| e.local == local)
+        .and_then(|e| e.attribute("Id"))
 }
 
 /// Checks a signed WS-Trust request and reads what it asks for.
-pub(crate) fn token_request(security: &SimSecurity, body: &str, now: DateTime<Utc>) -> Result<TokenRequest, Refusal> {
+pub(crate) fn token_request(
+    security: &SimSecurity,
+    body: &str,
+    now: DateTime<Utc>,
+) -> Result<TokenRequest, Refusal> {
     let root = dsig::parse(body).map_err(|e| refuse("InvalidRequest", e))?;
-    let header = root.child("Header").ok_or_else(|| refuse("InvalidSecurity", "no SOAP Header"))?;
-    let soap_body = root.child("Body").ok_or_else(|| refuse("InvalidRequest", "no SOAP Body"))?;
+    let header = root
+        .child("Header")
+        .ok_or_else(|| refuse("InvalidSecurity", "no SOAP Header"))?;
+    let soap_body = root
+        .child("Body")
+        .ok_or_else(|| refuse("InvalidRequest", "no SOAP Body"))?;
     let rst = soap_body
         .elements()
         .find(|e| e.local == "RequestSecurityToken")
         .ok_or_else(|| refuse("InvalidRequest", "no RequestSecurityToken"))?;
     let mut required = timestamp_ok(security, header, now)?;
-    let security_header = header.elements().find(|e| e.local == "Security").ok_or_else(|| refuse("InvalidSecurity", "no Security"))?;
+    let security_header = header
+        .elements()
+        .find(|e| e.local == "Security")
+        .ok_or_else(|| refuse("InvalidSecurity", "no Security"))?;
     let bst = security_header
         .child("BinarySecurityToken")
         .ok_or_else(|| refuse("InvalidSecurity", "no BinarySecurityToken"))?;
@@ -294,12 +353,26 @@ pub(crate) fn token_request(security: &SimSecurity, body: &str, now: DateTime<Ut
     for part in ["Action", "MessageID", "To"] {
         required.push(id_of(header, part).unwrap_or_default().to_owned());
     }
-    if let Some(missing) = required.iter().find(|id| id.is_empty() || !referenced.contains(id)) {
-        return Err(refuse("FailedCheck", format!("a required part is not signed ({missing:?}): Body, Timestamp, BinarySecurityToken, Action, MessageID, To")));
+    if let Some(missing) = required
+        .iter()
+        .find(|id| id.is_empty() || !referenced.contains(id))
+    {
+        return Err(refuse(
+            "FailedCheck",
+            format!(
+                "a required part is not signed ({missing:?}): Body, Timestamp, BinarySecurityToken, Action, MessageID, To"
+            ),
+        ));
     }
-    let request_type = rst.child("RequestType").map(Element::text).unwrap_or_default();
+    let request_type = rst
+        .child("RequestType")
+        .map(Element::text)
+        .unwrap_or_default();
     if !request_type.ends_with("/Issue") {
-        return Err(refuse("InvalidRequest", format!("RequestType {request_type:?}")));
+        return Err(refuse(
+            "InvalidRequest",
+            format!("RequestType {request_type:?}"),
+        ));
     }
     let entity_id = rst
         .child("AppliesTo")
@@ -319,46 +392,93 @@ pub(crate) fn token_request(security: &SimSecurity, body: &str, now: DateTime<Ut
         .and_then(|t| BASE64.decode(t.split_whitespace().collect::<String>()).ok())
         .ok_or_else(|| refuse("InvalidRequest", "no UseKey/BinarySecurityToken"))?;
     if holder != certificate {
-        return Err(refuse("InvalidRequest", "UseKey is not the certificate that signed the request"));
+        return Err(refuse(
+            "InvalidRequest",
+            "UseKey is not the certificate that signed the request",
+        ));
     }
-    Ok(TokenRequest { cvr, entity_id, holder })
+    Ok(TokenRequest {
+        cvr,
+        entity_id,
+        holder,
+    })
 }
 
 /// Reads a REST JSON token request (the client certificate is the TLS one; `UseKey` names it).
-pub(crate) fn rest_token_request(security: &SimSecurity, body: &[u8], now: DateTime<Utc>) -> Result<TokenRequest, Refusal> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| refuse("InvalidRequest", format!("not JSON: {e}")))?;
+pub(crate) fn rest_token_request(
+    security: &SimSecurity,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<TokenRequest, Refusal> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| refuse("InvalidRequest", format!("not JSON: {e}")))?;
     let get = |keys: &[&str]| -> Option<serde_json::Value> {
         let object = value.as_object()?;
-        keys.iter().find_map(|k| object.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone()))
+        keys.iter().find_map(|k| {
+            object
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        })
     };
     let cvr = get(&["AnvenderKontekst"])
-        .and_then(|a| a.as_object().and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("Cvr")).map(|(_, v)| v.clone())))
+        .and_then(|a| {
+            a.as_object().and_then(|o| {
+                o.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("Cvr"))
+                    .map(|(_, v)| v.clone())
+            })
+        })
         .and_then(|v| v.as_str().map(str::to_owned))
         .ok_or_else(|| refuse("InvalidRequest", "no AnvenderKontekst.Cvr"))?;
     let entity_id = get(&["AppliesTo"])
-        .and_then(|a| a.get("EndpointReference").and_then(|e| e.get("Address")).and_then(|v| v.as_str().map(str::to_owned)))
+        .and_then(|a| {
+            a.get("EndpointReference")
+                .and_then(|e| e.get("Address"))
+                .and_then(|v| v.as_str().map(str::to_owned))
+        })
         .ok_or_else(|| refuse("InvalidRequest", "no AppliesTo.EndpointReference.Address"))?;
     let holder = get(&["UseKey"])
         .and_then(|v| v.as_str().map(str::to_owned))
         .and_then(|t| BASE64.decode(t).ok())
         .ok_or_else(|| refuse("InvalidRequest", "no UseKey"))?;
     certificate_ok(security, &holder, now)?;
-    Ok(TokenRequest { cvr, entity_id, holder })
+    Ok(TokenRequest {
+        cvr,
+        entity_id,
+        holder,
+    })
 }
 
 /// The WS-Trust response around an assertion (SOAP 1.2, like KOMBIT's).
-pub(crate) fn token_response(security: &SimSecurity, assertion_xml: &str, assertion_id: &str, entity_id: &str, now: DateTime<Utc>) -> String {
+pub(crate) fn token_response(
+    security: &SimSecurity,
+    assertion_xml: &str,
+    assertion_id: &str,
+    entity_id: &str,
+    now: DateTime<Utc>,
+) -> String {
     let until = now + chrono::Duration::from_std(security.token_lifetime).unwrap_or_default();
     let mut w = XmlWriter::new();
     w.raw(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    w.start("s:Envelope", &[("xmlns:s", SOAP12_NS), ("xmlns:a", WSA_NS), ("xmlns:u", WSU_NS)]);
+    w.start(
+        "s:Envelope",
+        &[
+            ("xmlns:s", SOAP12_NS),
+            ("xmlns:a", WSA_NS),
+            ("xmlns:u", WSU_NS),
+        ],
+    );
     w.open("s:Header");
     w.start("a:Action", &[("s:mustUnderstand", "1")]);
     w.raw("http://docs.oasis-open.org/ws-sx/ws-trust/200512/RSTRC/IssueFinal");
     w.end("a:Action");
     w.end("s:Header");
     w.open("s:Body");
-    w.start("trust:RequestSecurityTokenResponseCollection", &[("xmlns:trust", WST_NS)]);
+    w.start(
+        "trust:RequestSecurityTokenResponseCollection",
+        &[("xmlns:trust", WST_NS)],
+    );
     w.open("trust:RequestSecurityTokenResponse");
     w.open("trust:Lifetime");
     w.leaf("u:Created", &time(now));
@@ -372,18 +492,43 @@ pub(crate) fn token_response(security: &SimSecurity, assertion_xml: &str, assert
     w.open("trust:RequestedSecurityToken");
     w.raw(assertion_xml);
     w.end("trust:RequestedSecurityToken");
-    for reference in ["trust:RequestedAttachedReference", "trust:RequestedUnattachedReference"] {
+    for reference in [
+        "trust:RequestedAttachedReference",
+        "trust:RequestedUnattachedReference",
+    ] {
         w.open(reference);
-        w.start("o:SecurityTokenReference", &[("xmlns:o", WSSE_NS), ("xmlns:b", "http://docs.oasis-open.org/wss/oasis-wss-wssecurity-secext-1.1.xsd"), ("b:TokenType", SAML_TOKEN_TYPE)]);
-        w.start("o:KeyIdentifier", &[("ValueType", "http://docs.oasis-open.org/wss/oasis-wss-saml-token-profile-1.1#SAMLID")]);
+        w.start(
+            "o:SecurityTokenReference",
+            &[
+                ("xmlns:o", WSSE_NS),
+                (
+                    "xmlns:b",
+                    "http://docs.oasis-open.org/wss/oasis-wss-wssecurity-secext-1.1.xsd",
+                ),
+                ("b:TokenType", SAML_TOKEN_TYPE),
+            ],
+        );
+        w.start(
+            "o:KeyIdentifier",
+            &[(
+                "ValueType",
+                "http://docs.oasis-open.org/wss/oasis-wss-saml-token-profile-1.1#SAMLID",
+            )],
+        );
         w.raw(assertion_id);
         w.end("o:KeyIdentifier");
         w.end("o:SecurityTokenReference");
         w.end(reference);
     }
     w.leaf("trust:TokenType", SAML_TOKEN_TYPE);
-    w.leaf("trust:RequestType", "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue");
-    w.leaf("trust:KeyType", "http://docs.oasis-open.org/ws-sx/ws-trust/200512/PublicKey");
+    w.leaf(
+        "trust:RequestType",
+        "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue",
+    );
+    w.leaf(
+        "trust:KeyType",
+        "http://docs.oasis-open.org/ws-sx/ws-trust/200512/PublicKey",
+    );
     w.end("trust:RequestSecurityTokenResponse");
     w.end("trust:RequestSecurityTokenResponseCollection");
     w.end("s:Body");
@@ -392,72 +537,141 @@ pub(crate) fn token_response(security: &SimSecurity, assertion_xml: &str, assert
 }
 
 /// The CVR an Organisation call may see, after every check of `--require-signatures`.
-pub(crate) fn check_call(security: &SimSecurity, body: &str, now: DateTime<Utc>) -> Result<String, Refusal> {
+pub(crate) fn check_call(
+    security: &SimSecurity,
+    body: &str,
+    now: DateTime<Utc>,
+) -> Result<String, Refusal> {
     let root = dsig::parse(body).map_err(|e| refuse("InvalidRequest", e))?;
-    let header = root.child("Header").ok_or_else(|| refuse("InvalidSecurity", "no SOAP Header: the call is not signed"))?;
-    let soap_body = root.child("Body").ok_or_else(|| refuse("InvalidRequest", "no SOAP Body"))?;
+    let header = root
+        .child("Header")
+        .ok_or_else(|| refuse("InvalidSecurity", "no SOAP Header: the call is not signed"))?;
+    let soap_body = root
+        .child("Body")
+        .ok_or_else(|| refuse("InvalidRequest", "no SOAP Body"))?;
     let mut required = timestamp_ok(security, header, now)?;
-    let security_header = header.elements().find(|e| e.local == "Security").ok_or_else(|| refuse("InvalidSecurity", "no Security header"))?;
+    let security_header = header
+        .elements()
+        .find(|e| e.local == "Security")
+        .ok_or_else(|| refuse("InvalidSecurity", "no Security header"))?;
     let assertion = security_header
         .elements()
         .find(|e| e.local == "Assertion")
-        .ok_or_else(|| refuse("InvalidSecurity", "no SAML assertion in the Security header"))?;
+        .ok_or_else(|| {
+            refuse(
+                "InvalidSecurity",
+                "no SAML assertion in the Security header",
+            )
+        })?;
 
     // The assertion: signed by the STS, valid now, for this service.
-    let assertion_signature = assertion.child("Signature").ok_or_else(|| refuse("InvalidSecurityToken", "the assertion is not signed"))?;
+    let assertion_signature = assertion
+        .child("Signature")
+        .ok_or_else(|| refuse("InvalidSecurityToken", "the assertion is not signed"))?;
     let signer = assertion_signature
         .find("X509Certificate")
         .map(Element::text)
         .and_then(|t| BASE64.decode(t.split_whitespace().collect::<String>()).ok())
         .unwrap_or_default();
     if signer != security.pki.sts.certificate {
-        return Err(refuse("InvalidSecurityToken", "the assertion is signed by a key the service does not trust (not the STS certificate)"));
+        return Err(refuse(
+            "InvalidSecurityToken",
+            "the assertion is signed by a key the service does not trust (not the STS certificate)",
+        ));
     }
-    dsig::verify_signature(&root, assertion_signature, &signer)
-        .map_err(|e| refuse("InvalidSecurityToken", format!("the assertion's signature: {e}")))?;
-    let conditions = assertion.child("Conditions").ok_or_else(|| refuse("InvalidSecurityToken", "the assertion has no Conditions"))?;
+    dsig::verify_signature(&root, assertion_signature, &signer).map_err(|e| {
+        refuse(
+            "InvalidSecurityToken",
+            format!("the assertion's signature: {e}"),
+        )
+    })?;
+    let conditions = assertion
+        .child("Conditions")
+        .ok_or_else(|| refuse("InvalidSecurityToken", "the assertion has no Conditions"))?;
     let not_before = conditions.attribute("NotBefore").and_then(parse_time);
     let not_after = conditions.attribute("NotOnOrAfter").and_then(parse_time);
-    if not_before.is_none_or(|t| t > now + security.skew()) || not_after.is_none_or(|t| t <= now - security.skew()) {
-        return Err(refuse("InvalidSecurityToken", "the assertion is not valid now (NotBefore/NotOnOrAfter): get a new token"));
+    if not_before.is_none_or(|t| t > now + security.skew())
+        || not_after.is_none_or(|t| t <= now - security.skew())
+    {
+        return Err(refuse(
+            "InvalidSecurityToken",
+            "the assertion is not valid now (NotBefore/NotOnOrAfter): get a new token",
+        ));
     }
-    let audience = assertion.find("Audience").map(Element::text).unwrap_or_default();
+    let audience = assertion
+        .find("Audience")
+        .map(Element::text)
+        .unwrap_or_default();
     if audience != security.entity_id {
-        return Err(refuse("InvalidSecurityToken", format!("the assertion's Audience {audience:?} is not this service's entity ID {:?}", security.entity_id)));
+        return Err(refuse(
+            "InvalidSecurityToken",
+            format!(
+                "the assertion's Audience {audience:?} is not this service's entity ID {:?}",
+                security.entity_id
+            ),
+        ));
     }
     let holder = assertion
         .find("SubjectConfirmationData")
         .and_then(|d| d.find("X509Certificate"))
         .map(Element::text)
         .and_then(|t| BASE64.decode(t.split_whitespace().collect::<String>()).ok())
-        .ok_or_else(|| refuse("InvalidSecurityToken", "the assertion names no holder-of-key certificate"))?;
+        .ok_or_else(|| {
+            refuse(
+                "InvalidSecurityToken",
+                "the assertion names no holder-of-key certificate",
+            )
+        })?;
 
     // The message: signed with the holder's key over Body, addressing, Timestamp and the token.
     let signature = security_header
         .child("Signature")
         .ok_or_else(|| refuse("InvalidSecurity", "the message is not signed"))?;
-    let referenced = dsig::verify_signature(&root, signature, &holder)
-        .map_err(|e| refuse("FailedCheck", format!("the message signature (holder-of-key): {e}")))?;
+    let referenced = dsig::verify_signature(&root, signature, &holder).map_err(|e| {
+        refuse(
+            "FailedCheck",
+            format!("the message signature (holder-of-key): {e}"),
+        )
+    })?;
     required.push(soap_body.attribute("Id").unwrap_or_default().to_owned());
     for part in ["Action", "MessageID", "To"] {
         required.push(id_of(header, part).unwrap_or_default().to_owned());
     }
     required.push(assertion.attribute("ID").unwrap_or_default().to_owned());
-    if let Some(missing) = required.iter().find(|id| id.is_empty() || !referenced.contains(id)) {
-        return Err(refuse("FailedCheck", format!("a required part is not signed ({missing:?}): Body, Timestamp, Action, MessageID, To and the assertion")));
+    if let Some(missing) = required
+        .iter()
+        .find(|id| id.is_empty() || !referenced.contains(id))
+    {
+        return Err(refuse(
+            "FailedCheck",
+            format!(
+                "a required part is not signed ({missing:?}): Body, Timestamp, Action, MessageID, To and the assertion"
+            ),
+        ));
     }
     let cvr = assertion
         .find("AttributeStatement")
-        .and_then(|s| s.elements().find(|a| a.attribute("Name") == Some(CVR_CLAIM)))
+        .and_then(|s| {
+            s.elements()
+                .find(|a| a.attribute("Name") == Some(CVR_CLAIM))
+        })
         .map(Element::text)
-        .ok_or_else(|| refuse("InvalidSecurityToken", "the assertion has no CvrNumberIdentifier"))?;
+        .ok_or_else(|| {
+            refuse(
+                "InvalidSecurityToken",
+                "the assertion has no CvrNumberIdentifier",
+            )
+        })?;
     Ok(cvr)
 }
 
 pub(crate) fn refused_body(refusal: &Refusal) -> String {
     let mut w = XmlWriter::new();
     w.raw(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    w.start("S:Envelope", &[("xmlns:S", SOAP12_NS), ("xmlns:wsse", WSSE_NS)]);
+    w.start(
+        "S:Envelope",
+        &[("xmlns:S", SOAP12_NS), ("xmlns:wsse", WSSE_NS)],
+    );
     w.open("S:Body");
     w.open("S:Fault");
     w.open("S:Code");

@@ -350,28 +350,57 @@ impl Simulator {
 
     /// The base URL for clients: `http://<addr>/organisation/` (`https://` with security).
     pub fn base_url(&self) -> Url {
-        Url::parse(&format!("{}://{}/organisation/", self.scheme(), self.address))
-            .unwrap_or_else(|_| unreachable!())
+        Url::parse(&format!(
+            "{}://{}/organisation/",
+            self.scheme(),
+            self.address
+        ))
+        .unwrap_or_else(|_| unreachable!())
     }
 
     /// The STS SOAP endpoint (`https://<addr>/runtime/services/kombittrust/14/certificatemixed`).
     pub fn sts_url(&self) -> Url {
-        Url::parse(&format!("{}://{}{STS_SOAP_PATH}", self.scheme(), self.address))
-            .unwrap_or_else(|_| unreachable!())
+        Url::parse(&format!(
+            "{}://{}{STS_SOAP_PATH}",
+            self.scheme(),
+            self.address
+        ))
+        .unwrap_or_else(|_| unreachable!())
     }
 
     /// The STS REST JSON endpoint (`https://<addr>/runtime/api/rest/wstrust/v1/issue`).
     pub fn sts_rest_url(&self) -> Url {
-        Url::parse(&format!("{}://{}{STS_REST_PATH}", self.scheme(), self.address))
-            .unwrap_or_else(|_| unreachable!())
+        Url::parse(&format!(
+            "{}://{}{STS_REST_PATH}",
+            self.scheme(),
+            self.address
+        ))
+        .unwrap_or_else(|_| unreachable!())
     }
 
     /// A signed assertion as the STS would issue it, for `cvr` and `entity_id`, holder-of-key
     /// `holder` (DER), signed by the STS, or by the untrusted rogue key (tampering tests).
-    pub fn issue_assertion(&self, cvr: &str, entity_id: &str, holder: &[u8], rogue: bool) -> Option<String> {
+    pub fn issue_assertion(
+        &self,
+        cvr: &str,
+        entity_id: &str,
+        holder: &[u8],
+        rogue: bool,
+    ) -> Option<String> {
         let security = self.options().security?;
-        let signer = if rogue { security.pki.rogue.clone() } else { security.pki.sts.clone() };
-        Some(security::assertion(&security, &signer, cvr, entity_id, holder, Utc::now()))
+        let signer = if rogue {
+            security.pki.rogue.clone()
+        } else {
+            security.pki.sts.clone()
+        };
+        Some(security::assertion(
+            &security,
+            &signer,
+            cvr,
+            entity_id,
+            holder,
+            Utc::now(),
+        ))
     }
 
     /// Adds a municipality, or replaces the one with the same CVR (models a change in STS).
@@ -789,9 +818,17 @@ fn security_fault(shared: &Shared, refusal: &Refusal) -> Response {
 
 /// `POST` to the STS SOAP endpoint: a signed WS-Trust issue request.
 async fn sts_soap(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let options = shared.options.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let options = shared
+        .options
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let Some(security) = options.security else {
-        return http(StatusCode::NOT_FOUND, "text/plain", "no STS: the simulator runs without security".to_owned());
+        return http(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "no STS: the simulator runs without security".to_owned(),
+        );
     };
     let now = Utc::now();
     let request = match security::token_request(&security, &String::from_utf8_lossy(&body), now) {
@@ -810,7 +847,11 @@ async fn sts_soap(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 
 /// `POST` to the STS REST endpoint: the JSON variant.
 async fn sts_rest(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let options = shared.options.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let options = shared
+        .options
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let Some(security) = options.security else {
         return http(StatusCode::NOT_FOUND, "text/plain", "no STS".to_owned());
     };
@@ -836,7 +877,11 @@ async fn sts_rest(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
                 "error": refusal.subcode,
                 "message": format!("{}: {}", refusal.subcode, refusal.reason),
             });
-            http(StatusCode::BAD_REQUEST, "application/json", json.to_string())
+            http(
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                json.to_string(),
+            )
         }
     }
 }
@@ -848,9 +893,13 @@ fn issue(
     request: &security::TokenRequest,
     now: DateTime<Utc>,
 ) -> Result<(String, String), Refusal> {
-    let served = Cvr::parse(&request.cvr)
-        .ok()
-        .is_some_and(|cvr| shared.worlds.read().unwrap_or_else(|e| e.into_inner()).contains_key(&cvr));
+    let served = Cvr::parse(&request.cvr).ok().is_some_and(|cvr| {
+        shared
+            .worlds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&cvr)
+    });
     if !served {
         return Err(Refusal {
             code: "Sender",
@@ -861,14 +910,24 @@ fn issue(
             ),
         });
     }
-    let assertion = security::assertion(security, &security.pki.sts, &request.cvr, &request.entity_id, &request.holder, now);
+    let assertion = security::assertion(
+        security,
+        &security.pki.sts,
+        &request.cvr,
+        &request.entity_id,
+        &request.holder,
+        now,
+    );
     let id = assertion
         .split("ID=\"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_default()
         .to_owned();
-    *lock(&shared.stats).tokens_issued.entry(request.cvr.clone()).or_default() += 1;
+    *lock(&shared.stats)
+        .tokens_issued
+        .entry(request.cvr.clone())
+        .or_default() += 1;
     tracing::info!(customer.cvr = %request.cvr, entity_id = %request.entity_id, "simulated STS issued a token");
     Ok((assertion, id))
 }

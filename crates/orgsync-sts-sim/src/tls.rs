@@ -50,7 +50,10 @@ pub(crate) struct TlsListener {
 }
 
 impl TlsListener {
-    pub(crate) fn new(listener: TcpListener, config: rustls::ServerConfig) -> std::io::Result<TlsListener> {
+    pub(crate) fn new(
+        listener: TcpListener,
+        config: rustls::ServerConfig,
+    ) -> std::io::Result<TlsListener> {
         let address = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (tx, rx) = mpsc::channel(64);
@@ -67,7 +70,9 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }

@@ -68,7 +68,9 @@ async fn run() {
         truth.units.len(),
         truth.users.len()
     );
-    println!("| profile | STS calls | tokens issued | wall time (s) | calls/s | equal to the model |");
+    println!(
+        "| profile | STS calls | tokens issued | wall time (s) | calls/s | equal to the model |"
+    );
     println!("|---|---:|---:|---:|---:|---|");
 
     // Unsigned, for comparison.

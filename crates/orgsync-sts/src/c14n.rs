@@ -448,7 +448,9 @@ fn find_element(document: &str, matches: impl Fn(&BytesStart<'_>) -> bool) -> Op
     loop {
         let position = usize::try_from(reader.buffer_position()).ok()?;
         match reader.read_event() {
-            Ok(Event::Start(tag)) | Ok(Event::Empty(tag)) if matches(&tag) => return Some(position),
+            Ok(Event::Start(tag)) | Ok(Event::Empty(tag)) if matches(&tag) => {
+                return Some(position);
+            }
             Ok(Event::Eof) | Err(_) => return None,
             _ => {}
         }

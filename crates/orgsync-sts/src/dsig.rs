@@ -87,7 +87,11 @@ pub fn sign(
     w.end("SignatureMethod");
     for part in parts {
         let (uri, digest_value, str_transform) = match part {
-            SignedPart::Id(id) => (id, sha256_base64(canonical_by_id(document, id)?.as_bytes()), false),
+            SignedPart::Id(id) => (
+                id,
+                sha256_base64(canonical_by_id(document, id)?.as_bytes()),
+                false,
+            ),
             SignedPart::Assertion {
                 reference_id,
                 assertion_id,

@@ -115,7 +115,10 @@ impl ClientIdentity {
 
     /// Loads a PEM certificate (optionally followed by its chain) and a PEM private key
     /// (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`; the key may also sit in the certificate file).
-    pub fn from_pem(certificate_pem: &[u8], key_pem: &[u8]) -> Result<ClientIdentity, IdentityError> {
+    pub fn from_pem(
+        certificate_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<ClientIdentity, IdentityError> {
         let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(certificate_pem)
             .filter_map(Result::ok)
             .map(|c| c.as_ref().to_vec())
@@ -193,7 +196,12 @@ impl ClientIdentity {
     pub fn sign_rsa_sha256(&self, data: &[u8]) -> Result<Vec<u8>, IdentityError> {
         let mut signature = vec![0u8; self.key.public().modulus_len()];
         self.key
-            .sign(&signature::RSA_PKCS1_SHA256, &self.rng, data, &mut signature)
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &self.rng,
+                data,
+                &mut signature,
+            )
             .map_err(|_| IdentityError::Signing)?;
         Ok(signature)
     }

@@ -215,7 +215,10 @@ impl SignedTransport {
             );
             w.end("sbf:Framework");
         }
-        w.start("o:Security", &[("s:mustUnderstand", "1"), ("xmlns:o", WSSE_NS)]);
+        w.start(
+            "o:Security",
+            &[("s:mustUnderstand", "1"), ("xmlns:o", WSSE_NS)],
+        );
         w.start("u:Timestamp", &[("u:Id", "_6")]);
         w.leaf("u:Created", &wsu_time(now));
         w.leaf("u:Expires", &wsu_time(expires));

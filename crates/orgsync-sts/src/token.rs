@@ -139,7 +139,8 @@ impl TokenError {
                 subcode,
                 reason,
                 http_status,
-            .. } => {
+                ..
+            } => {
                 let text = format!("{} {reason}", subcode.as_deref().unwrap_or(""));
                 let about_trust = !hint(subcode.as_deref(), reason).is_empty()
                     || text.contains("Token")
@@ -164,7 +165,15 @@ pub fn hint(subcode: Option<&str>, reason: &str) -> &'static str {
         ". Check [sts] entity_id against the service's entity ID; retrying will not help"
     } else if has(&["messageexpired", "timestamp"]) {
         ". Check the host's clock (NTP); retrying will not help"
-    } else if has(&["invalidsecuritytoken", "failedauthentication", "invalidsecurity", "failedcheck", "certificate", "signature", "security"]) {
+    } else if has(&[
+        "invalidsecuritytoken",
+        "failedauthentication",
+        "invalidsecurity",
+        "failedcheck",
+        "certificate",
+        "signature",
+        "security",
+    ]) {
         ". Check the system certificate (registered with KOMBIT for this system, not expired) and [sts] sts_certificate_files; retrying will not help"
     } else {
         ""
@@ -262,8 +271,12 @@ fn assertion_fields(xml: &str) -> Result<AssertionFields, TokenError> {
             Event::Start(ref tag) | Event::Empty(ref tag) => {
                 let local = String::from_utf8_lossy(tag.local_name().as_ref()).into_owned();
                 for attribute in tag.attributes().flatten() {
-                    let key = String::from_utf8_lossy(attribute.key.local_name().as_ref()).into_owned();
-                    let value = attribute.unescape_value().map(|v| v.into_owned()).unwrap_or_default();
+                    let key =
+                        String::from_utf8_lossy(attribute.key.local_name().as_ref()).into_owned();
+                    let value = attribute
+                        .unescape_value()
+                        .map(|v| v.into_owned())
+                        .unwrap_or_default();
                     match (local.as_str(), key.as_str()) {
                         ("Assertion", "ID") if path.is_empty() => fields.id = value,
                         ("Conditions", "NotOnOrAfter") => not_on_or_after = parse_time(&value),
@@ -277,12 +290,23 @@ fn assertion_fields(xml: &str) -> Result<AssertionFields, TokenError> {
             }
             Event::Text(ref text) => {
                 let value = String::from_utf8_lossy(text.as_ref()).trim().to_owned();
-                let in_path = |names: &[&str]| path.iter().rev().zip(names.iter().rev()).all(|(a, b)| a == b) && path.len() >= names.len();
+                let in_path = |names: &[&str]| {
+                    path.iter()
+                        .rev()
+                        .zip(names.iter().rev())
+                        .all(|(a, b)| a == b)
+                        && path.len() >= names.len()
+                };
                 if in_path(&["AudienceRestriction", "Audience"]) {
                     fields.audience = value;
                 } else if in_path(&["Attribute", "AttributeValue"]) && attribute_name == CVR_CLAIM {
                     fields.cvr = value;
-                } else if in_path(&["SubjectConfirmationData", "KeyInfo", "X509Data", "X509Certificate"]) {
+                } else if in_path(&[
+                    "SubjectConfirmationData",
+                    "KeyInfo",
+                    "X509Data",
+                    "X509Certificate",
+                ]) {
                     fields.holder_certificate = Some(value.split_whitespace().collect());
                 }
             }
@@ -332,8 +356,9 @@ pub fn parse_response(body: &[u8]) -> Result<SamlToken, TokenError> {
         .map_err(|e| TokenError::Malformed(format!("the response is not UTF-8: {e}")))?;
     let holder = c14n::find_by_local_name(text, "RequestedSecurityToken", 0)
         .ok_or_else(|| TokenError::Malformed("no RequestedSecurityToken".to_owned()))?;
-    let assertion_at = c14n::find_by_local_name(text, "Assertion", holder)
-        .ok_or_else(|| TokenError::Malformed("no saml:Assertion in RequestedSecurityToken".to_owned()))?;
+    let assertion_at = c14n::find_by_local_name(text, "Assertion", holder).ok_or_else(|| {
+        TokenError::Malformed("no saml:Assertion in RequestedSecurityToken".to_owned())
+    })?;
     let range = c14n::element_range(text, assertion_at)
         .ok_or_else(|| TokenError::Malformed("the assertion is not closed".to_owned()))?;
     let assertion = self_contained(text, assertion_at, &text[range])?;
@@ -353,12 +378,23 @@ fn self_contained(document: &str, at: usize, assertion: &str) -> Result<String, 
         .ok_or_else(|| TokenError::Malformed("the assertion has no start tag".to_owned()))?;
     let mut extra = String::new();
     for (prefix, uri) in declarations {
-        let attribute = if prefix.is_empty() { "xmlns".to_owned() } else { format!("xmlns:{prefix}") };
+        let attribute = if prefix.is_empty() {
+            "xmlns".to_owned()
+        } else {
+            format!("xmlns:{prefix}")
+        };
         if !assertion[..assertion.find('>').unwrap_or(0)].contains(&format!("{attribute}=")) {
-            extra.push_str(&format!(" {attribute}=\"{}\"", quick_xml::escape::escape(&uri)));
+            extra.push_str(&format!(
+                " {attribute}=\"{}\"",
+                quick_xml::escape::escape(&uri)
+            ));
         }
     }
-    let fixed = format!("{}{extra}{}", &assertion[..name_end], &assertion[name_end..]);
+    let fixed = format!(
+        "{}{extra}{}",
+        &assertion[..name_end],
+        &assertion[name_end..]
+    );
     c14n::canonicalize(&fixed, 0, None).map_err(|e| TokenError::Malformed(e.to_string()))?;
     Ok(fixed)
 }
@@ -367,7 +403,8 @@ fn self_contained(document: &str, at: usize, assertion: &str) -> Result<String, 
 /// certificate in its `KeyInfo` must be one of them, the reference digest must match the exclusive
 /// c14n of the assertion without its Signature, and the RSA-SHA256 signature over SignedInfo must hold.
 pub fn verify_assertion_signature(xml: &str, trusted: &[Vec<u8>]) -> Result<(), String> {
-    let signature_at = c14n::find_by_local_name(xml, "Signature", 0).ok_or("the assertion is not signed")?;
+    let signature_at =
+        c14n::find_by_local_name(xml, "Signature", 0).ok_or("the assertion is not signed")?;
     let range = c14n::element_range(xml, signature_at).ok_or("the Signature is not closed")?;
     let signature = &xml[range];
     let text_of = |name: &str| -> Option<String> {
@@ -381,14 +418,20 @@ pub fn verify_assertion_signature(xml: &str, trusted: &[Vec<u8>]) -> Result<(), 
         .and_then(|b| BASE64.decode(b).ok())
         .ok_or("the Signature names no X509Certificate")?;
     if !trusted.iter().any(|t| *t == certificate) {
-        return Err("the assertion is signed with a certificate that is not a trusted STS certificate".to_owned());
+        return Err(
+            "the assertion is signed with a certificate that is not a trusted STS certificate"
+                .to_owned(),
+        );
     }
     let digest = text_of("DigestValue").ok_or("no DigestValue")?;
     let canonical = c14n::canonicalize(xml, 0, Some(signature_at)).map_err(|e| e.to_string())?;
     if dsig::sha256_base64(canonical.as_bytes()) != digest {
-        return Err("the assertion's digest does not match: it was changed after signing".to_owned());
+        return Err(
+            "the assertion's digest does not match: it was changed after signing".to_owned(),
+        );
     }
-    let signed_info_at = c14n::find_by_local_name(xml, "SignedInfo", signature_at).ok_or("no SignedInfo")?;
+    let signed_info_at =
+        c14n::find_by_local_name(xml, "SignedInfo", signature_at).ok_or("no SignedInfo")?;
     let signed_info = c14n::canonicalize(xml, signed_info_at, None).map_err(|e| e.to_string())?;
     let value = text_of("SignatureValue")
         .and_then(|b| BASE64.decode(b).ok())
@@ -417,7 +460,11 @@ pub fn soap_request(
     w.raw(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     w.start(
         "s:Envelope",
-        &[("xmlns:s", SOAP12_NS), ("xmlns:a", WSA_NS), ("xmlns:u", WSU_NS)],
+        &[
+            ("xmlns:s", SOAP12_NS),
+            ("xmlns:a", WSA_NS),
+            ("xmlns:u", WSU_NS),
+        ],
     );
     w.start("s:Header", &[]);
     w.start("a:Action", &[("s:mustUnderstand", "1"), ("u:Id", "action")]);
@@ -432,7 +479,10 @@ pub fn soap_request(
     w.start("a:ReplyTo", &[("u:Id", "replyto")]);
     w.leaf("a:Address", crate::wire::WSA_ANONYMOUS);
     w.end("a:ReplyTo");
-    w.start("o:Security", &[("s:mustUnderstand", "1"), ("xmlns:o", WSSE_NS)]);
+    w.start(
+        "o:Security",
+        &[("s:mustUnderstand", "1"), ("xmlns:o", WSSE_NS)],
+    );
     w.start("u:Timestamp", &[("u:Id", "sec-ts")]);
     w.leaf("u:Created", &wsu_time(now));
     w.leaf("u:Expires", &wsu_time(expires));
@@ -451,7 +501,13 @@ pub fn soap_request(
     w.end("o:Security");
     w.end("s:Header");
     w.start("s:Body", &[("u:Id", "body")]);
-    w.start("wst:RequestSecurityToken", &[("xmlns:wst", WST_NS), ("Context", &Uuid::new_v4().to_string())]);
+    w.start(
+        "wst:RequestSecurityToken",
+        &[
+            ("xmlns:wst", WST_NS),
+            ("Context", &Uuid::new_v4().to_string()),
+        ],
+    );
     w.leaf("wst:RequestType", WST_ISSUE);
     w.start("wsp:AppliesTo", &[("xmlns:wsp", WSP_NS)]);
     w.start("wsa:EndpointReference", &[("xmlns:wsa", WSA_NS)]);
@@ -461,7 +517,11 @@ pub fn soap_request(
     w.start("wst:Claims", &[("Dialect", AUTH_CLAIMS_DIALECT)]);
     w.start(
         "auth:ClaimType",
-        &[("xmlns:auth", AUTH_NS), ("Uri", CVR_CLAIM), ("Optional", "false")],
+        &[
+            ("xmlns:auth", AUTH_NS),
+            ("Uri", CVR_CLAIM),
+            ("Optional", "false"),
+        ],
     );
     w.leaf("auth:Value", cvr.as_str());
     w.end("auth:ClaimType");
@@ -490,21 +550,36 @@ pub fn soap_request(
     key_info.start("o:SecurityTokenReference", &[]);
     key_info.start(
         "o:Reference",
-        &[("URI", "#sec-binsectoken"), ("ValueType", X509V3_VALUE_TYPE)],
+        &[
+            ("URI", "#sec-binsectoken"),
+            ("ValueType", X509V3_VALUE_TYPE),
+        ],
     );
     key_info.end("o:Reference");
     key_info.end("o:SecurityTokenReference");
     key_info.end("KeyInfo");
-    let parts: Vec<SignedPart> = ["action", "msgid", "to", "replyto", "sec-ts", "sec-binsectoken", "body"]
-        .into_iter()
-        .map(|id| SignedPart::Id(id.to_owned()))
-        .collect();
+    let parts: Vec<SignedPart> = [
+        "action",
+        "msgid",
+        "to",
+        "replyto",
+        "sec-ts",
+        "sec-binsectoken",
+        "body",
+    ]
+    .into_iter()
+    .map(|id| SignedPart::Id(id.to_owned()))
+    .collect();
     dsig::sign(&document, &parts, &key_info.finish(), identity)
         .map_err(|e| TokenError::Identity(e.to_string()))
 }
 
 /// The REST JSON issue request (PROTOCOL.md §5, "REST variant").
-pub fn rest_request(options: &TokenOptions, identity: &ClientIdentity, cvr: &Cvr) -> serde_json::Value {
+pub fn rest_request(
+    options: &TokenOptions,
+    identity: &ClientIdentity,
+    cvr: &Cvr,
+) -> serde_json::Value {
     serde_json::json!({
         "TokenType": SAML20_TOKEN_TYPE,
         "RequestType": WST_ISSUE,
@@ -524,7 +599,11 @@ pub fn parse_rest_response(body: &[u8]) -> Result<SamlToken, TokenError> {
         .get("RequestedSecurityToken")
         .and_then(|t| t.get("Assertion"))
         .and_then(|a| a.as_str())
-        .ok_or_else(|| TokenError::Malformed("no RequestedSecurityToken.Assertion in the REST answer".to_owned()))?;
+        .ok_or_else(|| {
+            TokenError::Malformed(
+                "no RequestedSecurityToken.Assertion in the REST answer".to_owned(),
+            )
+        })?;
     let bytes = BASE64
         .decode(encoded.split_whitespace().collect::<String>())
         .map_err(|e| TokenError::Malformed(format!("the assertion is not base64: {e}")))?;
@@ -553,7 +632,11 @@ pub struct TokenClient {
 impl TokenClient {
     /// A client for `options`, authenticating with `identity`; `http` must carry the identity
     /// for mutual TLS (see [`crate::signed::mutual_tls_client`]).
-    pub fn new(options: TokenOptions, identity: Arc<ClientIdentity>, http: reqwest::Client) -> TokenClient {
+    pub fn new(
+        options: TokenOptions,
+        identity: Arc<ClientIdentity>,
+        http: reqwest::Client,
+    ) -> TokenClient {
         TokenClient {
             options,
             identity,
@@ -583,7 +666,12 @@ impl TokenClient {
                     self.options.soap_url.clone(),
                     self.http
                         .post(self.options.soap_url.clone())
-                        .header("content-type", format!("application/soap+xml; charset=utf-8; action=\"{WST_ISSUE_ACTION}\""))
+                        .header(
+                            "content-type",
+                            format!(
+                                "application/soap+xml; charset=utf-8; action=\"{WST_ISSUE_ACTION}\""
+                            ),
+                        )
                         .body(envelope),
                 )
             }
@@ -622,18 +710,41 @@ impl TokenClient {
             TokenProtocol::Rest => {
                 let message = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
-                    .and_then(|v| v.get("message").or_else(|| v.get("Message")).and_then(|m| m.as_str()).map(str::to_owned))
+                    .and_then(|v| {
+                        v.get("message")
+                            .or_else(|| v.get("Message"))
+                            .and_then(|m| m.as_str())
+                            .map(str::to_owned)
+                    })
                     .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
-                let subcode = message.split(|c: char| !c.is_alphanumeric()).find(|w| w.ends_with("NotFound") || w.starts_with("ServiceAgreement")).map(str::to_owned);
+                let subcode = message
+                    .split(|c: char| !c.is_alphanumeric())
+                    .find(|w| w.ends_with("NotFound") || w.starts_with("ServiceAgreement"))
+                    .map(str::to_owned);
                 return Err(refused(format!("HTTP {status}"), subcode, message));
             }
         };
         let token = match parsed {
             Ok(token) if (200..300).contains(&status) => token,
-            Ok(_) => return Err(refused(format!("HTTP {status}"), None, "an error status with a token".to_owned())),
-            Err(TokenError::Refused { code, subcode, reason, .. }) => return Err(refused(code, subcode, reason)),
+            Ok(_) => {
+                return Err(refused(
+                    format!("HTTP {status}"),
+                    None,
+                    "an error status with a token".to_owned(),
+                ));
+            }
+            Err(TokenError::Refused {
+                code,
+                subcode,
+                reason,
+                ..
+            }) => return Err(refused(code, subcode, reason)),
             Err(_) if !(200..300).contains(&status) => {
-                return Err(refused(format!("HTTP {status}"), None, String::from_utf8_lossy(&body).chars().take(300).collect()));
+                return Err(refused(
+                    format!("HTTP {status}"),
+                    None,
+                    String::from_utf8_lossy(&body).chars().take(300).collect(),
+                ));
             }
             Err(other) => return Err(other),
         };
@@ -726,7 +837,8 @@ impl TokenCache {
     pub async fn token(&self, cvr: &Cvr) -> Result<SamlToken, TokenError> {
         let slot = self.slot(cvr);
         let mut guard = slot.lock().await;
-        let margin = chrono::Duration::from_std(self.client.options.expiry_margin).unwrap_or_default();
+        let margin =
+            chrono::Duration::from_std(self.client.options.expiry_margin).unwrap_or_default();
         if let Some(token) = guard.as_ref() {
             if token.not_on_or_after - margin > self.client.options.now() {
                 return Ok(token.clone());

@@ -49,15 +49,15 @@ pub const SAML20_TOKEN_TYPE: &str =
 /// Key type: holder-of-key with a public key.
 pub const PUBLIC_KEY_TYPE: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/PublicKey";
 /// The claims dialect of the CVR claim.
-pub const AUTH_CLAIMS_DIALECT: &str = "http://docs.oasis-open.org/wsfed/authorization/200706/authclaims";
+pub const AUTH_CLAIMS_DIALECT: &str =
+    "http://docs.oasis-open.org/wsfed/authorization/200706/authclaims";
 /// The SAML attribute carrying the municipality's CVR.
 pub const CVR_CLAIM: &str = "dk:gov:saml:attribute:CvrNumberIdentifier";
 /// BinarySecurityToken value type: X.509 v3.
 pub const X509V3_VALUE_TYPE: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3";
 /// BinarySecurityToken encoding: base64.
-pub const BASE64_ENCODING: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
+pub const BASE64_ENCODING: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
 /// KeyIdentifier value type: a SAML assertion ID.
 pub const SAMLID_VALUE_TYPE: &str =
     "http://docs.oasis-open.org/wss/oasis-wss-saml-token-profile-1.1#SAMLID";
@@ -70,8 +70,7 @@ pub const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
 /// The enveloped-signature transform.
 pub const ENVELOPED_SIGNATURE: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
 /// The WS-Security STR-Transform (dereferences a SecurityTokenReference).
-pub const STR_TRANSFORM: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#STR-Transform";
+pub const STR_TRANSFORM: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#STR-Transform";
 /// The anonymous WS-Addressing endpoint.
 pub const WSA_ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
 

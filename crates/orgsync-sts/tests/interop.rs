@@ -23,17 +23,19 @@ use url::Url;
 use uuid::Uuid;
 
 const WSA: &str = "http://www.w3.org/2005/08/addressing";
-const WSU: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
-const WSSE: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+const WSU: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+const WSSE: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
 const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
 const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 const KOMBIT_RESPONSE: &str = "tests/fixtures/kombit/exttest-token-response.xml";
 
 fn run(command: &mut Command) -> (bool, String) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?} (install xmlsec1, libxml2-utils, openssl): {e}"));
+    let output = command.output().unwrap_or_else(|e| {
+        panic!("cannot run {command:?} (install xmlsec1, libxml2-utils, openssl): {e}")
+    });
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -129,7 +131,11 @@ fn xmllint_exc_c14n(dir: &Path, name: &str, element: &str) -> String {
         .arg(&file)
         .output()
         .expect("xmllint (Debian libxml2-utils) is needed");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -149,7 +155,9 @@ fn sha256_base64(data: &[u8]) -> String {
 
 /// The text between `<tag` … `</tag>` (first occurrence), found by plain string search.
 fn element<'a>(document: &'a str, open: &str, close: &str) -> &'a str {
-    let start = document.find(open).unwrap_or_else(|| panic!("{open} not found"));
+    let start = document
+        .find(open)
+        .unwrap_or_else(|| panic!("{open} not found"));
     let end = document[start..].find(close).unwrap() + start + close.len();
     &document[start..end]
 }
@@ -158,18 +166,34 @@ fn element<'a>(document: &'a str, open: &str, close: &str) -> &'a str {
 fn xmlsec1_verifies_the_signed_token_request_and_refuses_a_changed_one() {
     let dir = tempfile::tempdir().unwrap();
     let certificate = identity_files(dir.path());
-    let request = token::soap_request(&dummy_token_options(), &identity(), &Cvr::parse("29189846").unwrap()).unwrap();
+    let request = token::soap_request(
+        &dummy_token_options(),
+        &identity(),
+        &Cvr::parse("29189846").unwrap(),
+    )
+    .unwrap();
     let file = dir.path().join("request.xml");
     std::fs::write(&file, &request).unwrap();
     let (ok, output) = xmlsec1_verify(&file, &certificate);
     assert!(ok, "{output}\n{request}");
     assert!(output.contains("OK"), "{output}");
-    assert!(output.contains("SignedInfo References (ok/all): 7/7"), "{output}");
+    assert!(
+        output.contains("SignedInfo References (ok/all): 7/7"),
+        "{output}"
+    );
     // PROTOCOL.md §5: the CVR claim, the AppliesTo and the certificate in the body.
     assert!(request.contains("<auth:Value>29189846</auth:Value>"));
-    assert!(request.contains("<wsa:Address>http://stoettesystemerne.dk/service/organisation/3</wsa:Address>"));
+    assert!(
+        request.contains(
+            "<wsa:Address>http://stoettesystemerne.dk/service/organisation/3</wsa:Address>"
+        )
+    );
     // The check is not vacuous: another CVR in the signed body fails.
-    std::fs::write(&file, request.replace("<auth:Value>29189846<", "<auth:Value>11111111<")).unwrap();
+    std::fs::write(
+        &file,
+        request.replace("<auth:Value>29189846<", "<auth:Value>11111111<"),
+    )
+    .unwrap();
     let (ok, output) = xmlsec1_verify(&file, &certificate);
     assert!(!ok, "{output}");
 }
@@ -199,7 +223,9 @@ fn check_signed_call_independently(envelope: &str, token: &SamlToken, references
     std::fs::write(&file, &copy).unwrap();
     let (ok, output) = xmlsec1_verify(&file, &certificate);
     assert!(
-        output.contains(&format!("SignedInfo References (ok/all): {references}/{references}")),
+        output.contains(&format!(
+            "SignedInfo References (ok/all): {references}/{references}"
+        )),
         "xmlsec1 found a bad digest:\n{output}"
     );
     assert!(!ok, "the changed SignedInfo must not verify: {output}");
@@ -214,14 +240,21 @@ fn check_signed_call_independently(envelope: &str, token: &SamlToken, references
     // (2) The signature value, over libxml2's c14n of SignedInfo, with openssl. The message's
     // Signature is the last one (the assertion's comes first).
     let message_signature = &envelope[envelope.rfind("<Signature ").unwrap()..];
-    let signed_info = element(message_signature, "<SignedInfo>", "</SignedInfo>")
-        .replacen("<SignedInfo>", "<SignedInfo xmlns=\"http://www.w3.org/2000/09/xmldsig#\">", 1);
+    let signed_info = element(message_signature, "<SignedInfo>", "</SignedInfo>").replacen(
+        "<SignedInfo>",
+        "<SignedInfo xmlns=\"http://www.w3.org/2000/09/xmldsig#\">",
+        1,
+    );
     let canonical = xmllint_exc_c14n(dir.path(), "signed-info.xml", &signed_info);
     std::fs::write(dir.path().join("signed-info.c14n"), &canonical).unwrap();
     let value = element(message_signature, "<SignatureValue>", "</SignatureValue>")
         .trim_start_matches("<SignatureValue>")
         .trim_end_matches("</SignatureValue>");
-    std::fs::write(dir.path().join("signature.bin"), BASE64.decode(value).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("signature.bin"),
+        BASE64.decode(value).unwrap(),
+    )
+    .unwrap();
     let (ok, output) = run(Command::new("openssl")
         .args(["x509", "-pubkey", "-noout", "-in"])
         .arg(&certificate)
@@ -249,7 +282,11 @@ fn the_signed_service_call_verifies_independently_of_our_code() {
     assert!(envelope.contains(token.assertion_xml()));
     assert!(envelope.contains(&format!("<o:KeyIdentifier ValueType=\"http://docs.oasis-open.org/wss/oasis-wss-saml-token-profile-1.1#SAMLID\">{}</o:KeyIdentifier>", token.id())));
     let created = element(&envelope, "<u:Created>", "</u:Created>");
-    assert_eq!(created.len(), "<u:Created>2025-11-22T01:00:00.000Z</u:Created>".len(), "{created}");
+    assert_eq!(
+        created.len(),
+        "<u:Created>2025-11-22T01:00:00.000Z</u:Created>".len(),
+        "{created}"
+    );
     assert!(created.ends_with("Z</u:Created>"));
     assert!(envelope.contains("<h:TransactionUUID>"));
     // Body, Action, MessageID, ReplyTo, To, Timestamp and the assertion.
@@ -291,7 +328,10 @@ fn kombits_real_exttest_token_response_parses_and_its_assertion_is_embedded_unch
     let token = token::parse_response(&response).unwrap();
     assert_eq!(token.id(), "_d96384ca-31d6-4c30-b904-514f5c10e8b3");
     assert_eq!(token.cvr(), "11111111");
-    assert_eq!(token.audience(), "http://wsp12.oioidws-net.dk/service/service/1");
+    assert_eq!(
+        token.audience(),
+        "http://wsp12.oioidws-net.dk/service/service/1"
+    );
     assert_eq!(
         token.not_on_or_after().to_rfc3339(),
         "2023-04-04T16:21:43.668+00:00"
@@ -299,7 +339,11 @@ fn kombits_real_exttest_token_response_parses_and_its_assertion_is_embedded_unch
     // Byte for byte: the assertion is a slice of the response as received (CRLF line ends included).
     let text = String::from_utf8(response).unwrap();
     assert!(text.contains(token.assertion_xml()));
-    assert!(token.assertion_xml().starts_with("<Assertion ID=\"_d96384ca"));
+    assert!(
+        token
+            .assertion_xml()
+            .starts_with("<Assertion ID=\"_d96384ca")
+    );
     assert!(token.assertion_xml().ends_with("</Assertion>"));
     assert!(token.assertion_xml().contains("\r\n"));
 
@@ -329,12 +373,30 @@ fn our_c14n_matches_libxml2_on_every_signed_part_of_our_messages() {
         .unwrap();
     // The simulator's assertion (default namespaces, xsi-prefixed attribute, enveloped Signature).
     let ours = c14n::canonicalize(token.assertion_xml(), 0, None).unwrap();
-    assert_eq!(ours, xmllint_exc_c14n(dir.path(), "sim-assertion.xml", token.assertion_xml()));
+    assert_eq!(
+        ours,
+        xmllint_exc_c14n(dir.path(), "sim-assertion.xml", token.assertion_xml())
+    );
     // Body and Timestamp, made self-contained by hand for libxml2.
     for (id, open, close, namespaces) in [
-        ("_1", "<s:Body", "</s:Body>", format!("xmlns:s=\"{SOAP12}\" xmlns:u=\"{WSU}\"")),
-        ("_6", "<u:Timestamp", "</u:Timestamp>", format!("xmlns:u=\"{WSU}\"")),
-        ("_2", "<a:Action", "</a:Action>", format!("xmlns:a=\"{WSA}\" xmlns:s=\"{SOAP12}\" xmlns:u=\"{WSU}\"")),
+        (
+            "_1",
+            "<s:Body",
+            "</s:Body>",
+            format!("xmlns:s=\"{SOAP12}\" xmlns:u=\"{WSU}\""),
+        ),
+        (
+            "_6",
+            "<u:Timestamp",
+            "</u:Timestamp>",
+            format!("xmlns:u=\"{WSU}\""),
+        ),
+        (
+            "_2",
+            "<a:Action",
+            "</a:Action>",
+            format!("xmlns:a=\"{WSA}\" xmlns:s=\"{SOAP12}\" xmlns:u=\"{WSU}\""),
+        ),
     ] {
         let text = element(&envelope, open, close);
         let standalone = text.replacen(open, &format!("{open} {namespaces}"), 1);

@@ -15,7 +15,8 @@ use orgsync_sts_sim::generate::{Size, expected_read};
 async fn a_full_m_read_with_require_signatures_yields_the_model_with_one_token_per_cvr() {
     // The xl read is `cargo bench -p orgsync-sts --bench signed_xl` (too slow for a debug test).
     let truth = municipality(Size::M, 5);
-    let other = orgsync_sts_sim::generate::generate(&Cvr::parse("11111111").unwrap(), Size::Xs, 2, today());
+    let other =
+        orgsync_sts_sim::generate::generate(&Cvr::parse("11111111").unwrap(), Size::Xs, 2, today());
     let sim = start_secure(vec![truth.clone(), other.clone()]).await;
     let session = session_with(token_options(&sim));
     let client = signed_client(&sim, &session, &cvr());
@@ -26,16 +27,26 @@ async fn a_full_m_read_with_require_signatures_yields_the_model_with_one_token_p
         normalised(expected_read(&truth, today()))
     );
     // A second read (a second client of the same session, as a second run would be) reuses the token.
-    let again = signed_client(&sim, &session, &cvr()).read_snapshot().await.unwrap();
+    let again = signed_client(&sim, &session, &cvr())
+        .read_snapshot()
+        .await
+        .unwrap();
     assert_eq!(again.snapshot.units.len(), truth.units.len());
     // Another municipality gets its own token, and only its own data.
-    let theirs = signed_client(&sim, &session, &other.cvr).read_snapshot().await.unwrap();
+    let theirs = signed_client(&sim, &session, &other.cvr)
+        .read_snapshot()
+        .await
+        .unwrap();
     assert_eq!(
         normalised(theirs.snapshot),
         normalised(expected_read(&other, today()))
     );
     let stats = sim.stats();
-    assert_eq!(stats.tokens_issued.get(cvr().as_str()), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.tokens_issued.get(cvr().as_str()),
+        Some(&1),
+        "{stats:?}"
+    );
     assert_eq!(stats.tokens_issued.get("11111111"), Some(&1));
     assert_eq!(session.tokens().issued(), 2);
     assert_eq!(stats.security_refusals, 0);
@@ -49,7 +60,10 @@ async fn the_rest_token_endpoint_is_an_alternative_to_soap() {
     let mut options = token_options(&sim);
     options.protocol = TokenProtocol::Rest;
     let session = session_with(options);
-    let read = signed_client(&sim, &session, &cvr()).read_snapshot().await.unwrap();
+    let read = signed_client(&sim, &session, &cvr())
+        .read_snapshot()
+        .await
+        .unwrap();
     assert_eq!(read.snapshot.units.len(), truth.units.len());
     assert_eq!(session.tokens().issued(), 1);
     sim.shutdown().await;
@@ -79,7 +93,10 @@ async fn a_full_xl_read_with_require_signatures_succeeds_with_one_token() {
     let sim = start_secure(vec![truth.clone()]).await;
     let session = session_with(token_options(&sim));
     let started = std::time::Instant::now();
-    let read = signed_client(&sim, &session, &cvr()).read_snapshot().await.unwrap();
+    let read = signed_client(&sim, &session, &cvr())
+        .read_snapshot()
+        .await
+        .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(read.snapshot.partial, None);
     assert_eq!(
@@ -90,6 +107,9 @@ async fn a_full_xl_read_with_require_signatures_succeeds_with_one_token() {
     assert_eq!(stats.tokens_issued.get(cvr().as_str()), Some(&1));
     assert_eq!(stats.security_refusals, 0);
     assert_eq!(stats.calls, read.calls);
-    eprintln!("xl signed read: {} calls in {seconds:.1} s, 1 token", read.calls);
+    eprintln!(
+        "xl signed read: {} calls in {seconds:.1} s, 1 token",
+        read.calls
+    );
     sim.shutdown().await;
 }

@@ -35,7 +35,12 @@ impl Transport for Tampering {
 }
 
 fn client_on(sim: &Simulator, cvr: &Cvr, transport: Arc<dyn Transport>) -> StsClient {
-    StsClient::with_transport(cvr.clone(), &fast_options(sim), SystemLimits::new(0.0), transport)
+    StsClient::with_transport(
+        cvr.clone(),
+        &fast_options(sim),
+        SystemLimits::new(0.0),
+        transport,
+    )
 }
 
 /// The read fails with a non-retriable fault naming `expected`, and the service refused at most
@@ -141,7 +146,11 @@ async fn an_assertion_signed_by_an_untrusted_key_is_refused() {
         .await
         .unwrap_err();
     assert_refused(&error, &sim, "does not trust", 1);
-    assert_eq!(session.tokens().issued(), 0, "the forged token was used, not a new one");
+    assert_eq!(
+        session.tokens().issued(),
+        0,
+        "the forged token was used, not a new one"
+    );
     sim.shutdown().await;
 }
 
@@ -153,7 +162,10 @@ async fn the_client_itself_refuses_a_token_not_signed_by_a_trusted_sts_certifica
     let session = session_with(options);
     let error = session.tokens().token(&cvr()).await.unwrap_err();
     assert!(!error.is_retriable());
-    assert!(error.to_string().contains("not a trusted STS certificate"), "{error}");
+    assert!(
+        error.to_string().contains("not a trusted STS certificate"),
+        "{error}"
+    );
     // With the real STS certificate trusted, the same token is accepted after verification.
     let mut options = token_options(&sim);
     options.trusted_sts_certificates = vec![pki().sts.certificate.clone()];

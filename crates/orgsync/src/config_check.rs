@@ -156,7 +156,13 @@ fn print_sts_security(
     )?;
     let loaded = match crate::sts::load_identity(sts) {
         Ok(identity) => {
-            describe(out, warnings, "certificate", "the system certificate", identity.info())?;
+            describe(
+                out,
+                warnings,
+                "certificate",
+                "the system certificate",
+                identity.info(),
+            )?;
             true
         }
         Err(error) => {
@@ -165,8 +171,16 @@ fn print_sts_security(
         }
     };
     for (label, what, files) in [
-        ("sts cert", "the STS certificate", &sts.sts_certificate_files),
-        ("service cert", "the service certificate", &sts.service_certificate_files),
+        (
+            "sts cert",
+            "the STS certificate",
+            &sts.sts_certificate_files,
+        ),
+        (
+            "service cert",
+            "the service certificate",
+            &sts.service_certificate_files,
+        ),
     ] {
         for file in files {
             match crate::sts::read_certificates(file) {
@@ -174,7 +188,9 @@ fn print_sts_security(
                     for der in certificates {
                         match orgsync_sts::identity::CertificateInfo::from_der(&der) {
                             Ok(info) => describe(out, warnings, label, what, &info)?,
-                            Err(error) => writeln!(out, "    {label:<12} {}: {error}", file.display())?,
+                            Err(error) => {
+                                writeln!(out, "    {label:<12} {}: {error}", file.display())?
+                            }
                         }
                     }
                 }

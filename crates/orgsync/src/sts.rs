@@ -122,7 +122,9 @@ pub(crate) fn signed_session(sts: &StsConfig) -> anyhow::Result<SignedSession> {
     let soap_url = sts
         .effective_sts_url()
         .context("[sts] sts_url is not set and the profile has no default")?;
-    let rest_url = sts.effective_sts_rest_url().unwrap_or_else(|| soap_url.clone());
+    let rest_url = sts
+        .effective_sts_rest_url()
+        .unwrap_or_else(|| soap_url.clone());
     let mut token_options = TokenOptions::new(soap_url, rest_url, sts.effective_entity_id());
     token_options.protocol = match sts.token_protocol {
         TokenProtocolSetting::Soap => TokenProtocol::Soap,
@@ -143,8 +145,8 @@ pub(crate) fn load_identity(sts: &StsConfig) -> anyhow::Result<ClientIdentity> {
         .certificate_file
         .as_ref()
         .context("[sts] certificate_file is not set; signed calls need the system certificate")?;
-    let bytes =
-        std::fs::read(file).with_context(|| format!("reading the certificate {}", file.display()))?;
+    let bytes = std::fs::read(file)
+        .with_context(|| format!("reading the certificate {}", file.display()))?;
     if bytes.starts_with(b"-----BEGIN") || bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
         let key = match &sts.private_key_file {
             Some(key_file) => std::fs::read(key_file)
@@ -167,8 +169,8 @@ pub(crate) fn load_identity(sts: &StsConfig) -> anyhow::Result<ClientIdentity> {
 
 /// DER certificates from a PEM or DER file.
 pub(crate) fn read_certificates(file: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let bytes =
-        std::fs::read(file).with_context(|| format!("reading the certificate {}", file.display()))?;
+    let bytes = std::fs::read(file)
+        .with_context(|| format!("reading the certificate {}", file.display()))?;
     certificates_from_file_bytes(&bytes)
         .with_context(|| format!("reading the certificate {}", file.display()))
 }

@@ -45,14 +45,28 @@ fn start_signed_sim(pki_dir: &Path) -> Sim {
         .port();
     let child = std::process::Command::cargo_bin("orgsync")
         .unwrap()
-        .args(["sim", "--bind", &format!("127.0.0.1:{port}"), "--size", "xs", "--seed", "7", "--latency-ms", "0", "--require-signatures", "--pki-dir"])
+        .args([
+            "sim",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--size",
+            "xs",
+            "--seed",
+            "7",
+            "--latency-ms",
+            "0",
+            "--require-signatures",
+            "--pki-dir",
+        ])
         .arg(pki_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !pki_dir.join("client-key.pem").exists() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || !pki_dir.join("client-key.pem").exists()
+    {
         assert!(Instant::now() < deadline, "orgsync sim did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -73,10 +87,18 @@ fn signed_config(dir: &Path, pki: &Path, port: u16) -> PathBuf {
         .args(["-passout", &format!("pass:{PASSWORD}")])
         .output()
         .expect("openssl is needed");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let config = dir.join("config");
     std::fs::create_dir_all(config.join("customers")).unwrap();
-    std::fs::copy(shipped().join("customers/demo.toml"), config.join("customers/demo.toml")).unwrap();
+    std::fs::copy(
+        shipped().join("customers/demo.toml"),
+        config.join("customers/demo.toml"),
+    )
+    .unwrap();
     let service = std::fs::read_to_string(shipped().join("orgsync.toml")).unwrap();
     let sts = format!(
         "environment = \"sim\"\nsigned = true\nbase_url = \"https://127.0.0.1:{port}/organisation/\"\ncertificate_file = {:?}\ntls_ca_file = {:?}\n",
@@ -87,7 +109,10 @@ fn signed_config(dir: &Path, pki: &Path, port: u16) -> PathBuf {
         .replacen("environment = \"sim\"\n", &sts, 1)
         .replacen(
             "sts_certificate_files = []",
-            &format!("sts_certificate_files = [{:?}]", pki.join("sts.pem").display().to_string()),
+            &format!(
+                "sts_certificate_files = [{:?}]",
+                pki.join("sts.pem").display().to_string()
+            ),
             1,
         );
     std::fs::write(config.join("orgsync.toml"), service).unwrap();
@@ -106,14 +131,24 @@ fn a_signed_snapshot_reads_the_simulator_with_one_token_and_logs_no_secret() {
         .args(["sts", "snapshot", "11111111", "--format", "summary"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("municipality 11111111").and(predicate::str::contains("complete     yes")));
+        .stdout(
+            predicate::str::contains("municipality 11111111")
+                .and(predicate::str::contains("complete     yes")),
+        );
     let logs = String::from_utf8_lossy(&output.get_output().stderr).into_owned();
-    assert_eq!(logs.matches("STS token issued").count(), 1, "one token for the run:\n{logs}");
+    assert_eq!(
+        logs.matches("STS token issued").count(),
+        1,
+        "one token for the run:\n{logs}"
+    );
     assert!(logs.contains("loaded the system certificate"), "{logs}");
     assert!(!logs.contains(PASSWORD));
     let key = std::fs::read_to_string(pki.join("client-key.pem")).unwrap();
     for line in key.lines().filter(|l| !l.starts_with("-----")) {
-        assert!(!logs.contains(line), "a line of the private key is in the logs");
+        assert!(
+            !logs.contains(line),
+            "a line of the private key is in the logs"
+        );
     }
     for marker in ["Assertion", "SignatureValue", "X509Certificate", "BEGIN"] {
         assert!(!logs.contains(marker), "{marker} in the logs:\n{logs}");
@@ -151,17 +186,29 @@ fn config_check_shows_the_certificates_and_warns_before_they_expire() {
         .assert()
         .success()
         .stdout(
-            predicate::str::contains("certificate  C=DK, O=orgsync test, CN=orgsync test system (funktionscertifikat)")
-                .and(predicate::str::contains("issuer C=DK, O=orgsync test, CN=orgsync simulator CA"))
-                .and(predicate::str::is_match(r"\((36[45]) days\)").unwrap())
-                .and(predicate::str::contains("sts cert     C=DK, O=orgsync test, CN=ADG_SIM_Adgangsstyring_1"))
-                .and(predicate::str::contains("expires in").not()),
+            predicate::str::contains(
+                "certificate  C=DK, O=orgsync test, CN=orgsync test system (funktionscertifikat)",
+            )
+            .and(predicate::str::contains(
+                "issuer C=DK, O=orgsync test, CN=orgsync simulator CA",
+            ))
+            .and(predicate::str::is_match(r"\((36[45]) days\)").unwrap())
+            .and(predicate::str::contains(
+                "sts cert     C=DK, O=orgsync test, CN=ADG_SIM_Adgangsstyring_1",
+            ))
+            .and(predicate::str::contains("expires in").not()),
         );
     // A PEM certificate (with its key file) that runs out in ten days: a warning, still OK.
-    let soon = sim.client_certificate("orgsync expiring system", 10).unwrap();
+    let soon = sim
+        .client_certificate("orgsync expiring system", 10)
+        .unwrap();
     std::fs::write(dir.path().join("soon.pem"), &soon.certificate_pem).unwrap();
     let service = std::fs::read_to_string(config.join("orgsync.toml")).unwrap();
-    let p12_line = service.lines().find(|l| l.starts_with("certificate_file")).unwrap().to_owned();
+    let p12_line = service
+        .lines()
+        .find(|l| l.starts_with("certificate_file"))
+        .unwrap()
+        .to_owned();
     let service = service.replacen(
         &p12_line,
         &format!(
@@ -182,12 +229,23 @@ fn config_check_shows_the_certificates_and_warns_before_they_expire() {
         );
     // Without the password the PKCS#12 cannot be opened: the check fails and says which variable.
     let service = std::fs::read_to_string(config.join("orgsync.toml")).unwrap();
-    std::fs::write(config.join("orgsync.toml"), service.replacen("certificate_file = ", "certificate_file = \"/nonexistent.p12\"\n# ", 1)).unwrap();
+    std::fs::write(
+        config.join("orgsync.toml"),
+        service.replacen(
+            "certificate_file = ",
+            "certificate_file = \"/nonexistent.p12\"\n# ",
+            1,
+        ),
+    )
+    .unwrap();
     orgsync(&config)
         .args(["config", "check", "--offline"])
         .assert()
         .failure()
-        .stderr(predicate::str::contains("sts.certificate_file").and(predicate::str::contains("does not exist")));
+        .stderr(
+            predicate::str::contains("sts.certificate_file")
+                .and(predicate::str::contains("does not exist")),
+        );
 }
 
 #[test]
@@ -195,7 +253,11 @@ fn exttest_without_a_certificate_is_refused_by_config_check() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config");
     std::fs::create_dir_all(config.join("customers")).unwrap();
-    std::fs::copy(shipped().join("customers/demo.toml"), config.join("customers/demo.toml")).unwrap();
+    std::fs::copy(
+        shipped().join("customers/demo.toml"),
+        config.join("customers/demo.toml"),
+    )
+    .unwrap();
     let service = std::fs::read_to_string(shipped().join("orgsync.toml"))
         .unwrap()
         .replacen("environment = \"sim\"", "environment = \"exttest\"", 1);
@@ -204,5 +266,8 @@ fn exttest_without_a_certificate_is_refused_by_config_check() {
         .args(["config", "check", "--offline"])
         .assert()
         .failure()
-        .stderr(predicate::str::contains("sts.certificate_file").and(predicate::str::contains("needs the system certificate")));
+        .stderr(
+            predicate::str::contains("sts.certificate_file")
+                .and(predicate::str::contains("needs the system certificate")),
+        );
 }

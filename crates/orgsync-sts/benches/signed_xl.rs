@@ -117,7 +117,7 @@ async fn run() {
     );
     let session = SignedSession::new(
         identity,
-        &[pki.ca.clone()],
+        std::slice::from_ref(&pki.ca),
         TokenOptions::new(
             sim.sts_url(),
             sim.sts_rest_url(),

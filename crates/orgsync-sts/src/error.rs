@@ -122,7 +122,7 @@ pub enum StsError {
         /// The call that needed the token.
         site: CallSite,
         /// Why.
-        source: crate::token::TokenError,
+        source: Box<crate::token::TokenError>,
     },
 
     /// No Organisation was found for the CVR (no Virksomhed, or no Organisation pointing at it). Not retriable.
@@ -196,7 +196,7 @@ pub enum TransportError {
     Refused(String),
     /// No token for the call's municipality.
     #[error(transparent)]
-    Token(crate::token::TokenError),
+    Token(Box<crate::token::TokenError>),
 }
 
 #[cfg(test)]

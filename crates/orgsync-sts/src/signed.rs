@@ -163,7 +163,7 @@ impl SignedTransport {
             .tokens
             .token(&call.cvr)
             .await
-            .map_err(TransportError::Token)?;
+            .map_err(|e| TransportError::Token(Box::new(e)))?;
         self.signed_envelope(call, &token)
             .map_err(|e| TransportError::Refused(e.to_string()))
     }

@@ -311,7 +311,8 @@ fn assertion_fields(xml: &str) -> Result<AssertionFields, TokenError> {
                 }
             }
             Event::End(_) => {
-                if path.pop().as_deref() == Some("Attribute") {
+                let left = path.pop();
+                if left.as_deref() == Some("Attribute") {
                     attribute_name.clear();
                 }
             }
@@ -417,7 +418,7 @@ pub fn verify_assertion_signature(xml: &str, trusted: &[Vec<u8>]) -> Result<(), 
     let certificate = text_of("X509Certificate")
         .and_then(|b| BASE64.decode(b).ok())
         .ok_or("the Signature names no X509Certificate")?;
-    if !trusted.iter().any(|t| *t == certificate) {
+    if !trusted.contains(&certificate) {
         return Err(
             "the assertion is signed with a certificate that is not a trusted STS certificate"
                 .to_owned(),

@@ -699,7 +699,7 @@ async fn handle(
             ),
             0,
         ),
-        (Ok(r), Some(op)) => match token_scope(&shared, &options, &text) {
+        (Ok(r), Some(op)) => match token_scope(&options, &text) {
             Err(refusal) => (security_fault(&shared, &refusal), 0),
             Ok(token_cvr) => respond(
                 &shared,
@@ -793,12 +793,11 @@ const STS_SOAP_PATH: &str = "/runtime/services/kombittrust/14/certificatemixed";
 const STS_REST_PATH: &str = "/runtime/api/rest/wstrust/v1/issue";
 
 /// Under `--require-signatures`, the CVR of the call's verified token; otherwise `None`.
-fn token_scope(shared: &Shared, options: &SimOptions, body: &str) -> Result<Option<Cvr>, Refusal> {
+fn token_scope(options: &SimOptions, body: &str) -> Result<Option<Cvr>, Refusal> {
     let Some(security) = options.security.as_ref().filter(|s| s.require_signatures) else {
         return Ok(None);
     };
     let cvr = security::check_call(security, body, Utc::now())?;
-    let _ = shared;
     Cvr::parse(&cvr).map(Some).map_err(|_| Refusal {
         code: "Sender",
         subcode: "InvalidSecurityToken",

@@ -54,6 +54,22 @@ async fn a_full_m_read_with_require_signatures_yields_the_model_with_one_token_p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_refuses_a_tls_client_without_a_certificate() {
+    let sim = start_secure(vec![municipality(Size::Xs, 5)]).await;
+    let anonymous = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(&pki().ca).unwrap())
+        .build()
+        .unwrap();
+    let refused = anonymous.post(sim.sts_url()).body("<x/>").send().await;
+    assert!(refused.is_err(), "{refused:?}");
+    // With the system certificate the same STS issues a token.
+    let session = session_with(token_options(&sim));
+    let _ = session.tokens().token(&cvr()).await.unwrap();
+    assert_eq!(sim.stats().tokens_issued.get(cvr().as_str()), Some(&1));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rest_token_endpoint_is_an_alternative_to_soap() {
     let truth = municipality(Size::Xs, 5);
     let sim = start_secure(vec![truth.clone()]).await;

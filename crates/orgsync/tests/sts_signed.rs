@@ -127,7 +127,7 @@ fn a_signed_snapshot_reads_the_simulator_with_one_token_and_logs_no_secret() {
     let config = signed_config(dir.path(), &pki, sim.1);
     let output = orgsync(&config)
         .env("ORGSYNC_STS_CERTIFICATE_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "debug")
+        .env("RUST_LOG", "trace")
         .args(["sts", "snapshot", "11111111", "--format", "summary"])
         .assert()
         .success()

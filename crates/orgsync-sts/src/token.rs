@@ -331,6 +331,7 @@ fn assertion_fields(xml: &str) -> Result<AssertionFields, TokenError> {
 
 /// Finds the assertion in a WS-Trust response (SOAP 1.2 or 1.1), keeps its bytes, and parses it.
 pub fn parse_response(body: &[u8]) -> Result<SamlToken, TokenError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     match xml::read_body(body) {
         Ok(Body::Fault(fault)) => {
             return Err(TokenError::Refused {

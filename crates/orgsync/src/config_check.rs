@@ -71,7 +71,8 @@ async fn print_summary(
     )?;
     let mut failed = 0;
     let mut warnings = Vec::new();
-    if !print_sts_security(config, out, &mut warnings)? {
+    let cert_loaded = print_sts_security(config, out, &mut warnings)?;
+    if !cert_loaded {
         failed += 1;
     }
     writeln!(out, "  web    {}", service.web.bind)?;
@@ -87,6 +88,16 @@ async fn print_summary(
                 writeln!(out, "    health    FAILED: {error:#}")?;
             }
         }
+        if service.sts.is_signed() && cert_loaded {
+            // A token proves the certificate, the STS endpoint and the service agreement.
+            match sts_token_check(config, customer).await {
+                Ok(summary) => writeln!(out, "    sts       ok: {summary}")?,
+                Err(error) => {
+                    failed += 1;
+                    writeln!(out, "    sts       FAILED: {error:#}")?;
+                }
+            }
+        }
     }
     for warning in &config.warnings {
         writeln!(out, "warning: {warning}")?;
@@ -95,6 +106,17 @@ async fn print_summary(
         writeln!(out, "warning: {warning}")?;
     }
     Ok(failed)
+}
+
+/// Gets (or reuses) the customer's STS token.
+async fn sts_token_check(config: &Config, customer: &CustomerConfig) -> anyhow::Result<String> {
+    let session = crate::sts::signed_session(&config.service.sts)?;
+    let token = session.tokens().token(&customer.cvr).await?;
+    Ok(format!(
+        "token for CVR {} from the STS, valid until {}",
+        token.cvr(),
+        token.not_on_or_after().format("%Y-%m-%d %H:%M UTC")
+    ))
 }
 
 /// One certificate line; a warning when it expires within [`EXPIRY_WARNING_DAYS`].

@@ -156,6 +156,39 @@ fn a_signed_snapshot_reads_the_simulator_with_one_token_and_logs_no_secret() {
 }
 
 #[test]
+fn config_check_gets_a_token_per_customer_from_the_sts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let sim = start_signed_sim(&pki);
+    let config = signed_config(dir.path(), &pki, sim.1);
+    orgsync(&config)
+        .env("ORGSYNC_STS_CERTIFICATE_PASSWORD", PASSWORD)
+        .args(["config", "check"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "sts       ok: token for CVR 11111111 from the STS, valid until",
+        ));
+    // A customer the STS has no service agreement for fails the check, saying what to do.
+    let demo = std::fs::read_to_string(config.join("customers/demo.toml")).unwrap();
+    std::fs::write(
+        config.join("customers/demo.toml"),
+        demo.replacen("cvr = \"11111111\"", "cvr = \"29189846\"", 1),
+    )
+    .unwrap();
+    orgsync(&config)
+        .env("ORGSYNC_STS_CERTIFICATE_PASSWORD", PASSWORD)
+        .args(["config", "check"])
+        .assert()
+        .failure()
+        .stdout(
+            predicate::str::contains("sts       FAILED")
+                .and(predicate::str::contains("ServiceAgreementNotFound"))
+                .and(predicate::str::contains("administration module")),
+        );
+}
+
+#[test]
 fn a_municipality_without_a_service_agreement_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");

@@ -18,7 +18,8 @@ pub use problem::{Problem, Problems};
 pub use runs::{RunsConfig, WorkerConfig};
 pub use schedule::Schedule;
 pub use service::{
-    LogConfig, LogFormat, RedisConfig, ServiceConfig, StsConfig, StsEnvironment, WebConfig,
+    LogConfig, LogFormat, ORGANISATION6_ENTITY_ID, RedisConfig, SERVICEPLATFORMEN_ENTITY_ID,
+    ServiceConfig, StsConfig, StsEnvironment, StsProfile, TokenProtocolSetting, WebConfig,
 };
 
 /// The prefix of environment overrides: `ORGSYNC__REDIS__URL` overrides `[redis] url`.

@@ -1,7 +1,7 @@
 //! The service file `config/orgsync.toml`, layered with `ORGSYNC__SECTION__KEY` environment overrides.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -86,16 +86,102 @@ impl std::fmt::Display for StsEnvironment {
     }
 }
 
+/// Which family of STS Organisation services (and so which wire profile) to speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StsProfile {
+    /// Organisation 6 on Støttesystemerne: SOAP 1.2, entity ID
+    /// `http://stoettesystemerne.dk/service/organisation/3` (PROTOCOL.md).
+    #[default]
+    Stoettesystemerne,
+    /// The legacy Serviceplatformen contract (SF1500 v5): SOAP 1.1, entity ID configurable.
+    /// Only the token and the signed SOAP 1.1 envelope are implemented (see crates/orgsync-sts/README.md).
+    Serviceplatformen,
+}
+
+impl std::fmt::Display for StsProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StsProfile::Stoettesystemerne => "stoettesystemerne",
+            StsProfile::Serviceplatformen => "serviceplatformen",
+        })
+    }
+}
+
+/// How tokens are requested from the STS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenProtocolSetting {
+    /// Signed SOAP 1.2 WS-Trust 1.3 (`sts_url`).
+    #[default]
+    Soap,
+    /// The REST JSON issue endpoint (`sts_rest_url`), mutual TLS only.
+    Rest,
+}
+
+/// The entity ID of Organisation 6 (the token's audience).
+pub const ORGANISATION6_ENTITY_ID: &str = "http://stoettesystemerne.dk/service/organisation/3";
+/// The entity ID the legacy Serviceplatformen profile uses unless configured.
+pub const SERVICEPLATFORMEN_ENTITY_ID: &str =
+    "http://organisation.serviceplatformen.dk/service/organisation/5";
+/// Where the simulator's STS listens by default (`orgsync sim --require-signatures`).
+const SIM_STS_PATH: &str = "/runtime/services/kombittrust/14/certificatemixed";
+const SIM_STS_REST_PATH: &str = "/runtime/api/rest/wstrust/v1/issue";
+
 /// `[sts]`.
 #[derive(Debug, Deserialize)]
 pub struct StsConfig {
     /// `exttest`, `production` or `sim`.
     #[serde(default)]
     pub environment: StsEnvironment,
+    /// `stoettesystemerne` (Organisation 6, the default) or `serviceplatformen` (legacy v5).
+    #[serde(default)]
+    pub profile: StsProfile,
     /// Base URL of the Organisation services (`.../organisation/`); each environment has a
-    /// default, `sim`'s is `http://127.0.0.1:8089/organisation/`.
+    /// default, `sim`'s is `http://127.0.0.1:8089/organisation/` (`https://` when `signed`).
     #[serde(default)]
     pub base_url: Option<Url>,
+    /// For `sim` only: talk to `orgsync sim --require-signatures` with the signed profile
+    /// (token, WS-Security, mutual TLS). `exttest` and `production` are always signed.
+    #[serde(default)]
+    pub signed: bool,
+    /// The STS SOAP issue endpoint; each environment of the `stoettesystemerne` profile has a default.
+    #[serde(default)]
+    pub sts_url: Option<Url>,
+    /// The STS REST JSON issue endpoint (used when `token_protocol = "rest"`).
+    #[serde(default)]
+    pub sts_rest_url: Option<Url>,
+    /// `soap` (default) or `rest`.
+    #[serde(default)]
+    pub token_protocol: TokenProtocolSetting,
+    /// The service's entity ID, the token's AppliesTo/audience. Default per profile.
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    /// The system certificate: a PKCS#12 file (`.p12`/`.pfx`) or a PEM certificate.
+    /// Relative paths are relative to the working directory.
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    /// The PEM private key, when `certificate_file` is a PEM certificate without its key.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// The environment variable holding the PKCS#12 password (never put it in this file).
+    #[serde(default = "default_password_env")]
+    pub certificate_password_env: String,
+    /// The STS certificates (PEM or DER files) whose signature a token must carry; empty =
+    /// leave the check to the service. KOMBIT rotates them: list the old and the new one.
+    #[serde(default)]
+    pub sts_certificate_files: Vec<PathBuf>,
+    /// The Organisation service certificates (PEM or DER), shown by `config check`. Response
+    /// signatures are not verified yet (PROTOCOL.md §6 calls it optional).
+    #[serde(default)]
+    pub service_certificate_files: Vec<PathBuf>,
+    /// An extra TLS trust anchor (PEM or DER), e.g. the simulator's `ca.pem`. KOMBIT's hosts use
+    /// public CAs and need none.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Renew a token this many seconds before it expires (tokens live 8 hours).
+    #[serde(default = "default_token_margin_s")]
+    pub token_expiry_margin_s: u64,
     /// At most this many STS calls in flight per customer.
     #[serde(default = "default_in_flight")]
     pub max_in_flight_per_customer: u32,
@@ -114,7 +200,20 @@ impl Default for StsConfig {
     fn default() -> Self {
         StsConfig {
             environment: StsEnvironment::default(),
+            profile: StsProfile::default(),
             base_url: None,
+            signed: false,
+            sts_url: None,
+            sts_rest_url: None,
+            token_protocol: TokenProtocolSetting::default(),
+            entity_id: None,
+            certificate_file: None,
+            private_key_file: None,
+            certificate_password_env: default_password_env(),
+            sts_certificate_files: Vec::new(),
+            service_certificate_files: Vec::new(),
+            tls_ca_file: None,
+            token_expiry_margin_s: default_token_margin_s(),
             max_in_flight_per_customer: default_in_flight(),
             max_calls_per_second: default_calls_per_second(),
             call_timeout_ms: default_call_timeout_ms(),
@@ -123,24 +222,96 @@ impl Default for StsConfig {
     }
 }
 
+fn url(text: &str) -> Url {
+    Url::parse(text).expect("the built-in URLs parse")
+}
+
 impl StsConfig {
-    /// The configured base URL, or the environment's default.
+    /// Whether calls use the signed profile (token, WS-Security, mutual TLS).
+    pub fn is_signed(&self) -> bool {
+        self.signed || self.environment != StsEnvironment::Sim
+    }
+
+    /// The configured base URL, or the environment's (and profile's) default.
     pub fn effective_base_url(&self) -> Url {
         self.base_url.clone().unwrap_or_else(|| {
-            let default = match self.environment {
-                StsEnvironment::Exttest => {
+            url(match (self.profile, self.environment) {
+                (_, StsEnvironment::Sim) if self.signed => "https://127.0.0.1:8089/organisation/",
+                (_, StsEnvironment::Sim) => "http://127.0.0.1:8089/organisation/",
+                (StsProfile::Stoettesystemerne, StsEnvironment::Exttest) => {
                     "https://organisation.eksterntest-stoettesystemerne.dk/organisation/"
                 }
-                StsEnvironment::Production => {
+                (StsProfile::Stoettesystemerne, StsEnvironment::Production) => {
                     "https://organisation.stoettesystemerne.dk/organisation/"
                 }
-                StsEnvironment::Sim => "http://127.0.0.1:8089/organisation/",
-            };
-            Url::parse(default).expect("the built-in base URLs parse")
+                (StsProfile::Serviceplatformen, StsEnvironment::Exttest) => {
+                    "https://exttest.serviceplatformen.dk/service/Organisation/"
+                }
+                (StsProfile::Serviceplatformen, StsEnvironment::Production) => {
+                    "https://prod.serviceplatformen.dk/service/Organisation/"
+                }
+            })
+        })
+    }
+
+    /// The STS SOAP endpoint: configured, or the environment's default (none for the
+    /// `serviceplatformen` profile, whose STS endpoint no public source confirms).
+    pub fn effective_sts_url(&self) -> Option<Url> {
+        self.sts_url.clone().or_else(|| {
+            Some(url(match (self.profile, self.environment) {
+                (_, StsEnvironment::Sim) => return self.sim_url(SIM_STS_PATH),
+                (StsProfile::Stoettesystemerne, StsEnvironment::Exttest) => {
+                    "https://n2adgangsstyring.eksterntest-stoettesystemerne.dk/runtime/services/kombittrust/14/certificatemixed"
+                }
+                (StsProfile::Stoettesystemerne, StsEnvironment::Production) => {
+                    "https://n2adgangsstyring.stoettesystemerne.dk/runtime/services/kombittrust/14/certificatemixed"
+                }
+                (StsProfile::Serviceplatformen, _) => return None,
+            }))
+        })
+    }
+
+    /// The STS REST endpoint: configured, or the environment's default.
+    pub fn effective_sts_rest_url(&self) -> Option<Url> {
+        self.sts_rest_url.clone().or_else(|| {
+            Some(url(match (self.profile, self.environment) {
+                (_, StsEnvironment::Sim) => return self.sim_url(SIM_STS_REST_PATH),
+                (StsProfile::Stoettesystemerne, StsEnvironment::Exttest) => {
+                    "https://n2adgangsstyring.eksterntest-stoettesystemerne.dk/runtime/api/rest/wstrust/v1/issue"
+                }
+                (StsProfile::Stoettesystemerne, StsEnvironment::Production) => {
+                    "https://n2adgangsstyring.stoettesystemerne.dk/runtime/api/rest/wstrust/v1/issue"
+                }
+                (StsProfile::Serviceplatformen, _) => return None,
+            }))
+        })
+    }
+
+    /// The simulator's STS on the same host and port as the Organisation base URL.
+    fn sim_url(&self, path: &str) -> Option<Url> {
+        let mut base = self.effective_base_url();
+        base.set_path(path);
+        Some(base)
+    }
+
+    /// The entity ID: configured, or the profile's.
+    pub fn effective_entity_id(&self) -> String {
+        self.entity_id.clone().unwrap_or_else(|| {
+            match self.profile {
+                StsProfile::Stoettesystemerne => ORGANISATION6_ENTITY_ID,
+                StsProfile::Serviceplatformen => SERVICEPLATFORMEN_ENTITY_ID,
+            }
+            .to_owned()
         })
     }
 }
 
+fn default_password_env() -> String {
+    "ORGSYNC_STS_CERTIFICATE_PASSWORD".to_owned()
+}
+fn default_token_margin_s() -> u64 {
+    900
+}
 fn default_in_flight() -> u32 {
     4
 }
@@ -341,7 +512,7 @@ fn check(
     if let Some(url) = &sts.base_url {
         match (sts.environment, url.scheme()) {
             (_, "https") => {}
-            (StsEnvironment::Sim, "http") => {}
+            (StsEnvironment::Sim, "http") if !sts.signed => {}
             (env, scheme) => problem(
                 "sts.base_url",
                 format!(
@@ -355,6 +526,116 @@ fn check(
                 format!("{url} must end with '/' (the services are joined onto it)"),
             );
         }
+    }
+    if sts.signed && sts.environment != StsEnvironment::Sim {
+        problem(
+            "sts.signed",
+            format!(
+                "only for environment sim; {} is always signed",
+                sts.environment
+            ),
+        );
+    }
+    if sts.is_signed() {
+        match &sts.certificate_file {
+            None => problem(
+                "sts.certificate_file",
+                format!(
+                    "missing; environment {}{} needs the system certificate (a .p12/.pfx, or a PEM certificate with private_key_file)",
+                    sts.environment,
+                    if sts.signed {
+                        " with signed = true"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            Some(file) if !file.is_file() => problem(
+                "sts.certificate_file",
+                format!("{} does not exist or is not a file", file.display()),
+            ),
+            Some(_) => {}
+        }
+        if sts.effective_sts_url().is_none() && sts.token_protocol == TokenProtocolSetting::Soap {
+            problem(
+                "sts.sts_url",
+                format!(
+                    "missing; profile {} has no known STS endpoint, set it explicitly",
+                    sts.profile
+                ),
+            );
+        }
+        if sts.effective_sts_rest_url().is_none()
+            && sts.token_protocol == TokenProtocolSetting::Rest
+        {
+            problem(
+                "sts.sts_rest_url",
+                format!(
+                    "missing; profile {} has no known REST STS endpoint, set it explicitly",
+                    sts.profile
+                ),
+            );
+        }
+    }
+    for (field, file) in [
+        ("sts.private_key_file", sts.private_key_file.as_ref()),
+        ("sts.tls_ca_file", sts.tls_ca_file.as_ref()),
+    ] {
+        if let Some(file) = file.filter(|f| !f.is_file()) {
+            problem(
+                field,
+                format!("{} does not exist or is not a file", file.display()),
+            );
+        }
+    }
+    for (field, files) in [
+        ("sts.sts_certificate_files", &sts.sts_certificate_files),
+        (
+            "sts.service_certificate_files",
+            &sts.service_certificate_files,
+        ),
+    ] {
+        for file in files.iter().filter(|f| !f.is_file()) {
+            problem(
+                field,
+                format!("{} does not exist or is not a file", file.display()),
+            );
+        }
+    }
+    for (field, url) in [
+        ("sts.sts_url", &sts.sts_url),
+        ("sts.sts_rest_url", &sts.sts_rest_url),
+    ] {
+        if let Some(url) = url.as_ref().filter(|u| u.scheme() != "https") {
+            problem(field, format!("{url}: the STS is only reached over https"));
+        }
+    }
+    if let Some(entity_id) = &sts.entity_id {
+        if Url::parse(entity_id).is_err() {
+            problem("sts.entity_id", format!("{entity_id:?} is not a URI"));
+        }
+    }
+    let password_env = &sts.certificate_password_env;
+    if password_env.is_empty()
+        || !password_env
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        problem(
+            "sts.certificate_password_env",
+            format!(
+                "{password_env:?}; expected an environment variable name (letters, digits, '_')"
+            ),
+        );
+    }
+    if !(60..=7 * 3600).contains(&sts.token_expiry_margin_s) {
+        problem(
+            "sts.token_expiry_margin_s",
+            format!(
+                "{}; expected 60 to 25200 (tokens live 8 hours)",
+                sts.token_expiry_margin_s
+            ),
+        );
     }
     if !(1..=64).contains(&sts.max_in_flight_per_customer) {
         problem(

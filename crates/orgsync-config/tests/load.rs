@@ -240,3 +240,147 @@ fn a_missing_directory_or_service_file_is_a_clear_problem() {
     let found = problems(dir.path());
     assert!(found[0].contains("orgsync.toml: not found"), "{found:?}");
 }
+
+/// The shipped service file with `environment = "sim"` replaced by `sts` (the rest of `[sts]` kept).
+fn with_sts(sts: &str) -> tempfile::TempDir {
+    let dir = copy_with(|demo| demo);
+    let service = fs::read_to_string(dir.path().join("orgsync.toml")).unwrap();
+    fs::write(
+        dir.path().join("orgsync.toml"),
+        service.replacen("environment = \"sim\"\n", sts, 1),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn exttest_and_production_presets_name_kombits_endpoints_and_entity_id() {
+    let dir = with_sts("");
+    let cert = dir.path().join("system.p12");
+    fs::write(&cert, b"not read by the config loader").unwrap();
+    for (environment, host) in [
+        ("exttest", "eksterntest-stoettesystemerne.dk"),
+        ("production", "stoettesystemerne.dk"),
+    ] {
+        let dir = with_sts(&format!(
+            "environment = \"{environment}\"\ncertificate_file = {:?}\n",
+            cert.display().to_string()
+        ));
+        let config = load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let sts = &config.service.sts;
+        assert!(sts.is_signed());
+        assert_eq!(
+            sts.effective_base_url().as_str(),
+            format!("https://organisation.{host}/organisation/")
+        );
+        assert_eq!(
+            sts.effective_sts_url().unwrap().as_str(),
+            format!(
+                "https://n2adgangsstyring.{host}/runtime/services/kombittrust/14/certificatemixed"
+            )
+        );
+        assert_eq!(
+            sts.effective_sts_rest_url().unwrap().as_str(),
+            format!("https://n2adgangsstyring.{host}/runtime/api/rest/wstrust/v1/issue")
+        );
+        assert_eq!(
+            sts.effective_entity_id(),
+            "http://stoettesystemerne.dk/service/organisation/3"
+        );
+        assert_eq!(
+            sts.certificate_password_env,
+            "ORGSYNC_STS_CERTIFICATE_PASSWORD"
+        );
+        assert_eq!(sts.token_expiry_margin_s, 900);
+    }
+}
+
+#[test]
+fn the_legacy_profile_needs_an_sts_url_and_takes_a_configured_entity_id() {
+    let dir = with_sts("");
+    let cert = dir.path().join("system.p12");
+    fs::write(&cert, b"x").unwrap();
+    let cert = cert.display().to_string();
+    let dir = with_sts(&format!(
+        "environment = \"exttest\"\nprofile = \"serviceplatformen\"\ncertificate_file = {cert:?}\n"
+    ));
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("sts.sts_url") && p.contains("serviceplatformen")),
+        "{found:?}"
+    );
+    let dir = with_sts(&format!(
+        "environment = \"exttest\"\nprofile = \"serviceplatformen\"\ncertificate_file = {cert:?}\nsts_url = \"https://sts.example.dk/issue\"\nentity_id = \"http://organisation.serviceplatformen.dk/service/organisation/4\"\n"
+    ));
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let sts = &config.service.sts;
+    assert_eq!(
+        sts.effective_base_url().as_str(),
+        "https://exttest.serviceplatformen.dk/service/Organisation/"
+    );
+    assert_eq!(
+        sts.effective_entity_id(),
+        "http://organisation.serviceplatformen.dk/service/organisation/4"
+    );
+    let dir = with_sts("environment = \"production\"\nprofile = \"serviceplatformen\"\n");
+    assert!(
+        problems(dir.path())
+            .iter()
+            .any(|p| p.contains("sts.certificate_file"))
+    );
+}
+
+#[test]
+fn signed_settings_are_checked_all_at_once() {
+    let dir = with_sts(
+        "environment = \"production\"\nsigned = true\ncertificate_file = \"/nonexistent/system.p12\"\nsts_url = \"http://sts.example.dk/\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
+    );
+    let service = fs::read_to_string(dir.path().join("orgsync.toml")).unwrap();
+    fs::write(
+        dir.path().join("orgsync.toml"),
+        service
+            .replacen(
+                "certificate_password_env = \"ORGSYNC_STS_CERTIFICATE_PASSWORD\"",
+                "certificate_password_env = \"MY PASSWORD\"",
+                1,
+            )
+            .replacen(
+                "token_expiry_margin_s = 900",
+                "token_expiry_margin_s = 30000",
+                1,
+            )
+            .replacen(
+                "sts_certificate_files = []",
+                "sts_certificate_files = [\"/nonexistent/sts.pem\"]",
+                1,
+            ),
+    )
+    .unwrap();
+    let found = problems(dir.path());
+    for needle in [
+        "sts.signed: only for environment sim",
+        "sts.certificate_file: /nonexistent/system.p12 does not exist",
+        "sts.certificate_password_env: \"MY PASSWORD\"",
+        "sts.sts_url: http://sts.example.dk/: the STS is only reached over https",
+        "sts.tls_ca_file: /nonexistent/ca.pem does not exist",
+        "sts.sts_certificate_files: /nonexistent/sts.pem does not exist",
+        "sts.token_expiry_margin_s: 30000",
+    ] {
+        assert!(
+            found.iter().any(|p| p.contains(needle)),
+            "no {needle} in:\n{}",
+            found.join("\n")
+        );
+    }
+    // A signed simulator defaults to https on the simulator's port, its STS on the same host.
+    let dir = with_sts("environment = \"sim\"\nsigned = true\n");
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("sts.certificate_file: missing")),
+        "{found:?}"
+    );
+}

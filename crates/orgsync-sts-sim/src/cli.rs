@@ -8,7 +8,11 @@ use chrono::Utc;
 use clap::Args;
 use orgsync_model::ids::Cvr;
 
+use std::sync::Arc;
+
 use crate::generate::{Size, generate};
+use crate::pki::SimPki;
+use crate::security::SimSecurity;
 use crate::server::{FaultOptions, LatencyModel, SimOptions, Simulator};
 use crate::{SimError, load_fixture};
 
@@ -39,6 +43,21 @@ pub struct SimArgs {
     /// Refuse calls above this many per second with HTTP 429.
     #[arg(long)]
     pub rate_limit: Option<f64>,
+    /// Serve HTTPS with mutual TLS and the STS endpoints, and refuse Organisation calls without
+    /// a valid WS-Security header (token signature, audience, timestamp, holder-of-key
+    /// signature); data is scoped to the token's CVR. Writes its PKI to --pki-dir.
+    #[arg(long)]
+    pub require_signatures: bool,
+    /// Where --require-signatures writes ca.pem, sts.pem, client.pem and client-key.pem for
+    /// `[sts]` (tls_ca_file, sts_certificate_files, certificate_file, private_key_file).
+    #[arg(long, default_value = "sim-pki")]
+    pub pki_dir: PathBuf,
+    /// The entity ID the services accept as token audience.
+    #[arg(
+        long,
+        default_value = "http://stoettesystemerne.dk/service/organisation/3"
+    )]
+    pub entity_id: String,
 }
 
 fn parse_cvr(text: &str) -> Result<Cvr, String> {
@@ -63,13 +82,22 @@ pub fn options(args: &SimArgs) -> Result<SimOptions, SimError> {
             rate_limit_per_second: args.rate_limit,
         },
         seed: args.seed,
+        security: None,
         ..SimOptions::default()
     })
 }
 
 /// Starts the simulator, then serves until `shutdown` completes.
 pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> Result<(), SimError> {
-    let options = options(&args)?;
+    let mut options = options(&args)?;
+    if args.require_signatures {
+        let pki = Arc::new(SimPki::generate()?);
+        pki.write_to(&args.pki_dir)?;
+        let mut security = SimSecurity::new(pki, true);
+        security.entity_id = args.entity_id.clone();
+        options.security = Some(security);
+        tracing::info!(pki_dir = %args.pki_dir.display(), "wrote the simulator's CA, STS and client certificates");
+    }
     let today = Utc::now().date_naive();
     let mut municipalities = Vec::new();
     for path in &args.fixtures {
@@ -102,6 +130,7 @@ pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> Result<()
     tracing::info!(
         address = %simulator.address(),
         base_url = %simulator.base_url(),
+        sts_url = %simulator.sts_url(),
         municipalities = %summary.join(", "),
         "STS simulator listening"
     );

@@ -11,8 +11,12 @@
 //! both are checked against the official XSDs, so neither can hide the other's mistakes.
 
 pub mod cli;
+mod dsig;
 pub mod generate;
+pub mod pki;
+pub mod security;
 pub mod server;
+mod tls;
 mod wire;
 pub mod world;
 mod xml;

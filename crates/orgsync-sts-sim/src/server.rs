@@ -24,6 +24,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::SimError;
+use crate::security::{self, Refusal, SimSecurity};
 use crate::wire::*;
 use crate::world::{Window, World, root_namespaces};
 use crate::xml::{XmlWriter, read_request};
@@ -169,6 +170,9 @@ pub struct SimOptions {
     pub max_list_ids: usize,
     /// Seed of the latency and fault dice.
     pub seed: u64,
+    /// HTTPS with mutual TLS, the STS endpoints and (optionally) WS-Security checks on every
+    /// call. Decided at start; `None` = plain HTTP without an STS.
+    pub security: Option<SimSecurity>,
 }
 
 impl Default for SimOptions {
@@ -180,6 +184,7 @@ impl Default for SimOptions {
             max_page_size: 500,
             max_list_ids: 500,
             seed: 1,
+            security: None,
         }
     }
 }
@@ -199,6 +204,10 @@ pub struct SimStats {
     pub rate_limited: u64,
     /// Faults injected (random and scripted).
     pub faults_injected: u64,
+    /// Tokens the STS issued, per CVR.
+    pub tokens_issued: BTreeMap<String, u64>,
+    /// Calls or token requests refused by the security checks.
+    pub security_refusals: u64,
 }
 
 struct ScriptState {
@@ -284,16 +293,40 @@ impl Simulator {
         let app = Router::new()
             .route("/organisation/{service}/6/", post(handle))
             .route("/organisation/{service}/6", post(handle))
+            .route(STS_SOAP_PATH, post(sts_soap))
+            .route(STS_REST_PATH, post(sts_rest))
             .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = rx.await;
-            });
-            if let Err(error) = server.await {
-                tracing::error!(error = %error, "the STS simulator stopped");
+        let tls = shared
+            .options
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .security
+            .as_ref()
+            .map(|s| crate::tls::server_config(&s.pki))
+            .transpose()?;
+        let task = match tls {
+            Some(config) => {
+                let listener = crate::tls::TlsListener::new(listener, config)
+                    .map_err(|e| SimError::Bind(bind.to_string(), e.to_string()))?;
+                tokio::spawn(async move {
+                    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    });
+                    if let Err(error) = server.await {
+                        tracing::error!(error = %error, "the STS simulator stopped");
+                    }
+                })
             }
-        });
+            None => tokio::spawn(async move {
+                let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                });
+                if let Err(error) = server.await {
+                    tracing::error!(error = %error, "the STS simulator stopped");
+                }
+            }),
+        };
         Ok(Simulator {
             address,
             shared,
@@ -307,10 +340,67 @@ impl Simulator {
         self.address
     }
 
-    /// The base URL for clients: `http://<addr>/organisation/`.
+    fn scheme(&self) -> &'static str {
+        if self.options().security.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The base URL for clients: `http://<addr>/organisation/` (`https://` with security).
     pub fn base_url(&self) -> Url {
-        Url::parse(&format!("http://{}/organisation/", self.address))
-            .unwrap_or_else(|_| unreachable!())
+        Url::parse(&format!(
+            "{}://{}/organisation/",
+            self.scheme(),
+            self.address
+        ))
+        .unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The STS SOAP endpoint (`https://<addr>/runtime/services/kombittrust/14/certificatemixed`).
+    pub fn sts_url(&self) -> Url {
+        Url::parse(&format!(
+            "{}://{}{STS_SOAP_PATH}",
+            self.scheme(),
+            self.address
+        ))
+        .unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The STS REST JSON endpoint (`https://<addr>/runtime/api/rest/wstrust/v1/issue`).
+    pub fn sts_rest_url(&self) -> Url {
+        Url::parse(&format!(
+            "{}://{}{STS_REST_PATH}",
+            self.scheme(),
+            self.address
+        ))
+        .unwrap_or_else(|_| unreachable!())
+    }
+
+    /// A signed assertion as the STS would issue it, for `cvr` and `entity_id`, holder-of-key
+    /// `holder` (DER), signed by the STS, or by the untrusted rogue key (tampering tests).
+    pub fn issue_assertion(
+        &self,
+        cvr: &str,
+        entity_id: &str,
+        holder: &[u8],
+        rogue: bool,
+    ) -> Option<String> {
+        let security = self.options().security?;
+        let signer = if rogue {
+            security.pki.rogue.clone()
+        } else {
+            security.pki.sts.clone()
+        };
+        Some(security::assertion(
+            &security,
+            &signer,
+            cvr,
+            entity_id,
+            holder,
+            Utc::now(),
+        ))
     }
 
     /// Adds a municipality, or replaces the one with the same CVR (models a change in STS).
@@ -609,15 +699,19 @@ async fn handle(
             ),
             0,
         ),
-        (Ok(r), Some(op)) => respond(
-            &shared,
-            &options,
-            service,
-            op,
-            r,
-            &headers,
-            injected.as_ref(),
-        ),
+        (Ok(r), Some(op)) => match token_scope(&options, &text) {
+            Err(refusal) => (security_fault(&shared, &refusal), 0),
+            Ok(token_cvr) => respond(
+                &shared,
+                &options,
+                service,
+                op,
+                r,
+                &headers,
+                token_cvr.as_ref(),
+                injected.as_ref(),
+            ),
+        },
     };
 
     let mut delay = {
@@ -695,6 +789,160 @@ fn action_of(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+const STS_SOAP_PATH: &str = "/runtime/services/kombittrust/14/certificatemixed";
+const STS_REST_PATH: &str = "/runtime/api/rest/wstrust/v1/issue";
+
+/// Under `--require-signatures`, the CVR of the call's verified token; otherwise `None`.
+fn token_scope(options: &SimOptions, body: &str) -> Result<Option<Cvr>, Refusal> {
+    let Some(security) = options.security.as_ref().filter(|s| s.require_signatures) else {
+        return Ok(None);
+    };
+    let cvr = security::check_call(security, body, Utc::now())?;
+    Cvr::parse(&cvr).map(Some).map_err(|_| Refusal {
+        code: "Sender",
+        subcode: "InvalidSecurityToken",
+        reason: format!("the token's CvrNumberIdentifier {cvr:?} is not a CVR"),
+    })
+}
+
+fn security_fault(shared: &Shared, refusal: &Refusal) -> Response {
+    lock(&shared.stats).security_refusals += 1;
+    tracing::info!(subcode = refusal.subcode, reason = %refusal.reason, "call refused by the security checks");
+    http(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "application/soap+xml; charset=utf-8",
+        security::refused_body(refusal),
+    )
+}
+
+/// `POST` to the STS SOAP endpoint: a signed WS-Trust issue request.
+async fn sts_soap(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let options = shared
+        .options
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(security) = options.security else {
+        return http(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "no STS: the simulator runs without security".to_owned(),
+        );
+    };
+    let now = Utc::now();
+    let request = match security::token_request(&security, &String::from_utf8_lossy(&body), now) {
+        Ok(request) => request,
+        Err(refusal) => return security_fault(&shared, &refusal),
+    };
+    match issue(&shared, &security, &request, now) {
+        Ok((assertion, id)) => http(
+            StatusCode::OK,
+            "application/soap+xml; charset=utf-8",
+            security::token_response(&security, &assertion, &id, &request.entity_id, now),
+        ),
+        Err(refusal) => security_fault(&shared, &refusal),
+    }
+}
+
+/// `POST` to the STS REST endpoint: the JSON variant.
+async fn sts_rest(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let options = shared
+        .options
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(security) = options.security else {
+        return http(StatusCode::NOT_FOUND, "text/plain", "no STS".to_owned());
+    };
+    let now = Utc::now();
+    let outcome = security::rest_token_request(&security, &body, now)
+        .and_then(|request| issue(&shared, &security, &request, now).map(|a| (a, request)));
+    match outcome {
+        Ok(((assertion, _), request)) => {
+            use base64::Engine as _;
+            let json = serde_json::json!({
+                "RequestedSecurityToken": { "Assertion": base64::engine::general_purpose::STANDARD.encode(assertion) },
+                "AppliesTo": { "EndpointReference": { "Address": request.entity_id } },
+                "KeyType": "http://docs.oasis-open.org/ws-sx/ws-trust/200512/PublicKey",
+                "TokenType": "http://docs.oasis-open.org/wss/oasis-wss-saml-token-profile-1.1#SAMLV2.0",
+                "RequestType": "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue",
+            });
+            http(StatusCode::OK, "application/json", json.to_string())
+        }
+        Err(refusal) => {
+            lock(&shared.stats).security_refusals += 1;
+            let json = serde_json::json!({
+                "status": 400,
+                "error": refusal.subcode,
+                "message": format!("{}: {}", refusal.subcode, refusal.reason),
+            });
+            http(
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                json.to_string(),
+            )
+        }
+    }
+}
+
+/// Issues an assertion when the CVR is served (has a service agreement).
+fn issue(
+    shared: &Shared,
+    security: &SimSecurity,
+    request: &security::TokenRequest,
+    now: DateTime<Utc>,
+) -> Result<(String, String), Refusal> {
+    let served = Cvr::parse(&request.cvr).ok().is_some_and(|cvr| {
+        shared
+            .worlds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&cvr)
+    });
+    if !served {
+        return Err(Refusal {
+            code: "Sender",
+            subcode: "ServiceAgreementNotFound",
+            reason: format!(
+                "der findes ingen serviceaftale for CVR {} og {} (no service agreement)",
+                request.cvr, request.entity_id
+            ),
+        });
+    }
+    let assertion = security::assertion(
+        security,
+        &security.pki.sts,
+        &request.cvr,
+        &request.entity_id,
+        &request.holder,
+        now,
+    );
+    let id = assertion
+        .split("ID=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    *lock(&shared.stats)
+        .tokens_issued
+        .entry(request.cvr.clone())
+        .or_default() += 1;
+    tracing::info!(customer.cvr = %request.cvr, entity_id = %request.entity_id, "simulated STS issued a token");
+    Ok((assertion, id))
+}
+
+/// A relation in a search that names an Organisation other than the token's municipality's.
+fn foreign_organisation(world: &World, payload: &str) -> Option<Uuid> {
+    let input: SoegIn = quick_xml::de::from_str(payload).ok()?;
+    let relations = input.relations?;
+    relations
+        .belongs_to
+        .iter()
+        .chain(relations.organisations.iter())
+        .filter_map(reference)
+        .find(|id| *id != world.organisation)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn respond(
     shared: &Shared,
@@ -703,6 +951,7 @@ fn respond(
     op: Op,
     request: &crate::xml::Request<'_>,
     headers: &HeaderMap,
+    token_cvr: Option<&Cvr>,
     injected: Option<&FaultKind>,
 ) -> (Response, usize) {
     let transaction = request.transaction.as_deref();
@@ -755,6 +1004,7 @@ fn respond(
     }
     let worlds = shared.worlds.read().unwrap_or_else(|e| e.into_inner());
     let world = match headers.get(SIM_CVR_HEADER).and_then(|v| v.to_str().ok()) {
+        _ if token_cvr.is_some() => token_cvr.and_then(|c| worlds.get(c).cloned()),
         Some(cvr) => Cvr::parse(cvr).ok().and_then(|c| worlds.get(&c).cloned()),
         None if worlds.len() == 1 => worlds.values().next().cloned(),
         None => None,
@@ -770,6 +1020,25 @@ fn respond(
             0,
         );
     };
+    if token_cvr.is_some() && op == Op::Soeg {
+        if let Some(foreign) = foreign_organisation(&world, request.payload) {
+            drop(worlds);
+            return (
+                security_fault(
+                    shared,
+                    &Refusal {
+                        code: "Sender",
+                        subcode: "AccessDenied",
+                        reason: format!(
+                            "the token is for CVR {}, whose Organisation is {}; it gives no access to Organisation {foreign}",
+                            world.cvr, world.organisation
+                        ),
+                    },
+                ),
+                0,
+            );
+        }
+    }
     let now = Utc::now();
     let output = match op {
         Op::Soeg => soeg(&worlds, &world, options, service, request.payload, now),

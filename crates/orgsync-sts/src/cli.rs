@@ -151,16 +151,35 @@ pub fn snapshot_json(read: &SnapshotRead) -> Result<Value, serde_json::Error> {
     Ok(value)
 }
 
-/// Runs an `orgsync sts` command with the unsigned (simulator) transport, printing to `out`.
+/// Where `orgsync sts` commands get their client: [`ClientOptions`] alone give the unsigned
+/// (simulator) transport; the binary's configuration gives the signed one where configured.
+pub trait ClientSource {
+    /// A client for one municipality.
+    fn client(&self, cvr: &Cvr, limits: SystemLimits) -> Result<StsClient, StsError>;
+    /// The system-wide calls-per-second limit.
+    fn max_calls_per_second(&self) -> f64;
+}
+
+impl ClientSource for ClientOptions {
+    fn client(&self, cvr: &Cvr, limits: SystemLimits) -> Result<StsClient, StsError> {
+        StsClient::new(cvr.clone(), self, limits)
+    }
+
+    fn max_calls_per_second(&self) -> f64 {
+        self.max_calls_per_second
+    }
+}
+
+/// Runs an `orgsync sts` command with clients from `source`, printing to `out`.
 pub async fn run(
     command: &StsCommand,
-    options: &ClientOptions,
+    source: &impl ClientSource,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     match command {
         StsCommand::Snapshot(args) => {
-            let limits = SystemLimits::new(options.max_calls_per_second);
-            let client = StsClient::new(args.cvr.clone(), options, limits)?;
+            let limits = SystemLimits::new(source.max_calls_per_second());
+            let client = source.client(&args.cvr, limits)?;
             let read = client.read_snapshot().await?;
             match args.format {
                 OutputFormat::Json => {

@@ -43,6 +43,8 @@ struct Inner {
     in_flight: Semaphore,
     calls: AtomicU64,
     organisation: OnceCell<Uuid>,
+    /// The first error that ends every read (token refused, no service agreement, security).
+    fatal: Mutex<Option<StsError>>,
 }
 
 /// The result of a bulk read: the snapshot and what was noticed on the way.
@@ -156,6 +158,7 @@ impl StsClient {
                 limits,
                 calls: AtomicU64::new(0),
                 organisation,
+                fatal: Mutex::new(None),
             }),
         }
     }
@@ -207,6 +210,9 @@ impl StsClient {
             payload,
             transaction_id: Uuid::new_v4(),
         };
+        if let Some(fatal) = self.fatal() {
+            return Err(fatal);
+        }
         let mut attempt = 1;
         loop {
             let result = {
@@ -234,6 +240,10 @@ impl StsClient {
                         limit,
                     }),
                     Ok(Err(TransportError::Refused(message))) => Err(StsError::Config(message)),
+                    Ok(Err(TransportError::Token(source))) => Err(StsError::Token {
+                        site: site.clone(),
+                        source,
+                    }),
                     Ok(Ok(response)) => interpret::<T>(&site, &response),
                 }
             };
@@ -244,9 +254,31 @@ impl StsClient {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
+                Err(error) if error.ends_read() => {
+                    tracing::warn!(call = %site, customer.cvr = %self.inner.cvr, error = %error, "STS refused the call; the read stops");
+                    let mut fatal = self.inner.fatal.lock().unwrap_or_else(|e| e.into_inner());
+                    fatal.get_or_insert_with(|| error.clone());
+                    return Err(error);
+                }
                 other => return other,
             }
         }
+    }
+
+    fn fatal(&self) -> Option<StsError> {
+        self.inner
+            .fatal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn take_fatal(&self) -> Option<StsError> {
+        self.inner
+            .fatal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The municipality's Organisation UUID: configured, or Virksomhed soeg (CVR) then Organisation soeg (Virksomhed).
@@ -297,13 +329,18 @@ impl StsClient {
     pub async fn read_snapshot(&self) -> Result<SnapshotRead, StsError> {
         let calls_before = self.calls();
         let now = Utc::now();
-        let organisation = self.organisation_uuid().await?;
+        let organisation = self.organisation_uuid().await.inspect_err(|_| {
+            self.take_fatal();
+        })?;
         let state = Arc::new(ReadState::default());
 
         let units = self.read_units(&state, now);
         let positions = self.read_functions(organisation, None, &state, now);
         let users = self.read_users(organisation, &state, now);
         let (units, functions, users) = tokio::join!(units, positions, users);
+        if let Some(fatal) = self.take_fatal() {
+            return Err(fatal);
+        }
         let units = units?;
 
         let (mut issues, partial) = state.finish();
@@ -327,7 +364,9 @@ impl StsClient {
     pub async fn read_unit(&self, unit: UnitId) -> Result<UnitRead, StsError> {
         let calls_before = self.calls();
         let now = Utc::now();
-        let organisation = self.organisation_uuid().await?;
+        let organisation = self.organisation_uuid().await.inspect_err(|_| {
+            self.take_fatal();
+        })?;
         let state = Arc::new(ReadState::default());
         let objects = self
             .list_objects(Service::OrganisationEnhed, &[unit.0], None)
@@ -367,6 +406,9 @@ impl StsClient {
             })
             .collect();
         users.sort_by_key(|u| u.uuid);
+        if let Some(fatal) = self.take_fatal() {
+            return Err(fatal);
+        }
         let (mut issues, partial) = state.finish();
         let unit = record.and_then(|r| to_unit(r, organisation, &mut issues));
         Ok(UnitRead {

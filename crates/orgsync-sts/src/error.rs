@@ -25,7 +25,7 @@ impl std::fmt::Display for CallSite {
 }
 
 /// A failed STS call or read.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StsError {
     /// The client is configured in a way that cannot work (for example the unsigned transport
     /// pointed at a real STS address). Not retriable: fix the configuration.
@@ -61,7 +61,7 @@ pub enum StsError {
 
     /// A SOAP fault. `Receiver` faults (server-side trouble, throttling) are retriable;
     /// `Sender` faults and anything about the service agreement or security are not.
-    #[error("{site}: SOAP fault {code}{}: {reason}", subcode.as_ref().map(|s| format!("/{s}")).unwrap_or_default())]
+    #[error("{site}: SOAP fault {code}{}: {reason}{}", subcode.as_ref().map(|s| format!("/{s}")).unwrap_or_default(), crate::token::hint(subcode.as_deref(), reason))]
     Fault {
         /// The call.
         site: CallSite,
@@ -115,6 +115,16 @@ pub enum StsError {
         message: String,
     },
 
+    /// No token could be had from the STS for this municipality (refused, unreachable, unusable).
+    /// Retriable only when the STS was unreachable or had a transient server problem.
+    #[error("{site}: {source}")]
+    Token {
+        /// The call that needed the token.
+        site: CallSite,
+        /// Why.
+        source: Box<crate::token::TokenError>,
+    },
+
     /// No Organisation was found for the CVR (no Virksomhed, or no Organisation pointing at it). Not retriable.
     #[error("no STS Organisation found for CVR {cvr}: {message}")]
     OrganisationNotFound {
@@ -141,14 +151,30 @@ impl StsError {
             } => {
                 let text = format!("{} {}", subcode.as_deref().unwrap_or(""), reason);
                 code == "Receiver"
-                    && !text.contains("ServiceAgreement")
-                    && !text.contains("Security")
+                    && crate::token::hint(subcode.as_deref(), reason).is_empty()
+                    && !text.contains("Token")
             }
+            StsError::Token { source, .. } => source.is_retriable(),
             StsError::Status { code, .. } => *code >= 50,
             StsError::Config(_)
             | StsError::TooLarge { .. }
             | StsError::Malformed { .. }
             | StsError::OrganisationNotFound { .. } => false,
+        }
+    }
+}
+
+impl StsError {
+    /// Whether this error stops the whole read rather than one page: the STS refused the token,
+    /// or a service refused the call for a reason every other call shares (no service
+    /// agreement, security checks, access outside the token's CVR).
+    pub fn ends_read(&self) -> bool {
+        match self {
+            StsError::Token { source, .. } => !source.is_retriable(),
+            StsError::Fault {
+                subcode, reason, ..
+            } => !self.is_retriable() && !crate::token::hint(subcode.as_deref(), reason).is_empty(),
+            _ => false,
         }
     }
 }
@@ -168,6 +194,9 @@ pub enum TransportError {
     /// The transport refuses this call for good (for example a non-loopback address on the unsigned profile).
     #[error("{0}")]
     Refused(String),
+    /// No token for the call's municipality.
+    #[error(transparent)]
+    Token(Box<crate::token::TokenError>),
 }
 
 #[cfg(test)]

@@ -12,14 +12,19 @@
 //! shapes do not declare `CPR-NummerTekst`, so it is skipped unread.
 
 mod bitemporal;
+pub mod c14n;
 pub mod cli;
 pub mod client;
+pub mod dsig;
 pub mod error;
+pub mod identity;
 pub mod issues;
 pub mod limits;
 pub mod options;
 mod request;
 mod response;
+pub mod signed;
+pub mod token;
 pub mod transport;
 pub mod wire;
 pub mod xml;

@@ -142,7 +142,7 @@ impl Transport for UnsignedTransport {
                 "application/soap+xml; charset=utf-8; action=\"{}\"",
                 call.action
             );
-            let mut response = self
+            let response = self
                 .http
                 .post(call.url.clone())
                 .header("content-type", content_type)
@@ -151,25 +151,32 @@ impl Transport for UnsignedTransport {
                 .send()
                 .await
                 .map_err(|e| TransportError::Io(error_chain(&e)))?;
-            let status = response.status().as_u16();
-            let limit = self.max_response_bytes;
-            if response.content_length().is_some_and(|n| n > limit as u64) {
-                return Err(TransportError::TooLarge { limit });
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| TransportError::Io(error_chain(&e)))?
-            {
-                if body.len() + chunk.len() > limit {
-                    return Err(TransportError::TooLarge { limit });
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(SoapResponse { status, body })
+            read_limited(response, self.max_response_bytes).await
         })
     }
+}
+
+/// Reads a response body, stopping with [`TransportError::TooLarge`] past `limit` bytes.
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<SoapResponse, TransportError> {
+    let status = response.status().as_u16();
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(TransportError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| TransportError::Io(error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(TransportError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(SoapResponse { status, body })
 }
 
 fn check_loopback(url: &Url) -> Result<(), TransportError> {
@@ -188,7 +195,7 @@ fn check_loopback(url: &Url) -> Result<(), TransportError> {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -14,6 +14,65 @@ pub const STS_NS: &str = "urn:oio:sts:6";
 pub const REQUEST_HEADER_NS: &str = "http://kombit.dk/xml/schemas/RequestHeader/1/";
 /// WS-Addressing.
 pub const WSA_NS: &str = "http://www.w3.org/2005/08/addressing";
+/// SOAP 1.1 envelope namespace (the legacy Serviceplatformen profile).
+pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+/// WS-Security 1.0 (`wsse`, `o`).
+pub const WSSE_NS: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+/// WS-Security 1.1 (`TokenType` attribute of a SecurityTokenReference).
+pub const WSSE11_NS: &str = "http://docs.oasis-open.org/wss/oasis-wss-wssecurity-secext-1.1.xsd";
+/// WS-Security utility (`wsu`, `u`): `Id`, `Timestamp`.
+pub const WSU_NS: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+/// XML-DSig.
+pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
+/// WS-Trust 1.3.
+pub const WST_NS: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512";
+/// WS-Policy 2004/09 (`AppliesTo`).
+pub const WSP_NS: &str = "http://schemas.xmlsoap.org/ws/2004/09/policy";
+/// SAML 2.0 assertions.
+pub const SAML2_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
+/// WS-Federation authorization claims (the CVR claim).
+pub const AUTH_NS: &str = "http://docs.oasis-open.org/wsfed/authorization/200706";
+/// The Liberty ID-WSF SOAP binding framework header (signed in the legacy profile).
+pub const LIBERTY_SB_NS: &str = "urn:liberty:sb:2006-08";
+/// The Liberty profile attribute namespace.
+pub const LIBERTY_PROFILE_NS: &str = "urn:liberty:sb:profile";
+
+/// WS-Trust `Issue` action of the token request.
+pub const WST_ISSUE_ACTION: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/RST/Issue";
+/// WS-Trust request type `Issue`.
+pub const WST_ISSUE: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue";
+/// Token type: SAML 2.0.
+pub const SAML20_TOKEN_TYPE: &str =
+    "http://docs.oasis-open.org/wss/oasis-wss-saml-token-profile-1.1#SAMLV2.0";
+/// Key type: holder-of-key with a public key.
+pub const PUBLIC_KEY_TYPE: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/PublicKey";
+/// The claims dialect of the CVR claim.
+pub const AUTH_CLAIMS_DIALECT: &str =
+    "http://docs.oasis-open.org/wsfed/authorization/200706/authclaims";
+/// The SAML attribute carrying the municipality's CVR.
+pub const CVR_CLAIM: &str = "dk:gov:saml:attribute:CvrNumberIdentifier";
+/// BinarySecurityToken value type: X.509 v3.
+pub const X509V3_VALUE_TYPE: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3";
+/// BinarySecurityToken encoding: base64.
+pub const BASE64_ENCODING: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
+/// KeyIdentifier value type: a SAML assertion ID.
+pub const SAMLID_VALUE_TYPE: &str =
+    "http://docs.oasis-open.org/wss/oasis-wss-saml-token-profile-1.1#SAMLID";
+/// Exclusive canonicalization, no comments.
+pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+/// RSA with SHA-256.
+pub const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+/// SHA-256 digest.
+pub const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
+/// The enveloped-signature transform.
+pub const ENVELOPED_SIGNATURE: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+/// The WS-Security STR-Transform (dereferences a SecurityTokenReference).
+pub const STR_TRANSFORM: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#STR-Transform";
+/// The anonymous WS-Addressing endpoint.
+pub const WSA_ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
 
 /// The Organisation 6 services this client calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

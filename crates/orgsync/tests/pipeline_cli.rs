@@ -328,3 +328,52 @@ async fn the_demo_syncs_a_municipality_end_to_end_and_says_where_the_database_is
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_starts_a_private_redis_when_none_answers_at_the_configured_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(config.join("customers")).unwrap();
+    // Nothing listens on port 1.
+    std::fs::write(
+        config.join("orgsync.toml"),
+        "[redis]\nurl = \"redis://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let demo_dir = dir.path().join("demo");
+    let out = tokio::task::spawn_blocking({
+        let (config, demo_dir) = (config.clone(), demo_dir.clone());
+        move || {
+            Command::new(EXE)
+                .arg("--config")
+                .arg(&config)
+                .args(["demo", "--once", "--size", "xs", "--dir"])
+                .arg(&demo_dir)
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("no Redis answers at redis://127.0.0.1:1; starting a private redis-server"),
+        "{text}"
+    );
+    assert!(text.contains("state:        succeeded"), "{text}");
+    assert!(text.contains("The private Redis stops now"), "{text}");
+    // The demo's configuration names the private Redis, whose port is closed again.
+    let written = std::fs::read_to_string(demo_dir.join("config/orgsync.toml")).unwrap();
+    let port: u16 = written
+        .split("redis://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "stopped on exit"
+    );
+}

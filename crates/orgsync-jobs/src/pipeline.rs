@@ -673,7 +673,8 @@ impl Pipeline {
         .map_err(queue_error)?
         .customer(cvr)
         .idempotency_key(format!("run:{run_id}:finish"));
-        self.store
+        let batch = self
+            .store
             .queue
             .enqueue_batch(NewBatch {
                 id: run_id.clone(),
@@ -685,6 +686,16 @@ impl Pipeline {
                     .data_ttl
                     .max(Duration::from_secs(2 * 24 * 3600)),
             })
+            .await
+            .map_err(queue_error)?;
+        // Which job is which department's, for the report of a department that did not write.
+        let jobs: Vec<(String, Vec<u8>)> = units
+            .iter()
+            .zip(&batch.children)
+            .map(|((unit, _), job)| (unit.to_string(), job.as_str().as_bytes().to_vec()))
+            .collect();
+        self.store
+            .put_department_jobs(&run_id, &jobs)
             .await
             .map_err(queue_error)?;
         info!(
@@ -933,12 +944,17 @@ impl Pipeline {
             {
                 Some(result) => results.push(result),
                 None => {
-                    let (job_id, error) = dead.remove(unit).unwrap_or_else(|| {
-                        (
-                            String::new(),
+                    let (job_id, error) = match dead.remove(unit) {
+                        Some(dead) => dead,
+                        None => (
+                            self.store
+                                .department_job(run_id, *unit)
+                                .await
+                                .map_err(queue_error)?
+                                .unwrap_or_default(),
                             "the department job did not write its users (see the notes)".to_owned(),
-                        )
-                    });
+                        ),
+                    };
                     failed.push(FailedDepartment {
                         unit: *unit,
                         title: title.clone(),

@@ -187,6 +187,29 @@ impl Store {
             .transpose()
     }
 
+    /// The department jobs of a run: unit → job id.
+    pub(crate) async fn put_department_jobs(
+        &self,
+        run_id: &str,
+        jobs: &[(String, Vec<u8>)],
+    ) -> Result<(), QueueError> {
+        self.queue
+            .put_map_fields(&format!("run-jobs:{run_id}"), jobs, self.data_ttl)
+            .await
+    }
+
+    pub(crate) async fn department_job(
+        &self,
+        run_id: &str,
+        unit: Uuid,
+    ) -> Result<Option<String>, QueueError> {
+        Ok(self
+            .queue
+            .get_map_field(&format!("run-jobs:{run_id}"), &unit.to_string())
+            .await?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     pub(crate) async fn put_finish(
         &self,
         run_id: &str,

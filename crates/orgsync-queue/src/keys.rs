@@ -9,7 +9,7 @@
 //! `P:idem:KEY` string (idempotency), `P:workers` zset (heartbeats), `P:worker:NAME` hash,
 //! `P:batch:B` hash, `P:batch-pending:B` set, `P:batch-dead:B` list, `P:batch-children:B`
 //! list (batches; the Lua scripts build these names too), and the run-state store under
-//! `P:state:` (`lock:NAME`, `value:NAME`, `map:NAME`, `rec:COLLECTION:{doc:ID,all,by:INDEX}`).
+//! `P:state:` (`lock:NAME`, `pacer:NAME`, `value:NAME`, `map:NAME`, `rec:COLLECTION:{doc:ID,all,by:INDEX}`).
 //! Caller-given names come last in a key, after a fixed kind, so two kinds never collide.
 
 /// The consumer group every worker of a job type joins.
@@ -93,6 +93,10 @@ impl Keys {
 
     pub(crate) fn lock(&self, name: &str) -> String {
         format!("{}:state:lock:{name}", self.prefix)
+    }
+
+    pub(crate) fn pacer(&self, name: &str) -> String {
+        format!("{}:state:pacer:{name}", self.prefix)
     }
 
     pub(crate) fn value(&self, name: &str) -> String {

@@ -548,6 +548,21 @@ return {'held', cur, redis.call('PTTL', k)}
     )
 });
 
+/// KEYS: the pacing slot. ARGV: interval ms. Reserves the next slot `interval` after the
+/// last one reserved (or now, when that is past) and returns the ms to wait for it.
+pub(crate) static RESERVE_SLOT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local k, interval = KEYS[1], tonumber(ARGV[1])
+local now = now_ms()
+local slot = tonumber(redis.call('GET', k) or '0')
+if slot < now then slot = now end
+redis.call('SET', k, d(slot + interval), 'PX', d(slot + interval - now + 60000))
+return slot - now
+",
+    )
+});
+
 /// KEYS: the lock. ARGV: owner, ttl ms. Renews the lock when `owner` holds it; returns 1,
 /// else 0.
 pub(crate) static EXTEND_LOCK: LazyLock<Script> = LazyLock::new(|| {

@@ -50,6 +50,23 @@ fn validate_collection(collection: &str) -> Result<(), QueueError> {
 }
 
 impl QueueHandle {
+    /// Reserves the next slot of pacer `name`: slots are `interval` apart across every process
+    /// sharing this Redis (a system-wide calls-per-second limit). Returns how long the caller
+    /// waits for its slot.
+    pub async fn reserve_slot(
+        &self,
+        name: &str,
+        interval: Duration,
+    ) -> Result<Duration, QueueError> {
+        let mut conn = self.conn.clone();
+        let wait_ms: i64 = scripts::RESERVE_SLOT
+            .key(self.keys.pacer(name))
+            .arg(ms(interval))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)))
+    }
+
     /// Takes lock `name` for `owner` for `ttl` (`SET NX PX`). Taking a lock `owner` holds
     /// already renews it and is `Acquired`.
     pub async fn try_lock(

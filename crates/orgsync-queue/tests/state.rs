@@ -237,3 +237,34 @@ async fn records_list_newest_first_by_first_creation_filter_by_index_and_expire(
     assert!(matches!(err, QueueError::InvalidName { .. }), "{err}");
     t.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pacer_hands_out_slots_an_interval_apart_across_connections() {
+    let t = TestQueue::new("state-pacer").await;
+    // A second handle: another process sharing the Redis.
+    let other = orgsync_queue::QueueHandle::connect(t.queue.config().clone())
+        .await
+        .unwrap();
+    let interval = Duration::from_millis(100);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let q = if i % 2 == 0 {
+            t.queue.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            q.reserve_slot("sts-calls", interval).await.unwrap()
+        }));
+    }
+    let mut waits = Vec::new();
+    for task in tasks {
+        waits.push(task.await.unwrap().as_millis());
+    }
+    waits.sort_unstable();
+    // Twenty distinct slots 100 ms apart (give or take the few ms the calls themselves take).
+    for pair in waits.windows(2) {
+        assert!(pair[1] >= pair[0] + 90, "{waits:?}");
+    }
+    assert!(waits[19] >= 1800, "{waits:?}");
+}

@@ -14,7 +14,7 @@ use orgsync_jobs::sources::{Customer, SourceError, SourceRead, Sources};
 use orgsync_jobs::worker::WorkerSettings;
 use orgsync_model::ids::Cvr;
 use orgsync_model::target::TargetState;
-use orgsync_sts::limits::SystemLimits;
+use orgsync_sts::limits::{SharedPacer, SystemLimits};
 use orgsync_target::Target;
 use secrecy::ExposeSecret as _;
 
@@ -29,9 +29,32 @@ pub(crate) struct ConfigSources {
     targets: Mutex<HashMap<String, Arc<dyn Target>>>,
 }
 
+/// STS call slots reserved in Redis: `[sts] max_calls_per_second` holds for every worker
+/// process together (KOMBIT's rule is per system), not for each.
+#[derive(Debug)]
+struct RedisPacer(orgsync_queue::QueueHandle);
+
+impl SharedPacer for RedisPacer {
+    fn reserve(
+        &self,
+        interval: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Duration, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            self.0
+                .reserve_slot("sts-calls", interval)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 impl ConfigSources {
-    pub(crate) fn new(config: Arc<Config>) -> ConfigSources {
-        let limits = SystemLimits::new(f64::from(config.service.sts.max_calls_per_second));
+    pub(crate) fn new(config: Arc<Config>, queue: orgsync_queue::QueueHandle) -> ConfigSources {
+        let limits = SystemLimits::shared(
+            f64::from(config.service.sts.max_calls_per_second),
+            Arc::new(RedisPacer(queue)),
+        );
         ConfigSources {
             config,
             limits,
@@ -145,7 +168,7 @@ pub(crate) async fn pipeline(config: Arc<Config>) -> anyhow::Result<Arc<Pipeline
         data_ttl: Duration::from_secs(u64::from(runs.data_ttl_hours) * 3_600),
         ..PipelineOptions::default()
     };
-    let sources = Arc::new(ConfigSources::new(config));
+    let sources = Arc::new(ConfigSources::new(config, queue.clone()));
     Ok(Pipeline::new(queue, sources, options))
 }
 

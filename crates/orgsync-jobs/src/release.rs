@@ -162,21 +162,18 @@ async fn apply(
     let written_departments = write_departments(target.as_ref(), &departments, concurrency)
         .await
         .map_err(|e| SourceError::target(&e))?;
-    for rejected in written_users
+    let rejected = written_users
         .rejected
         .iter()
         .chain(&written_departments.rejected)
-    {
-        skipped.push(format!(
-            "{}: rejected: {}",
-            rejected.external_id, rejected.message
-        ));
-    }
+        .map(|r| format!("{}: {}", r.external_id, r.message))
+        .collect();
     let release = Release {
         by: by.to_owned(),
         at: Utc::now(),
         applied: written_users.written + written_departments.written,
         skipped,
+        rejected,
     };
     Ok((release, vec![written_users, written_departments]))
 }

@@ -161,6 +161,9 @@ pub struct Release {
     pub applied: u64,
     /// Deactivations no longer needed, each with why (`user x: already inactive`).
     pub skipped: Vec<String>,
+    /// Deactivations the target rejected, each with its message.
+    #[serde(default)]
+    pub rejected: Vec<String>,
 }
 
 /// Run durations in milliseconds.
@@ -495,14 +498,18 @@ impl RunReport {
         if let Some(r) = &self.release {
             let _ = writeln!(
                 out,
-                "released:     by {} at {}: {} applied, {} no longer needed",
+                "released:     by {} at {}: {} applied, {} no longer needed, {} rejected",
                 r.by,
                 r.at.to_rfc3339(),
                 r.applied,
-                r.skipped.len()
+                r.skipped.len(),
+                r.rejected.len()
             );
             for s in &r.skipped {
                 let _ = writeln!(out, "  {s}");
+            }
+            for s in &r.rejected {
+                let _ = writeln!(out, "  REJECTED {s}");
             }
         }
         for r in &self.rejections {

@@ -692,3 +692,44 @@ async fn a_dead_finish_run_fails_the_run_and_its_replay_deactivates_only_while_n
     assert!(refused.unwrap_err().to_string().contains("superseded"));
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_records_each_deactivation_the_target_rejects() {
+    let mut policy = policy();
+    policy.guards.max_deactivations = 0; // every deactivation waits for a person
+    let app = TestApp::start(fixture(), policy).await;
+    assert_eq!(app.sync().await.state, RunState::Succeeded);
+    let mut changed = fixture();
+    changed.users.retain(|x| x.uuid != p(2));
+    app.sim.replace(changed);
+    let held = app.sync().await;
+    assert_eq!(held.state, RunState::Held, "{}", held.to_text());
+    assert!(
+        held.held
+            .as_ref()
+            .unwrap()
+            .reasons
+            .contains(&HoldReason::OverCount)
+    );
+    assert!(
+        held.to_text().contains("deactivate user bo@kommune.dk"),
+        "{}",
+        held.to_text()
+    );
+
+    app.reject_deactivations(true);
+    let released = orgsync_jobs::release::release(&app.pipeline, &held.run_id, "anna")
+        .await
+        .unwrap();
+    let release = released.release.as_ref().unwrap();
+    assert_eq!(release.applied, 0);
+    assert_eq!(release.rejected.len(), 1, "{}", released.to_text());
+    assert!(release.rejected[0].contains("locked by an administrator"));
+    assert!(
+        released.to_text().contains("REJECTED"),
+        "{}",
+        released.to_text()
+    );
+    assert!(user(&app.state().await, p(2)).unwrap().active);
+    app.finish().await;
+}

@@ -76,7 +76,7 @@ pub(crate) enum RunsAction {
         format: Format,
     },
     /// Apply a held run's deactivations, each re-checked against the target as it is now.
-    /// Recorded in the report with who and when.
+    /// Recorded in the report with who and when. Exits 1 when the target rejected any.
     Release {
         /// The run id.
         run_id: String,
@@ -238,7 +238,13 @@ pub(crate) async fn runs(
                 .await
                 .with_context(|| format!("cannot release run {run_id}"))?;
             print_report(out, &report, Format::Text)?;
-            Ok(ExitCode::SUCCESS)
+            // Rejected deactivations need a person: exit 1 so a script notices.
+            let rejected = report.release.as_ref().map_or(0, |r| r.rejected.len());
+            Ok(if rejected > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

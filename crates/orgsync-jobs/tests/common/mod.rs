@@ -40,6 +40,7 @@ pub struct FaultyTarget {
     pub inner: Arc<dyn Target>,
     pub fail_department: Mutex<Option<UnitId>>,
     pub fail_deactivations: std::sync::atomic::AtomicBool,
+    pub reject_deactivations: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -78,6 +79,18 @@ impl Target for FaultyTarget {
             return Err(TargetError::Unauthorized {
                 status: 403,
                 detail: "deactivations refused (test fault)".to_owned(),
+            });
+        }
+        if item.action == orgsync_model::plan::Action::Deactivate
+            && self
+                .reject_deactivations
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(TargetError::Rejected {
+                object: item.fields.user_name.clone(),
+                status: 409,
+                scim_type: Some("mutability".to_owned()),
+                detail: "this user is locked by an administrator (test fault)".to_owned(),
             });
         }
         let armed = *self.fail_department.lock().unwrap();
@@ -204,6 +217,7 @@ impl TestApp {
                 inner,
                 fail_department: Mutex::new(None),
                 fail_deactivations: std::sync::atomic::AtomicBool::new(false),
+                reject_deactivations: std::sync::atomic::AtomicBool::new(false),
             }),
         });
         let pipeline = Pipeline::new(queue.clone(), sources.clone(), PipelineOptions::default());
@@ -239,6 +253,13 @@ impl TestApp {
             .target
             .fail_deactivations
             .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn reject_deactivations(&self, reject: bool) {
+        self.sources
+            .target
+            .reject_deactivations
+            .store(reject, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set_policy(&self, change: impl FnOnce(&mut Policy)) {

@@ -694,10 +694,10 @@ impl Pipeline {
             .zip(&batch.children)
             .map(|((unit, _), job)| (unit.to_string(), job.as_str().as_bytes().to_vec()))
             .collect();
-        self.store
-            .put_department_jobs(&run_id, &jobs)
-            .await
-            .map_err(queue_error)?;
+        // Best effort: the fan-out has happened, so this job must not fail (and unlock) now.
+        if let Err(e) = self.store.put_department_jobs(&run_id, &jobs).await {
+            warn!(customer.cvr = %cvr, run.id = %run_id, "cannot record the department jobs of the run: {e}");
+        }
         info!(
             customer.cvr = %cvr, run.id = %run_id, duration_ms = started.elapsed().as_millis() as u64,
             "run {run_id}: departments written, {} department jobs enqueued", units.len()

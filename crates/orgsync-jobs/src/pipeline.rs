@@ -70,17 +70,32 @@ pub enum PipelineError {
     /// STS or the target.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// Not a CVR number.
+    #[error("{0:?} is not a CVR number (8 digits)")]
+    InvalidCvr(String),
     /// No customer file has this CVR.
-    #[error("no customer has CVR {0}: add a file under customers/ (see `orgsync config check`)")]
-    UnknownCustomer(String),
+    #[error(
+        "no customer has CVR {cvr} (configured: {known}); add a file under customers/ in the configuration directory (see `orgsync config check`)"
+    )]
+    UnknownCustomer {
+        /// The CVR asked for.
+        cvr: String,
+        /// The configured CVRs, for the message.
+        known: String,
+    },
     /// The snapshot was refused.
     #[error("{0}")]
     InvalidSnapshot(String),
     /// No report for this run id (never existed or past its retention).
     #[error(
-        "no run {0} (unknown, or its report is past the retention period; `orgsync runs` lists them)"
+        "no run {run_id} under the Redis key prefix {prefix:?} (unknown, or past the retention period; `orgsync runs` lists them, and --config chooses the installation)"
     )]
-    UnknownRun(String),
+    UnknownRun {
+        /// The run id asked for.
+        run_id: String,
+        /// Where it was looked for.
+        prefix: String,
+    },
     /// The operation does not fit the run's state.
     #[error("{0}")]
     State(String),
@@ -179,10 +194,30 @@ impl Pipeline {
     }
 
     fn customer(&self, cvr: &str) -> Result<Customer, PipelineError> {
-        let parsed = Cvr::parse(cvr).map_err(|_| PipelineError::UnknownCustomer(cvr.to_owned()))?;
-        self.sources
-            .customer(&parsed)
-            .ok_or_else(|| PipelineError::UnknownCustomer(cvr.to_owned()))
+        let parsed = Cvr::parse(cvr).map_err(|_| PipelineError::InvalidCvr(cvr.to_owned()))?;
+        self.sources.customer(&parsed).ok_or_else(|| {
+            let known: Vec<String> = self
+                .sources
+                .customers()
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect();
+            PipelineError::UnknownCustomer {
+                cvr: cvr.to_owned(),
+                known: if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                },
+            }
+        })
+    }
+
+    fn unknown_run(&self, run_id: &str) -> PipelineError {
+        PipelineError::UnknownRun {
+            run_id: run_id.to_owned(),
+            prefix: self.store.queue.config().key_prefix.clone(),
+        }
     }
 
     /// Enqueues a run of `cvr`. With a `fire` (the scheduler), the enqueue is idempotent per
@@ -244,7 +279,7 @@ impl Pipeline {
         self.store
             .report(run_id)
             .await?
-            .ok_or_else(|| PipelineError::UnknownRun(run_id.to_owned()))
+            .ok_or_else(|| self.unknown_run(run_id))
     }
 
     /// Reports, newest first, of one customer or all.
@@ -253,6 +288,9 @@ impl Pipeline {
         cvr: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RunReport>, PipelineError> {
+        if let Some(cvr) = cvr {
+            Cvr::parse(cvr).map_err(|_| PipelineError::InvalidCvr(cvr.to_owned()))?;
+        }
         Ok(self.store.reports(cvr, limit).await?)
     }
 

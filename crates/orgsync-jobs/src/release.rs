@@ -104,7 +104,7 @@ async fn release_locked(
             r.state = RunState::Released;
         })
         .await?;
-    updated.ok_or_else(|| PipelineError::UnknownRun(run_id.to_owned()))
+    updated.ok_or_else(|| PipelineError::State(format!("the report of run {run_id} disappeared")))
 }
 
 async fn apply(
@@ -113,8 +113,7 @@ async fn apply(
     held: &orgsync_model::plan::Held,
     by: &str,
 ) -> Result<(Release, Vec<BatchReport>), PipelineError> {
-    let cvr =
-        Cvr::parse(&report.cvr).map_err(|_| PipelineError::UnknownCustomer(report.cvr.clone()))?;
+    let cvr = Cvr::parse(&report.cvr).map_err(|_| PipelineError::InvalidCvr(report.cvr.clone()))?;
     let target = pipeline.sources().target(&cvr).await?;
     let mut skipped = Vec::new();
     let mut users = Vec::new();

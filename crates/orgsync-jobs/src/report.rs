@@ -431,7 +431,7 @@ impl RunReport {
         }
         let _ = writeln!(
             out,
-            "target:       {} written, {} unchanged, {} rejected",
+            "target:       {} written, {} already in place, {} rejected",
             self.writes.written, self.writes.unchanged, self.writes.rejected
         );
         let _ = writeln!(
@@ -453,9 +453,14 @@ impl RunReport {
             );
         }
         if let Some(held) = &self.held {
+            let label = if self.state == RunState::Released {
+                "was held:    "
+            } else {
+                "HELD:        "
+            };
             let _ = writeln!(
                 out,
-                "HELD:         {} deactivations ({} departments, {} users): {}",
+                "{label} {} deactivations ({} departments, {} users): {}",
                 held.deactivations,
                 held.departments.len(),
                 held.users.len(),

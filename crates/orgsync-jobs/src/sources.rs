@@ -71,6 +71,9 @@ pub trait Sources: Send + Sync + std::fmt::Debug + 'static {
     /// The customer with this CVR, or `None` when no customer file has it.
     fn customer(&self, cvr: &Cvr) -> Option<Customer>;
 
+    /// Every configured customer's CVR (for error messages).
+    fn customers(&self) -> Vec<Cvr>;
+
     /// Reads the whole municipality from STS (one token for the whole read).
     async fn read_snapshot(&self, cvr: &Cvr) -> Result<SourceRead, SourceError>;
 

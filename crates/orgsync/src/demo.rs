@@ -22,7 +22,7 @@ const DEMO_CVR: &str = "11111111";
 /// `orgsync demo`.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Size of the synthetic municipality (SIZES.md: xs 30 units, s 60, m 320, l 650, xl 4,000).
+    /// Size of the synthetic municipality (active units: xs 30, s 60, m 320, l 650, xl about 4,200).
     #[arg(long, value_enum, default_value_t = Size::S)]
     pub size: Size,
     /// Seed of the synthetic municipality.
@@ -32,15 +32,17 @@ pub(crate) struct DemoArgs {
     /// for more `orgsync sync` runs until Ctrl-C).
     #[arg(long)]
     pub once: bool,
-    /// The directory for the SQLite database and the demo's configuration.
-    #[arg(long, default_value = "orgsync-demo")]
-    pub dir: PathBuf,
-    /// Apply SIZES.md's STS latency model (150-400 ms per call, 1-5 s per page) instead of none.
+    /// The directory for the SQLite database and the demo's configuration (default
+    /// `orgsync-demo/<size>`, so that sizes do not mix).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Apply a realistic STS latency model (150-400 ms per call, 1-5 s per 500-row page) instead of none.
     #[arg(long)]
     pub latency: bool,
-    /// Prefix of the demo's Redis keys (kept apart from a real installation's).
-    #[arg(long, default_value = "orgsync-demo")]
-    pub key_prefix: String,
+    /// Prefix of the demo's Redis keys (default `orgsync-demo-` and a hash of the directory, so
+    /// that neither a real installation nor another demo directory shares its runs).
+    #[arg(long)]
+    pub key_prefix: Option<String>,
 }
 
 /// A private Redis, stopped when dropped.
@@ -149,6 +151,19 @@ pub(crate) async fn run(
     args: &DemoArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
+    let dir = std::path::absolute(
+        args.dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("orgsync-demo").join(args.size.to_string())),
+    )
+    .context("cannot resolve the demo directory")?;
+    let key_prefix = args.key_prefix.clone().unwrap_or_else(|| {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        dir.hash(&mut hasher);
+        format!("orgsync-demo-{:08x}", hasher.finish() & 0xffff_ffff)
+    });
+
     // Redis.
     let configured = configured_redis(config_dir);
     let mut private = None;
@@ -189,25 +204,30 @@ pub(crate) async fn run(
         .context("cannot start the STS simulator")?;
 
     // Configuration, pipeline, worker.
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
-    let demo_config = write_config(&args.dir, &redis_url, &args.key_prefix, &sim, args.size)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let demo_config = write_config(&dir, &redis_url, &key_prefix, &sim, args.size)?;
     let mut config = orgsync_config::load(&demo_config)
         .map_err(|problems| anyhow::anyhow!("the demo's own configuration: {problems}"))?;
     // The Redis chosen above, whatever ORGSYNC__REDIS__* says.
     config.service.redis.url = secrecy::SecretString::from(redis_url.clone());
-    config.service.redis.key_prefix = args.key_prefix.clone();
+    config.service.redis.key_prefix = key_prefix.clone();
     let config = Arc::new(config);
     let pipeline = crate::wiring::pipeline(config.clone()).await?;
     let (signal, stop_worker) = orgsync_queue::manual_signal();
+    // One customer run at a time: a run left queued by an earlier `sync` runs first, then the
+    // demo's, rather than one refusing the other.
+    let settings = orgsync_jobs::worker::WorkerSettings {
+        customers: 1,
+        ..crate::wiring::worker_settings(&config)
+    };
     let mut worker = tokio::spawn(orgsync_jobs::worker::run(
         pipeline.clone(),
-        crate::wiring::worker_settings(&config),
+        settings,
         signal,
     ));
     writeln!(
         out,
-        "STS simulator at {} serving {DEMO_CVR} ({} size: {n_units} units, {n_users} users); Redis {}; worker started",
+        "STS simulator at {} serving {DEMO_CVR} ({} size: {n_units} units, {n_users} users, active and inactive); Redis {} (key prefix {key_prefix}); worker started",
         sim.base_url(),
         args.size,
         orgsync_queue::mask_url(&redis_url)
@@ -249,17 +269,28 @@ pub(crate) async fn run(
         "\nThe target database: {database}\n  sqlite3 {database} 'select user_name, first_name, last_name, active from users limit 10'"
     )?;
 
+    let orgsync = format!(
+        "cargo run -q -p orgsync -- --config {}",
+        demo_config.display()
+    );
+    if report.state == orgsync_jobs::report::RunState::Held {
+        writeln!(
+            out,
+            "\nThe run is held. Check the deactivations above, then release them:\n  {orgsync} runs release {}",
+            report.run_id
+        )?;
+    }
     if !args.once {
         writeln!(
             out,
-            "\nStill running (Ctrl-C stops). In another terminal:\n  \
-             cargo run -p orgsync -- --config {dir} plan {DEMO_CVR}\n  \
-             cargo run -p orgsync -- --config {dir} sync {DEMO_CVR} --wait\n  \
-             cargo run -p orgsync -- --config {dir} runs",
-            dir = demo_config.display()
+            "\nStill running (Ctrl-C stops; the commands below need it running). From the repository, in another terminal:\n  \
+             {orgsync} plan {DEMO_CVR}\n  \
+             {orgsync} sync {DEMO_CVR} --wait\n  \
+             {orgsync} runs"
         )?;
         out.flush()?;
         let _ = orgsync_queue::shutdown_signal().await;
+        writeln!(out, "stopping the demo")?;
     } else if private.is_some() {
         writeln!(
             out,

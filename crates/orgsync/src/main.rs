@@ -194,8 +194,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Loads the configuration (refusing an invalid one with every problem).
 fn load_config(dir: &Path) -> anyhow::Result<orgsync_config::Config> {
-    orgsync_config::load(dir)
-        .map_err(|problems| anyhow::anyhow!("{problems}Run `orgsync config check` for details."))
+    orgsync_config::load(dir).map_err(|problems| {
+        if dir.is_dir() {
+            anyhow::anyhow!("{problems}Run `orgsync config check` for details.")
+        } else {
+            anyhow::anyhow!(
+                "{problems}The configuration directory is {} (from --config or ORGSYNC_CONFIG; default `config` in the current directory).",
+                std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()).display()
+            )
+        }
+    })
 }
 
 async fn connect_queue(dir: &Path) -> anyhow::Result<orgsync_queue::QueueHandle> {

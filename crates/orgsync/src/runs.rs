@@ -26,7 +26,8 @@ pub(crate) struct SyncArgs {
     /// The municipality's CVR number.
     pub cvr: String,
     /// Wait for the run to end, with progress, then print its report. Exit code: 0 succeeded,
-    /// 2 held (deactivations wait for `orgsync runs release`), 1 failed or refused.
+    /// 2 held (deactivations wait for `orgsync runs release`), 1 failed, refused or partly
+    /// failed. Needs a running `orgsync worker`.
     #[arg(long)]
     pub wait: bool,
     /// Report format with --wait.
@@ -150,6 +151,8 @@ pub(crate) async fn wait(pipeline: &Pipeline, run_id: &str) -> anyhow::Result<Ru
     });
     let mut last_line = std::time::Instant::now();
     let mut last_state = None;
+    let waiting_since = std::time::Instant::now();
+    let mut told_no_worker = false;
     loop {
         let progress = pipeline.progress(run_id).await?;
         let (done, total) = progress.departments();
@@ -174,6 +177,24 @@ pub(crate) async fn wait(pipeline: &Pipeline, run_id: &str) -> anyhow::Result<Ru
             );
             last_line = std::time::Instant::now();
             last_state = Some(state);
+        }
+        if state == RunState::Queued
+            && !told_no_worker
+            && waiting_since.elapsed() > Duration::from_secs(5)
+            && pipeline
+                .queue()
+                .stats()
+                .await
+                .is_ok_and(|s| s.workers.is_empty())
+        {
+            told_no_worker = true;
+            let hint = "no worker is running: the run waits in the queue until `orgsync worker` starts (Ctrl-C stops waiting; the run stays queued)";
+            match &bar {
+                Some(bar) => bar.println(hint),
+                None => {
+                    let _ = writeln!(std::io::stderr(), "{hint}");
+                }
+            }
         }
         if state.is_final() {
             if let Some(bar) = bar {

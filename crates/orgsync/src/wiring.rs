@@ -90,6 +90,14 @@ impl Sources for ConfigSources {
         })
     }
 
+    fn customers(&self) -> Vec<Cvr> {
+        self.config
+            .customers
+            .iter()
+            .map(|c| c.cvr.clone())
+            .collect()
+    }
+
     async fn read_snapshot(&self, cvr: &Cvr) -> Result<SourceRead, SourceError> {
         let client = crate::sts::client_for(&self.config, cvr, self.limits.clone())
             .map_err(|e| SourceError::config(format!("{e:#}")))?;

@@ -231,14 +231,30 @@ async fn plan_then_sync_wait_then_runs_show_work_from_the_command_line() {
     let out = setup.orgsync(&["runs", "show", "no-such-run"]).await;
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("no run no-such-run"),
+        stderr(&out).contains(&format!(
+            "no run no-such-run under the Redis key prefix \"{}\"",
+            setup.prefix
+        )),
         "{}",
         stderr(&out)
     );
     let out = setup.orgsync(&["sync", "22222222"]).await;
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("no customer has CVR 22222222"),
+        stderr(&out).contains("no customer has CVR 22222222 (configured: 11111111)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = setup.orgsync(&["sync", "1234"]).await;
+    assert!(
+        stderr(&out).contains("\"1234\" is not a CVR number"),
+        "{}",
+        stderr(&out)
+    );
+    let out = setup.orgsync(&["runs", "nope"]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not a CVR number"),
         "{}",
         stderr(&out)
     );

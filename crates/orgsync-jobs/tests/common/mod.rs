@@ -129,6 +129,10 @@ impl Sources for TestSources {
         })
     }
 
+    fn customers(&self) -> Vec<Cvr> {
+        vec![self.policy.lock().unwrap().cvr.clone()]
+    }
+
     async fn read_snapshot(&self, cvr: &Cvr) -> Result<SourceRead, SourceError> {
         let client = StsClient::new(cvr.clone(), &self.sts, SystemLimits::new(0.0)).unwrap();
         let read = client.read_snapshot().await.map_err(|e| SourceError {

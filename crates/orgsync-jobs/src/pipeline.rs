@@ -332,6 +332,7 @@ impl Pipeline {
                 {
                     report = updated;
                 }
+                let _ = self.store.release_lock(&report.cvr, run_id).await;
                 break;
             }
         }
@@ -468,7 +469,19 @@ impl Pipeline {
             .map_err(queue_error)?
             .is_some()
         {
-            info!(customer.cvr = %cvr, run.id = %run_id, "run {run_id} already fanned out; nothing to do");
+            let text = format!(
+                "SyncCustomer job {} did nothing: run {run_id} already fanned out; its FinishRun decides (replay that one if it is dead)",
+                ctx.job_id
+            );
+            if ctx.replay_of.is_some() {
+                warn!(customer.cvr = %cvr, run.id = %run_id, "{text}");
+                self.store
+                    .update_report(&run_id, |r| r.note(&text))
+                    .await
+                    .map_err(queue_error)?;
+            } else {
+                info!(customer.cvr = %cvr, run.id = %run_id, "{text}");
+            }
             return Ok(());
         }
 
@@ -772,8 +785,32 @@ impl Pipeline {
                 .await;
         }
         // The run lock. While the run is active it is the run's (taken again if it lapsed) and
-        // only FinishRun releases it; a replay after the run ended takes it for its write.
-        let after_end = report.state.is_final();
+        // only FinishRun releases it. A replay after the run ended takes it under its own owner
+        // for its write, so it never releases a lock someone else holds.
+        if report.state.is_final() {
+            let owner = format!("replay:{run_id}:{}", ctx.job_id);
+            match self
+                .store
+                .try_lock(&cvr, &owner, self.options.lock_ttl)
+                .await
+                .map_err(queue_error)?
+            {
+                LockAttempt::Acquired => {}
+                LockAttempt::Held { owner: holder, .. } => {
+                    // The run is being finished or released, or a newer run is working: later.
+                    return Err(JobError::message(
+                        "busy",
+                        true,
+                        format!("{holder} holds {cvr}; this replay tries again later"),
+                    ));
+                }
+            }
+            let heartbeat = self.heartbeat(&cvr, &owner);
+            let result = self.write_department(&report, unit, &ctx).await;
+            drop(heartbeat);
+            let _ = self.store.release_lock(&cvr, &owner).await;
+            return result;
+        }
         match self
             .store
             .try_lock(&cvr, run_id, self.options.lock_ttl)
@@ -798,7 +835,15 @@ impl Pipeline {
         let heartbeat = self.heartbeat(&cvr, run_id);
         let result = self.write_department(&report, unit, &ctx).await;
         drop(heartbeat);
-        if after_end {
+        // The run may have ended meanwhile (this was a replay racing FinishRun): then the lock
+        // this job may have taken again is released here.
+        if self
+            .store
+            .report(run_id)
+            .await
+            .map_err(queue_error)?
+            .is_some_and(|r| r.state.is_final())
+        {
             let _ = self.store.release_lock(&cvr, run_id).await;
         }
         result
@@ -1012,7 +1057,8 @@ impl Pipeline {
             users: finish.users.clone(),
             skipped: BTreeMap::new(),
             skipped_users: Vec::new(),
-            held: finish.held.clone(),
+            // (An older version kept the guards' hold only in the report.)
+            held: finish.held.clone().or_else(|| report.held.clone()),
             summary: report.summary.unwrap_or_default(),
             issues: Vec::new(),
         };
@@ -1028,6 +1074,12 @@ impl Pipeline {
                     failed.len(),
                     names.join(", ")
                 ),
+            );
+        }
+        if replayed_failure {
+            plan.hold_deactivations(
+                HoldReason::Replayed,
+                "the run was finished by a replay, later than planned: release re-checks each deactivation against the target as it is now",
             );
         }
         if let Some(newer) = &superseded {

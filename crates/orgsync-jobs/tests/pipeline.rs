@@ -284,6 +284,11 @@ async fn a_failed_department_job_holds_the_deactivations_is_dead_lettered_and_it
         user(&app.state().await, p(7)).is_some(),
         "the replay wrote Gitte"
     );
+    assert_eq!(
+        app.pipeline.active_run(common::CVR).await.unwrap(),
+        None,
+        "the replay released the lock it took"
+    );
     assert!(
         report.failed_departments[0].recovered_at.is_some(),
         "{}",
@@ -646,16 +651,32 @@ async fn a_dead_finish_run_fails_the_run_and_its_replay_deactivates_only_while_n
         "the lock is released"
     );
 
-    // Fixed and replayed: the run finishes and Bo is deactivated.
+    // Fixed and replayed: the run finishes, later than planned, so its deactivations wait for
+    // a person; the release re-checks them and deactivates Bo.
     app.fail_deactivations(false);
     app.queue
         .replay(&finish_job(&failed), "support")
         .await
         .unwrap();
     let finished = app
-        .report_when(&failed.run_id, |r| r.state == RunState::Succeeded)
+        .report_when(&failed.run_id, |r| r.state == RunState::Held)
         .await;
     assert!(finished.error.is_none());
+    assert!(
+        finished
+            .held
+            .as_ref()
+            .unwrap()
+            .reasons
+            .contains(&HoldReason::Replayed),
+        "{}",
+        finished.to_text()
+    );
+    assert!(user(&app.state().await, p(2)).unwrap().active);
+    let released = orgsync_jobs::release::release(&app.pipeline, &failed.run_id, "anna")
+        .await
+        .unwrap();
+    assert_eq!(released.release.as_ref().unwrap().applied, 1);
     assert!(!user(&app.state().await, p(2)).unwrap().active);
 
     // Carl leaves; FinishRun dies again. Carl comes back and a newer run succeeds. Replaying

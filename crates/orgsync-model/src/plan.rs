@@ -237,6 +237,9 @@ pub enum HoldReason {
     /// A newer run of the customer started before this one finished: the newer run's plan
     /// decides (set by the pipeline, not the planner).
     Superseded,
+    /// The run was finished by a replay, later than planned: a person releases the
+    /// deactivations after `runs release` re-checks them (set by the pipeline).
+    Replayed,
 }
 
 /// Counts per action.

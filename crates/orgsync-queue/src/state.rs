@@ -59,9 +59,13 @@ impl QueueHandle {
         interval: Duration,
     ) -> Result<Duration, QueueError> {
         let mut conn = self.conn.clone();
+        // Whole milliseconds, rounded up: the rate may only come out lower than asked.
+        let interval_ms = u64::try_from(interval.as_micros().div_ceil(1000))
+            .unwrap_or(u64::MAX)
+            .max(1);
         let wait_ms: i64 = scripts::RESERVE_SLOT
             .key(self.keys.pacer(name))
-            .arg(ms(interval))
+            .arg(interval_ms)
             .invoke_async(&mut conn)
             .await?;
         Ok(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)))

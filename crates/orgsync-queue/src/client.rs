@@ -528,11 +528,26 @@ fn parse_log(lines: &[String]) -> Vec<AttemptRecord> {
         .collect()
 }
 
-/// The name to record as "who" when none is given: `$USER`, `$USERNAME`, or `unknown`.
+/// The name to record as "who" when none is given: `$USER`, `$LOGNAME`, `$USERNAME`, else
+/// the numeric uid (`uid 1000`), else `unknown`.
 pub fn current_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|u| !u.is_empty()))
+        .or_else(|| {
+            // Containers and cron often set no user variable: the numeric uid still says who.
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|status| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|ids| {
+                            ids.split_whitespace()
+                                .next()
+                                .map(|uid| format!("uid {uid}"))
+                        })
+                })
+        })
         .unwrap_or_else(|| "unknown".to_owned())
 }

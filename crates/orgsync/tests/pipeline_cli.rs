@@ -200,17 +200,39 @@ async fn plan_then_sync_wait_then_runs_show_work_from_the_command_line() {
     assert_eq!(second["state"], "succeeded");
     assert_eq!(second["writes"]["written"], 0, "{second}");
 
-    // runs lists both, newest first; runs show prints one.
+    // Who asked, without any user variable (cron, containers): the uid.
+    let config = setup.config();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(EXE)
+            .arg("--config")
+            .arg(config)
+            .args(["sync", "11111111", "--wait", "--format", "json"])
+            .env_remove("USER")
+            .env_remove("LOGNAME")
+            .env_remove("USERNAME")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let third = json(&out);
+    assert!(
+        third["trigger"]["by"].as_str().unwrap().starts_with("uid "),
+        "{third}"
+    );
+
+    // runs lists them, newest first; runs show prints one.
     let out = setup.orgsync(&["runs", "--format", "json"]).await;
     let runs = json(&out);
     let runs = runs.as_array().unwrap();
-    assert_eq!(runs.len(), 2);
-    assert_eq!(runs[0]["run_id"], second["run_id"]);
-    let first_id = runs[1]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[0]["run_id"], third["run_id"]);
+    assert_eq!(runs[1]["run_id"], second["run_id"]);
+    let first_id = runs[2]["run_id"].as_str().unwrap().to_owned();
     let out = setup.orgsync(&["runs", "11111111"]).await;
     assert_eq!(
         stdout(&out).matches("succeeded").count(),
-        2,
+        3,
         "{}",
         stdout(&out)
     );

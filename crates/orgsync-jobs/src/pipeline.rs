@@ -29,7 +29,7 @@ use orgsync_target::batch::{write_departments, write_users};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::report::{FailedDepartment, RunReport, RunState, SourceCountsView, Trigger};
+use crate::report::{FailedDepartment, RunReport, RunState, Trigger};
 use crate::sources::{Customer, SourceError, Sources};
 use crate::store::{DepartmentResult, FinishData, Store};
 use crate::{FinishRun, SyncCustomer, SyncDepartment};
@@ -46,8 +46,6 @@ pub struct PipelineOptions {
     /// (default 1 hour, longer than the longest department retry delay); a running job
     /// extends it every third of this.
     pub lock_ttl: Duration,
-    /// Target writes in flight per job; `None` = the target's own limit.
-    pub write_concurrency: Option<usize>,
 }
 
 impl Default for PipelineOptions {
@@ -56,7 +54,6 @@ impl Default for PipelineOptions {
             report_retention: Duration::from_secs(90 * 24 * 3600),
             data_ttl: Duration::from_secs(7 * 24 * 3600),
             lock_ttl: Duration::from_secs(60 * 60),
-            write_concurrency: None,
         }
     }
 }
@@ -164,6 +161,11 @@ fn job_error(error: &SourceError) -> JobError {
 fn queue_error(error: QueueError) -> JobError {
     let retriable = error.is_retriable();
     JobError::from_error("queue", retriable, &error)
+}
+
+/// Target writes in flight for one job: the target's own limit.
+pub(crate) fn concurrency(target: &dyn Target) -> usize {
+    target.capabilities().max_in_flight.max(1)
 }
 
 fn elapsed_ms(since: Instant) -> Option<u64> {
@@ -389,13 +391,6 @@ impl Pipeline {
         self.options.lock_ttl
     }
 
-    fn concurrency(&self, target: &dyn Target) -> usize {
-        self.options
-            .write_concurrency
-            .unwrap_or_else(|| target.capabilities().max_in_flight)
-            .max(1)
-    }
-
     /// `SyncCustomer`.
     pub async fn sync_customer(&self, job: SyncCustomer, ctx: JobContext) -> Result<(), JobError> {
         let started = Instant::now();
@@ -580,10 +575,7 @@ impl Pipeline {
         report.durations.read_ms = elapsed_ms(started);
         report.sts_calls = read.calls;
         let counts = SourceCounts::of(&read.snapshot);
-        report.source = Some(SourceCountsView {
-            units: counts.units,
-            users: counts.users,
-        });
+        report.source = Some(counts);
         report.issues = read.issues.clone();
 
         // 2. Validate.
@@ -689,7 +681,7 @@ impl Pipeline {
         report.state = RunState::Departments;
         self.store.save_report(report).await.map_err(queue_error)?;
         let departments_started = Instant::now();
-        let concurrency = self.concurrency(target.as_ref());
+        let concurrency = concurrency(target.as_ref());
         let written = write_departments(target.as_ref(), &department_writes, concurrency)
             .await
             .map_err(|e| job_error(&SourceError::target(&e)))?;
@@ -881,12 +873,11 @@ impl Pipeline {
         let cvr = Cvr::parse(&report.cvr)
             .map_err(|e| JobError::message("config", false, e.to_string()))?;
         let target = self.sources.target(&cvr).await.map_err(|e| job_error(&e))?;
-        let concurrency = self.concurrency(target.as_ref());
+        let concurrency = concurrency(target.as_ref());
         let written = write_users(target.as_ref(), &items, concurrency)
             .await
             .map_err(|e| job_error(&SourceError::target(&e)))?;
         let result = DepartmentResult {
-            users: items.len() as u64,
             written: written.written,
             unchanged: written.unchanged,
             rejected: written.rejected.iter().map(Into::into).collect(),
@@ -899,20 +890,18 @@ impl Pipeline {
         if ctx.replay_of.is_some() || report.state.is_final() {
             let job_id = ctx.job_id.as_str().to_owned();
             let replay_of = ctx.replay_of.as_ref().map(|id| id.as_str().to_owned());
-            let (written_n, unchanged_n, rejected_n) = (
-                written.written,
-                written.unchanged,
-                written.rejected.len() as u64,
-            );
             self.store
                 .update_report(run_id, |r| {
                     if !r.state.is_final() {
                         return; // FinishRun will count it
                     }
-                    r.mark_recovered(unit, written_n, unchanged_n, rejected_n);
+                    r.mark_recovered(unit, &result);
                     r.note(format!(
-                        "department {unit} completed by job {job_id}{}: {written_n} users written, {unchanged_n} unchanged, {rejected_n} rejected",
+                        "department {unit} completed by job {job_id}{}: {} users written, {} unchanged, {} rejected",
                         replay_of.map(|o| format!(" (replay of {o})")).unwrap_or_default(),
+                        result.written,
+                        result.unchanged,
+                        result.rejected.len()
                     ));
                 })
                 .await
@@ -966,6 +955,8 @@ impl Pipeline {
             return Ok(());
         };
         let cvr = report.cvr.clone();
+        let customer =
+            Cvr::parse(&cvr).map_err(|e| JobError::message("config", false, e.to_string()))?;
         // A replay of a FinishRun that failed for good finishes the run now (or holds its
         // deactivations, when a newer run has started since).
         let replayed_failure = replay && report.state == RunState::Failed;
@@ -1052,7 +1043,7 @@ impl Pipeline {
         // Deactivations: held by the plan's guards, because a department failed, or because a
         // newer run supersedes this one.
         let mut plan = Plan {
-            cvr: Cvr::parse(&cvr).map_err(|e| JobError::message("config", false, e.to_string()))?,
+            cvr: customer.clone(),
             departments: finish.departments.clone(),
             users: finish.users.clone(),
             skipped: BTreeMap::new(),
@@ -1091,14 +1082,12 @@ impl Pipeline {
         let held = plan.held.clone();
         let mut deactivation_writes = None;
         if held.is_none() && !plan.is_empty() {
-            let customer =
-                Cvr::parse(&cvr).map_err(|e| JobError::message("config", false, e.to_string()))?;
             let target = self
                 .sources
                 .target(&customer)
                 .await
                 .map_err(|e| job_error(&e))?;
-            let concurrency = self.concurrency(target.as_ref());
+            let concurrency = concurrency(target.as_ref());
             let users = write_users(target.as_ref(), &plan.users, concurrency)
                 .await
                 .map_err(|e| job_error(&SourceError::target(&e)))?;
@@ -1122,14 +1111,7 @@ impl Pipeline {
             .store
             .update_report(run_id, |r| {
                 for result in &results {
-                    r.writes.written += result.written;
-                    r.writes.unchanged += result.unchanged;
-                    r.writes.rejected += result.rejected.len() as u64;
-                    for rejected in &result.rejected {
-                        if r.rejections.len() < crate::report::MAX_REJECTIONS {
-                            r.rejections.push(rejected.clone());
-                        }
-                    }
+                    r.add_department(result);
                 }
                 if let Some((users, departments)) = &deactivation_writes {
                     r.add_writes(users);
@@ -1187,12 +1169,7 @@ impl Pipeline {
                     .store
                     .update_report(run_id, |r| {
                         for (unit, result) in &late {
-                            r.mark_recovered(
-                                *unit,
-                                result.written,
-                                result.unchanged,
-                                result.rejected.len() as u64,
-                            );
+                            r.mark_recovered(*unit, result);
                         }
                     })
                     .await

@@ -4,7 +4,6 @@
 use chrono::Utc;
 use orgsync_model::ids::{Cvr, UserId};
 use orgsync_model::plan::HoldReason;
-use orgsync_model::validate::SourceCounts;
 use orgsync_queue::LockAttempt;
 use orgsync_target::batch::{BatchReport, write_departments, write_users};
 use orgsync_target::user_label;
@@ -72,16 +71,8 @@ async fn release_locked(
     let (release, writes) = apply(pipeline, &report, &held, by).await?;
     if held.reasons.contains(&HoldReason::SourceDrop) {
         // The person accepted the smaller organisation: it is the next run's baseline.
-        if let Some(source) = report.source {
-            store
-                .set_last_counts(
-                    &cvr,
-                    &SourceCounts {
-                        units: source.units,
-                        users: source.users,
-                    },
-                )
-                .await?;
+        if let Some(source) = &report.source {
+            store.set_last_counts(&cvr, source).await?;
         }
     }
     info!(
@@ -154,7 +145,7 @@ async fn apply(
             Some(_) => departments.push(item.clone()),
         }
     }
-    let concurrency = target.capabilities().max_in_flight.max(1);
+    let concurrency = crate::pipeline::concurrency(target.as_ref());
     let written_users = write_users(target.as_ref(), &users, concurrency)
         .await
         .map_err(|e| SourceError::target(&e))?;

@@ -6,8 +6,11 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use orgsync_model::plan::{Held, Summary};
+use orgsync_model::validate::SourceCounts;
 use orgsync_target::batch::{BatchReport, Rejection};
 use serde::{Deserialize, Serialize};
+
+use crate::store::DepartmentResult;
 use uuid::Uuid;
 
 /// Where a run is.
@@ -183,15 +186,6 @@ pub struct Durations {
     pub total_ms: Option<u64>,
 }
 
-/// Counts of the STS read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceCountsView {
-    /// Active units read.
-    pub units: u64,
-    /// Active users read.
-    pub users: u64,
-}
-
 /// What one run did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
@@ -215,8 +209,8 @@ pub struct RunReport {
     pub durations: Durations,
     /// STS calls of the read.
     pub sts_calls: u64,
-    /// What STS held.
-    pub source: Option<SourceCountsView>,
+    /// What STS held (active units and users).
+    pub source: Option<SourceCounts>,
     /// The plan's counts (created, updated, reactivated, deactivated, unchanged, skipped, held).
     pub summary: Option<Summary>,
     /// Skipped STS users by reason.
@@ -249,7 +243,7 @@ pub struct RunReport {
 }
 
 /// At most this many rejections are kept in a report.
-pub(crate) const MAX_REJECTIONS: usize = 100;
+const MAX_REJECTIONS: usize = 100;
 
 impl RunReport {
     /// A new report for a run that was just enqueued.
@@ -287,20 +281,28 @@ impl RunReport {
     pub(crate) fn add_writes(&mut self, batch: &BatchReport) {
         self.writes.add(batch);
         for r in &batch.rejected {
-            if self.rejections.len() < MAX_REJECTIONS {
-                self.rejections.push(r.into());
-            }
+            self.add_rejection(r.into());
+        }
+    }
+
+    /// Adds a department job's writes and rejections.
+    pub(crate) fn add_department(&mut self, result: &DepartmentResult) {
+        self.writes.written += result.written;
+        self.writes.unchanged += result.unchanged;
+        self.writes.rejected += result.rejected.len() as u64;
+        for r in &result.rejected {
+            self.add_rejection(r.clone());
+        }
+    }
+
+    fn add_rejection(&mut self, rejection: RejectedObject) {
+        if self.rejections.len() < MAX_REJECTIONS {
+            self.rejections.push(rejection);
         }
     }
 
     /// A department that failed in the run has been written since (a replay).
-    pub(crate) fn mark_recovered(
-        &mut self,
-        unit: Uuid,
-        written: u64,
-        unchanged: u64,
-        rejected: u64,
-    ) {
+    pub(crate) fn mark_recovered(&mut self, unit: Uuid, result: &DepartmentResult) {
         let Some(failed) = self
             .failed_departments
             .iter_mut()
@@ -309,9 +311,7 @@ impl RunReport {
             return;
         };
         failed.recovered_at = Some(Utc::now());
-        self.writes.written += written;
-        self.writes.unchanged += unchanged;
-        self.writes.rejected += rejected;
+        self.add_department(result);
         self.departments_done += 1;
         if self.state == RunState::PartlyFailed
             && self

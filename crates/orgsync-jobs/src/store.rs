@@ -35,7 +35,6 @@ pub(crate) struct FinishData {
 /// A department job's result, stored under the run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct DepartmentResult {
-    pub(crate) users: u64,
     pub(crate) written: u64,
     pub(crate) unchanged: u64,
     pub(crate) rejected: Vec<crate::report::RejectedObject>,
@@ -259,19 +258,15 @@ impl Store {
 }
 
 impl Store {
-    /// Writes a new report unless one exists (two schedulers enqueueing the same fire). Returns
-    /// whether it wrote.
-    pub(crate) async fn create_report(&self, report: &RunReport) -> Result<bool, QueueError> {
-        let mut created = false;
+    /// Writes a new report unless one exists (two schedulers enqueueing the same fire).
+    pub(crate) async fn create_report(&self, report: &RunReport) -> Result<(), QueueError> {
         self.with_report_lock(&report.run_id, async {
             if self.report(&report.run_id).await?.is_none() {
                 self.save_report(report).await?;
-                created = true;
             }
             Ok(())
         })
-        .await?;
-        Ok(created)
+        .await
     }
 
     async fn with_report_lock<T>(

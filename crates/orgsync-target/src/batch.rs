@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 
-use futures::future::{BoxFuture, FutureExt as _};
 use futures::stream::{self, StreamExt};
 use orgsync_model::ids::UnitId;
 use orgsync_model::plan::{Action, DepartmentItem, UserItem};
@@ -72,17 +71,9 @@ impl Rejection {
 /// others are written `concurrency` at a time. A rejected parent's children are still tried
 /// (the target reports them if it cares).
 ///
-/// The future is boxed (and built without closures held across awaits) so that job handlers,
-/// which apalis requires to be `Send` for every lifetime, can await it.
-pub fn write_departments<'a>(
-    target: &'a dyn Target,
-    items: &'a [DepartmentItem],
-    concurrency: usize,
-) -> BoxFuture<'a, Result<BatchReport, TargetError>> {
-    write_departments_inner(target, items, concurrency).boxed()
-}
-
-async fn write_departments_inner(
+/// The write futures are built before they are streamed (no closure is held across an await),
+/// so that job handlers, which apalis requires to be `Send` for every lifetime, can await it.
+pub async fn write_departments(
     target: &dyn Target,
     items: &[DepartmentItem],
     concurrency: usize,
@@ -129,16 +120,8 @@ async fn write_departments_inner(
 
 /// Writes user items, `concurrency` at a time, in three phases that each finish before the
 /// next starts: updates and reactivations (a rename frees its old user name), creates (which
-/// may take it), deactivations. Boxed for the reason [`write_departments`] gives.
-pub fn write_users<'a>(
-    target: &'a dyn Target,
-    items: &'a [UserItem],
-    concurrency: usize,
-) -> BoxFuture<'a, Result<BatchReport, TargetError>> {
-    write_users_inner(target, items, concurrency).boxed()
-}
-
-async fn write_users_inner(
+/// may take it), deactivations. Built like [`write_departments`] for the same reason.
+pub async fn write_users(
     target: &dyn Target,
     items: &[UserItem],
     concurrency: usize,

@@ -6,7 +6,9 @@
 //! client and which target a customer has) and hands down typed options. Redis is reached only
 //! through `orgsync-queue`'s API, so no key name is known here either.
 
+pub mod explain;
 pub mod pipeline;
+pub mod provisioning;
 pub mod release;
 pub mod report;
 pub mod scheduler;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use orgsync_model::error_class::ErrorClass;
 use orgsync_model::ids::{Cvr, UnitId};
 use orgsync_model::plan::{Action, HoldReason, Plan, UserItem};
 use orgsync_model::validate::{SourceCounts, validate};
@@ -29,6 +30,7 @@ use orgsync_target::batch::{write_departments, write_users};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::provisioning::{self, LogAction, ProvisioningEntry, ProvisioningLog};
 use crate::report::{FailedDepartment, RunReport, RunState, Trigger};
 use crate::sources::{Customer, SourceError, Sources};
 use crate::store::{DepartmentResult, FinishData, Store};
@@ -143,6 +145,7 @@ pub struct Pipeline {
     store: Store,
     sources: Arc<dyn Sources>,
     options: PipelineOptions,
+    log: ProvisioningLog,
 }
 
 /// Keeps extending a run lock while a job works; stops when dropped.
@@ -155,12 +158,24 @@ impl Drop for Heartbeat {
 }
 
 fn job_error(error: &SourceError) -> JobError {
-    JobError::message(error.class, error.retriable, error.message.clone())
+    JobError::message(error.class.as_str(), error.retriable, error.message.clone())
+        .not_before(error.retry_not_before)
 }
 
-fn queue_error(error: QueueError) -> JobError {
+/// A job failure of the pipeline's own, with its class.
+pub(crate) fn failure(class: ErrorClass, retriable: bool, message: impl Into<String>) -> JobError {
+    JobError::message(class.as_str(), retriable, message)
+}
+
+pub(crate) fn queue_error(error: QueueError) -> JobError {
     let retriable = error.is_retriable();
-    JobError::from_error("queue", retriable, &error)
+    JobError::from_error(ErrorClass::QueueUnavailable.as_str(), retriable, &error)
+}
+
+/// The class a job error carries (its stable name, set by [`job_error`], [`failure`] or the
+/// queue itself).
+pub(crate) fn class_of(error: &JobError) -> ErrorClass {
+    error.class().parse().unwrap_or(ErrorClass::Unclassified)
 }
 
 /// Target writes in flight for one job: the target's own limit.
@@ -180,6 +195,7 @@ impl Pipeline {
         options: PipelineOptions,
     ) -> Arc<Pipeline> {
         Arc::new(Pipeline {
+            log: ProvisioningLog::new(queue.clone(), options.report_retention),
             store: Store {
                 queue,
                 report_retention: options.report_retention,
@@ -190,12 +206,23 @@ impl Pipeline {
         })
     }
 
+    /// The provisioning log (per object: what each run did and why).
+    pub fn provisioning(&self) -> &ProvisioningLog {
+        &self.log
+    }
+
+    /// Appends to the provisioning log; a failure is the queue's (retriable) error.
+    async fn log(&self, cvr: &str, entries: &[ProvisioningEntry]) -> Result<(), JobError> {
+        self.log.append(cvr, entries).await.map_err(queue_error)?;
+        Ok(())
+    }
+
     /// The queue.
     pub fn queue(&self) -> &QueueHandle {
         &self.store.queue
     }
 
-    fn customer(&self, cvr: &str) -> Result<Customer, PipelineError> {
+    pub(crate) fn customer(&self, cvr: &str) -> Result<Customer, PipelineError> {
         let parsed = Cvr::parse(cvr).map_err(|_| PipelineError::InvalidCvr(cvr.to_owned()))?;
         self.sources.customer(&parsed).ok_or_else(|| {
             let known: Vec<String> = self
@@ -416,11 +443,12 @@ impl Pipeline {
                         if !r.state.is_final() {
                             r.state = RunState::Failed;
                             r.error = Some(message.clone());
+                            r.error_class = Some(ErrorClass::ConfigInvalid);
                             r.finished_at = Some(Utc::now());
                         }
                     })
                     .await;
-                return Err(JobError::message("config", false, message));
+                return Err(failure(ErrorClass::ConfigInvalid, false, message));
             }
         };
         let cvr = customer.cvr.as_str().to_owned();
@@ -526,6 +554,7 @@ impl Pipeline {
                 )
             };
             let total_ms = elapsed_ms(started);
+            let class = class_of(error);
             // Never downgrade a report that has ended meanwhile.
             let _ = self
                 .store
@@ -534,6 +563,7 @@ impl Pipeline {
                         return;
                     }
                     r.error = Some(message);
+                    r.error_class = Some(class);
                     if last {
                         r.state = RunState::Failed;
                         r.finished_at = Some(Utc::now());
@@ -562,6 +592,7 @@ impl Pipeline {
             .map_err(queue_error)?;
         report.state = RunState::Reading;
         report.error = None;
+        report.error_class = None;
         report.started_at.get_or_insert_with(Utc::now);
         self.store.save_report(report).await.map_err(queue_error)?;
         info!(customer.cvr = %cvr, run.id = %run_id, job.attempt = ctx.attempt, "run {run_id}: reading STS");
@@ -585,8 +616,8 @@ impl Pipeline {
             report
                 .issues
                 .extend(invalid.issues.iter().map(|i| i.message.clone()));
-            JobError::message(
-                "invalid_snapshot",
+            failure(
+                ErrorClass::StsBadData,
                 false,
                 format!("{invalid}; nothing was written"),
             )
@@ -623,6 +654,11 @@ impl Pipeline {
             .map(|(k, v)| (k.as_str().to_owned(), *v))
             .collect();
         report.held = plan.held.clone();
+        let skipped: Vec<ProvisioningEntry> = plan
+            .skipped_users
+            .iter()
+            .map(|s| ProvisioningEntry::skipped(&run_id, cvr, s))
+            .collect();
 
         // 4. Split the plan: departments now, user renames now, users per department, and
         //    deactivations for FinishRun.
@@ -686,10 +722,19 @@ impl Pipeline {
             .await
             .map_err(|e| job_error(&SourceError::target(&e)))?;
         report.add_writes(&written);
+        let mut entries =
+            provisioning::department_writes(&run_id, cvr, &department_writes, &written);
         let written = write_users(target.as_ref(), &now_users, concurrency)
             .await
             .map_err(|e| job_error(&SourceError::target(&e)))?;
         report.add_writes(&written);
+        entries.extend(provisioning::user_writes(
+            &run_id, cvr, &now_users, &written,
+        ));
+        report.achieved = Default::default();
+        report.achieved.add(&entries);
+        entries.extend(skipped);
+        self.log(cvr, &entries).await?;
         report.durations.departments_ms = elapsed_ms(departments_started);
 
         // 6. Fan out. The batch is atomic and idempotent per run id.
@@ -790,8 +835,8 @@ impl Pipeline {
                 LockAttempt::Acquired => {}
                 LockAttempt::Held { owner: holder, .. } => {
                     // The run is being finished or released, or a newer run is working: later.
-                    return Err(JobError::message(
-                        "busy",
+                    return Err(failure(
+                        ErrorClass::RunBusy,
                         true,
                         format!("{holder} holds {cvr}; this replay tries again later"),
                     ));
@@ -871,13 +916,18 @@ impl Pipeline {
                 .await;
         };
         let cvr = Cvr::parse(&report.cvr)
-            .map_err(|e| JobError::message("config", false, e.to_string()))?;
+            .map_err(|e| failure(ErrorClass::ConfigInvalid, false, e.to_string()))?;
         let target = self.sources.target(&cvr).await.map_err(|e| job_error(&e))?;
         let concurrency = concurrency(target.as_ref());
         let written = write_users(target.as_ref(), &items, concurrency)
             .await
             .map_err(|e| job_error(&SourceError::target(&e)))?;
+        let entries = provisioning::user_writes(run_id, &report.cvr, &items, &written);
+        self.log(&report.cvr, &entries).await?;
+        let mut achieved = crate::report::Achieved::default();
+        achieved.add(&entries);
         let result = DepartmentResult {
+            achieved: achieved.users,
             written: written.written,
             unchanged: written.unchanged,
             rejected: written.rejected.iter().map(Into::into).collect(),
@@ -927,6 +977,7 @@ impl Pipeline {
                     ctx.job_id
                 );
                 let mut cvr = None;
+                let class = class_of(error);
                 let _ = self
                     .store
                     .update_report(&job.run_id, |r| {
@@ -934,6 +985,7 @@ impl Pipeline {
                         if !r.state.is_final() {
                             r.state = RunState::Failed;
                             r.error = Some(message);
+                            r.error_class = Some(class);
                             r.finished_at = Some(Utc::now());
                         }
                     })
@@ -956,7 +1008,7 @@ impl Pipeline {
         };
         let cvr = report.cvr.clone();
         let customer =
-            Cvr::parse(&cvr).map_err(|e| JobError::message("config", false, e.to_string()))?;
+            Cvr::parse(&cvr).map_err(|e| failure(ErrorClass::ConfigInvalid, false, e.to_string()))?;
         // A replay of a FinishRun that failed for good finishes the run now (or holds its
         // deactivations, when a newer run has started since).
         let replayed_failure = replay && report.state == RunState::Failed;
@@ -965,8 +1017,8 @@ impl Pipeline {
             return Ok(());
         }
         let Some(finish) = self.store.finish(run_id).await.map_err(queue_error)? else {
-            return Err(JobError::message(
-                "expired",
+            return Err(failure(
+                ErrorClass::RunExpired,
                 false,
                 format!("run {run_id}: its stored plan has expired; nothing was deactivated"),
             ));
@@ -993,15 +1045,20 @@ impl Pipeline {
         // What the department jobs did: a department without a stored result did not write its
         // users (dead-lettered, or it did nothing), so it counts as failed.
         let batch = self.store.queue.batch(run_id).await.map_err(queue_error)?;
-        let mut dead: BTreeMap<Uuid, (String, String)> = BTreeMap::new();
+        let mut dead: BTreeMap<Uuid, (String, String, Option<ErrorClass>)> = BTreeMap::new();
         for id in batch.iter().flat_map(|b| b.dead.iter()) {
             if let Some(record) = self.store.queue.job(id).await.map_err(queue_error)? {
                 if let Ok(d) = serde_json::from_value::<SyncDepartment>(record.payload.clone()) {
+                    let class = record
+                        .final_error_class
+                        .or(record.last_error_class)
+                        .map(|c| c.parse().unwrap_or(ErrorClass::Unclassified));
                     dead.insert(
                         d.unit,
                         (
                             id.as_str().to_owned(),
                             record.last_error.unwrap_or_default(),
+                            class,
                         ),
                     );
                 }
@@ -1018,7 +1075,7 @@ impl Pipeline {
             {
                 Some(result) => results.push(result),
                 None => {
-                    let (job_id, error) = match dead.remove(unit) {
+                    let (job_id, error, error_class) = match dead.remove(unit) {
                         Some(dead) => dead,
                         None => (
                             self.store
@@ -1027,13 +1084,22 @@ impl Pipeline {
                                 .map_err(queue_error)?
                                 .unwrap_or_default(),
                             "the department job did not write its users (see the notes)".to_owned(),
+                            None,
                         ),
                     };
+                    let users = self
+                        .store
+                        .slice(run_id, *unit)
+                        .await
+                        .map_err(queue_error)?
+                        .map_or(0, |items| items.len() as u64);
                     failed.push(FailedDepartment {
                         unit: *unit,
                         title: title.clone(),
                         job_id,
                         error,
+                        error_class,
+                        users,
                         recovered_at: None,
                     });
                 }
@@ -1094,7 +1160,31 @@ impl Pipeline {
             let departments = write_departments(target.as_ref(), &plan.departments, concurrency)
                 .await
                 .map_err(|e| job_error(&SourceError::target(&e)))?;
-            deactivation_writes = Some((users, departments));
+            let mut entries = provisioning::user_writes(run_id, &cvr, &plan.users, &users);
+            entries.extend(provisioning::department_writes(
+                run_id,
+                &cvr,
+                &plan.departments,
+                &departments,
+            ));
+            self.log(&cvr, &entries).await?;
+            deactivation_writes = Some((users, departments, entries));
+        }
+        if let Some(held) = &held {
+            let mut entries: Vec<ProvisioningEntry> = held
+                .users
+                .iter()
+                .map(|u| ProvisioningEntry::user(run_id, &cvr, u, LogAction::Held))
+                .chain(
+                    held.departments
+                        .iter()
+                        .map(|d| ProvisioningEntry::department(run_id, &cvr, d, LogAction::Held)),
+                )
+                .collect();
+            for e in &mut entries {
+                e.reason = Some(held.reason.clone());
+            }
+            self.log(&cvr, &entries).await?;
         }
         if superseded.is_none()
             && finish.counts_trusted
@@ -1113,9 +1203,10 @@ impl Pipeline {
                 for result in &results {
                     r.add_department(result);
                 }
-                if let Some((users, departments)) = &deactivation_writes {
+                if let Some((users, departments, entries)) = &deactivation_writes {
                     r.add_writes(users);
                     r.add_writes(departments);
+                    r.achieved.add(entries);
                 }
                 r.departments_done = results.len() as u64;
                 r.failed_departments = failed;
@@ -1131,6 +1222,16 @@ impl Pipeline {
                     RunState::PartlyFailed
                 } else {
                     RunState::Succeeded
+                };
+                let failed_class = r.failed_departments.iter().find_map(|f| f.error_class);
+                r.error_class = match &held {
+                    // Held only because department jobs died: what killed them is the news.
+                    Some(h) if h.reasons == [HoldReason::RunFailed] => {
+                        failed_class.or(Some(ErrorClass::GuardHeld))
+                    }
+                    Some(h) => Some(ErrorClass::of_hold(&h.reasons)),
+                    None if n_failed > 0 => failed_class.or(Some(ErrorClass::Unclassified)),
+                    None => None,
                 };
                 if replayed_failure {
                     r.note(format!("finished by a replay of FinishRun: {}", r.state));

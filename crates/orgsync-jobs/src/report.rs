@@ -5,13 +5,20 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use orgsync_model::plan::{Held, Summary};
+use orgsync_model::error_class::ErrorClass;
+use orgsync_model::plan::{ActionCounts, Held, Summary};
 use orgsync_model::validate::SourceCounts;
 use orgsync_target::batch::{BatchReport, Rejection};
 use serde::{Deserialize, Serialize};
 
-use crate::store::DepartmentResult;
 use uuid::Uuid;
+
+use crate::store::DepartmentResult;
+
+fn written_users(result: &DepartmentResult) -> u64 {
+    let a = &result.achieved;
+    a.create + a.update + a.deactivate + a.reactivate
+}
 
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +155,12 @@ pub struct FailedDepartment {
     pub job_id: String,
     /// Its last error.
     pub error: String,
+    /// The class of its last error.
+    #[serde(default)]
+    pub error_class: Option<ErrorClass>,
+    /// Users the department job was to write (what waits in the dead letter).
+    #[serde(default)]
+    pub users: u64,
     /// Set when a replay later completed it.
     #[serde(default)]
     pub recovered_at: Option<DateTime<Utc>>,
@@ -166,6 +179,21 @@ pub struct Release {
     pub skipped: Vec<String>,
     /// Deactivations the target rejected, each with its message.
     #[serde(default)]
+    pub rejected: Vec<String>,
+}
+
+/// What a revert did (`orgsync runs revert`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revert {
+    /// Who reverted.
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Objects reactivated.
+    pub applied: u64,
+    /// Objects left alone, each with why (`user x: changed in the target since`).
+    pub skipped: Vec<String>,
+    /// Reactivations the target rejected.
     pub rejected: Vec<String>,
 }
 
@@ -233,6 +261,13 @@ pub struct RunReport {
     pub issues: Vec<String>,
     /// Why the run failed or was refused.
     pub error: Option<String>,
+    /// The class of why it failed or was held (`sts.unavailable`, `guard.mass_deactivation`,
+    /// ...), or of its failed department jobs when partly failed.
+    #[serde(default)]
+    pub error_class: Option<ErrorClass>,
+    /// What was written, as opposed to what was planned (`summary`).
+    #[serde(default)]
+    pub achieved: Achieved,
     /// The `SyncCustomer` job.
     #[serde(default)]
     pub job_id: Option<String>,
@@ -240,6 +275,50 @@ pub struct RunReport {
     pub notes: Vec<String>,
     /// The release, when a person released the held deactivations.
     pub release: Option<Release>,
+    /// The revert, when a person reverted the run's deactivations.
+    #[serde(default)]
+    pub revert: Option<Revert>,
+}
+
+/// What a run achieved, as opposed to what it planned: the plan says "534 users created"; when
+/// 58 of 59 department jobs died, `users.create` says how many were, `users_waiting` how many
+/// wait in dead letters, and `users_recovered` how many replays wrote since.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Achieved {
+    /// Departments written, per action.
+    pub departments: ActionCounts,
+    /// Users written, per action (replays included).
+    pub users: ActionCounts,
+    /// Users written by replays of dead-lettered department jobs.
+    pub users_recovered: u64,
+}
+
+impl Achieved {
+    /// Adds a provisioning log's entries (what was written).
+    pub(crate) fn add(&mut self, entries: &[crate::provisioning::ProvisioningEntry]) {
+        use crate::provisioning::{LogAction, ObjectKind};
+        for e in entries {
+            let counts = match e.kind {
+                ObjectKind::Department => &mut self.departments,
+                ObjectKind::User => &mut self.users,
+            };
+            match e.action {
+                LogAction::Create => counts.create += 1,
+                LogAction::Update => counts.update += 1,
+                LogAction::Deactivate => counts.deactivate += 1,
+                LogAction::Reactivate => counts.reactivate += 1,
+                LogAction::Skip | LogAction::Held | LogAction::Rejected => {}
+            }
+        }
+    }
+
+    /// Adds another count (a department job's).
+    pub(crate) fn add_users(&mut self, users: &ActionCounts) {
+        self.users.create += users.create;
+        self.users.update += users.update;
+        self.users.deactivate += users.deactivate;
+        self.users.reactivate += users.reactivate;
+    }
 }
 
 /// At most this many rejections are kept in a report.
@@ -271,9 +350,12 @@ impl RunReport {
             rejections: Vec::new(),
             issues: Vec::new(),
             error: None,
+            error_class: None,
+            achieved: Achieved::default(),
             job_id: None,
             notes: Vec::new(),
             release: None,
+            revert: None,
         }
     }
 
@@ -287,6 +369,7 @@ impl RunReport {
 
     /// Adds a department job's writes and rejections.
     pub(crate) fn add_department(&mut self, result: &DepartmentResult) {
+        self.achieved.add_users(&result.achieved);
         self.writes.written += result.written;
         self.writes.unchanged += result.unchanged;
         self.writes.rejected += result.rejected.len() as u64;
@@ -311,6 +394,7 @@ impl RunReport {
             return;
         };
         failed.recovered_at = Some(Utc::now());
+        self.achieved.users_recovered += written_users(result);
         self.add_department(result);
         self.departments_done += 1;
         if self.state == RunState::PartlyFailed
@@ -320,7 +404,17 @@ impl RunReport {
                 .all(|f| f.recovered_at.is_some())
         {
             self.state = RunState::Succeeded;
+            self.error_class = None;
         }
+    }
+
+    /// Users that wait in dead-lettered department jobs (not recovered yet).
+    pub fn users_waiting(&self) -> u64 {
+        self.failed_departments
+            .iter()
+            .filter(|f| f.recovered_at.is_none())
+            .map(|f| f.users)
+            .sum()
     }
 
     /// A note with the time.
@@ -367,6 +461,9 @@ impl RunReport {
         let _ = writeln!(out, "state:        {}", self.state);
         if let Some(error) = &self.error {
             let _ = writeln!(out, "why:          {error}");
+        }
+        if let Some(class) = self.error_class {
+            let _ = writeln!(out, "error class:  {class} ({} scope): {}", class.scope().as_str(), class.action());
         }
         let trigger = match &self.trigger {
             Trigger::Schedule { fire } => format!("schedule (fire {})", fire.to_rfc3339()),
@@ -421,6 +518,29 @@ impl RunReport {
                 s.kept_outside_domains
             );
         }
+        if self.summary.is_some() && self.fanned_out_at.is_some() {
+            let a = &self.achieved;
+            let _ = writeln!(
+                out,
+                "achieved:     departments {} created, {} updated, {} reactivated, {} deactivated; users {} created, {} updated, {} reactivated, {} deactivated",
+                a.departments.create,
+                a.departments.update,
+                a.departments.reactivate,
+                a.departments.deactivate,
+                a.users.create,
+                a.users.update,
+                a.users.reactivate,
+                a.users.deactivate
+            );
+            let waiting = self.users_waiting();
+            if waiting > 0 || a.users_recovered > 0 {
+                let _ = writeln!(
+                    out,
+                    "              {waiting} users wait in dead-lettered department jobs; {} written by replays since",
+                    a.users_recovered
+                );
+            }
+        }
         if !self.skipped.is_empty() {
             let parts: Vec<String> = self
                 .skipped
@@ -446,10 +566,11 @@ impl RunReport {
                 || "FAILED".to_owned(),
                 |at| format!("recovered {}", at.to_rfc3339()),
             );
+            let class = f.error_class.map(|c| format!(" [{c}]")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {status}: {} ({}) job {}: {}",
-                f.title, f.unit, f.job_id, f.error
+                "  {status}: {} ({}) job {}, {} users{class}: {}",
+                f.title, f.unit, f.job_id, f.users, f.error
             );
         }
         if let Some(held) = &self.held {
@@ -504,6 +625,23 @@ impl RunReport {
             let _ = writeln!(
                 out,
                 "released:     by {} at {}: {} applied, {} no longer needed, {} rejected",
+                r.by,
+                r.at.to_rfc3339(),
+                r.applied,
+                r.skipped.len(),
+                r.rejected.len()
+            );
+            for s in &r.skipped {
+                let _ = writeln!(out, "  {s}");
+            }
+            for s in &r.rejected {
+                let _ = writeln!(out, "  REJECTED {s}");
+            }
+        }
+        if let Some(r) = &self.revert {
+            let _ = writeln!(
+                out,
+                "reverted:     by {} at {}: {} reactivated, {} skipped, {} rejected",
                 r.by,
                 r.at.to_rfc3339(),
                 r.applied,

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use orgsync_model::error_class::ErrorClass;
 use orgsync_model::ids::Cvr;
 use orgsync_model::policy::Policy;
 use orgsync_model::snapshot::Snapshot;
@@ -33,14 +36,18 @@ pub struct SourceRead {
     pub issues: Vec<String>,
 }
 
-/// A failure to reach a customer's STS or target, with what the queue should do about it.
+/// A failure to reach a customer's STS or target, with what the queue should do about it. The
+/// class and retriability are the library error's own (`StsError::class`, `TargetError::class`),
+/// passed through unchanged.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct SourceError {
-    /// The error class for the error log and the dead-letter queue (`sts`, `target`, `config`).
-    pub class: &'static str,
+    /// The error class for the error log, the dead-letter queue, the report and tickets.
+    pub class: ErrorClass,
     /// Whether trying again later may succeed.
     pub retriable: bool,
+    /// The shortest sensible wait before another attempt (a full disk, a `Retry-After`).
+    pub retry_not_before: Option<Duration>,
     /// What failed and why, for people (never a secret).
     pub message: String,
 }
@@ -49,17 +56,19 @@ impl SourceError {
     /// A configuration problem: not retriable.
     pub fn config(message: impl Into<String>) -> SourceError {
         SourceError {
-            class: "config",
+            class: ErrorClass::ConfigInvalid,
             retriable: false,
+            retry_not_before: None,
             message: message.into(),
         }
     }
 
-    /// A target failure, retriable as the target says.
+    /// A target failure, classified and retriable as the target says.
     pub fn target(error: &orgsync_target::TargetError) -> SourceError {
         SourceError {
-            class: "target",
+            class: error.class(),
             retriable: error.is_retriable(),
+            retry_not_before: error.retry_not_before(),
             message: error.to_string(),
         }
     }

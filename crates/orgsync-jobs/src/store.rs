@@ -35,6 +35,9 @@ pub(crate) struct FinishData {
 /// A department job's result, stored under the run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct DepartmentResult {
+    /// Users written per action (from the provisioning log's entries).
+    #[serde(default)]
+    pub(crate) achieved: orgsync_model::plan::ActionCounts,
     pub(crate) written: u64,
     pub(crate) unchanged: u64,
     pub(crate) rejected: Vec<crate::report::RejectedObject>,

@@ -359,7 +359,7 @@ where
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".to_owned());
                     let error =
-                        JobError::message(class::PANIC, true, format!("handler panicked: {text}"));
+                        JobError::message(class::PANICKED, true, format!("handler panicked: {text}"));
                     (Some(error.clone()), Err(Box::new(error) as BoxDynError))
                 }
             };
@@ -455,7 +455,11 @@ impl Shared {
             },
             Some(error) => {
                 let retry_ms = if error.is_retriable() && job.attempt < job.max_attempts {
-                    let delay = self.options.retry.delay_after(job.attempt);
+                    let delay = self
+                        .options
+                        .retry
+                        .delay_after(job.attempt)
+                        .max(error.retry_not_before().unwrap_or_default());
                     i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
                 } else {
                     -1
@@ -1052,7 +1056,7 @@ async fn fetch_loop<J: Job>(
                 }
                 Err(e) => {
                     let error = JobError::permanent(
-                        class::DESERIALIZE,
+                        class::UNDECODABLE,
                         format!(
                             "payload of job {} does not deserialise as job type `{}` (Rust type `{}`): {e}",
                             row.jid,
@@ -1065,7 +1069,7 @@ async fn fetch_loop<J: Job>(
                     tracing::warn!(
                         job.id = %row.jid,
                         job.type = J::JOB_TYPE,
-                        error.class = class::DESERIALIZE,
+                        error.class = class::UNDECODABLE,
                         "job {} went to the dead-letter queue: {error}",
                         row.jid
                     );

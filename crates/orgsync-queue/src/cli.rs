@@ -72,7 +72,7 @@ pub struct FilterArgs {
     /// Only this job type.
     #[arg(long)]
     pub job_type: Option<String>,
-    /// Only this final error class (transport, fault, malformed, deserialize, ...).
+    /// Only this final error class (`sts.unavailable`, `target.auth`, `job.abandoned`, ...; README lists them).
     #[arg(long)]
     pub error_class: Option<String>,
 }

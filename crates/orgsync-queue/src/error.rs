@@ -6,23 +6,18 @@ use std::fmt;
 /// Boxed error as apalis passes it around.
 pub type BoxDynError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// Stable error classes. A class is a short string that support filters dead letters by;
-/// handlers may use their own, these are the ones the queue itself produces or suggests.
+/// The error classes the queue itself produces. A class is a short stable string that support
+/// filters dead letters by; handlers give their own (orgsync's are `orgsync_model::error_class`,
+/// dotted by origin like these).
 pub mod class {
-    /// Network or connection trouble talking to a remote system (retried).
-    pub const TRANSPORT: &str = "transport";
-    /// The remote system answered with a fault (SOAP fault, HTTP 4xx/5xx with a body).
-    pub const FAULT: &str = "fault";
-    /// The remote system's answer could not be understood.
-    pub const MALFORMED: &str = "malformed";
     /// The job's payload does not deserialise into the handler's type (never retried).
-    pub const DESERIALIZE: &str = "deserialize";
+    pub const UNDECODABLE: &str = "job.undecodable";
     /// The handler panicked (retried).
-    pub const PANIC: &str = "panic";
+    pub const PANICKED: &str = "job.panicked";
     /// Workers holding the job died too often while running it (never retried).
-    pub const ABANDONED: &str = "abandoned";
+    pub const ABANDONED: &str = "job.abandoned";
     /// The handler returned apalis' `AbortError` (never retried).
-    pub const ABORTED: &str = "aborted";
+    pub const ABORTED: &str = "job.aborted";
     /// The handler returned an error that is not a [`JobError`](crate::JobError) (retried).
     pub const UNCLASSIFIED: &str = "unclassified";
 }
@@ -128,16 +123,17 @@ impl QueueError {
 /// dead-letter queue.
 ///
 /// ```
-/// use orgsync_queue::{JobError, class};
+/// use orgsync_queue::JobError;
 /// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out");
-/// let err = JobError::retriable(class::TRANSPORT, io);
+/// let err = JobError::retriable("sts.unavailable", io);
 /// assert!(err.is_retriable());
-/// assert_eq!(err.class(), "transport");
+/// assert_eq!(err.class(), "sts.unavailable");
 /// ```
 #[derive(Debug, Clone)]
 pub struct JobError {
     class: String,
     retriable: bool,
+    not_before: Option<std::time::Duration>,
     chain: Vec<String>,
 }
 
@@ -164,6 +160,7 @@ impl JobError {
         Self {
             class: class.into(),
             retriable,
+            not_before: None,
             chain: error_chain(error),
         }
     }
@@ -173,11 +170,24 @@ impl JobError {
         Self {
             class: class.into(),
             retriable,
+            not_before: None,
             chain: vec![message.into()],
         }
     }
 
-    /// The error class (`transport`, `fault`, `malformed`, `deserialize`, ...).
+    /// Waits at least `delay` before the next attempt, even when the job's backoff would retry
+    /// sooner (a full disk needs a person; a 429's `Retry-After`).
+    pub fn not_before(mut self, delay: Option<std::time::Duration>) -> Self {
+        self.not_before = delay;
+        self
+    }
+
+    /// The shortest wait before another attempt, if the error asks for one.
+    pub fn retry_not_before(&self) -> Option<std::time::Duration> {
+        self.not_before
+    }
+
+    /// The error class (`sts.unavailable`, `target.rejected`, `job.undecodable`, ...).
     pub fn class(&self) -> &str {
         &self.class
     }
@@ -299,7 +309,7 @@ mod tests {
         #[error("calling STS failed")]
         struct Outer(#[source] std::io::Error);
         let err = JobError::retriable(
-            class::TRANSPORT,
+            "transport",
             Outer(std::io::Error::other("connection reset")),
         );
         assert_eq!(err.chain(), ["calling STS failed", "connection reset"]);
@@ -315,9 +325,9 @@ mod tests {
         let classified = classify(&boxed);
         assert_eq!(classified.class(), class::UNCLASSIFIED);
         assert!(classified.is_retriable());
-        let job: BoxDynError = Box::new(JobError::permanent(class::FAULT, "no agreement"));
+        let job: BoxDynError = Box::new(JobError::permanent("fault", "no agreement"));
         let classified = classify(&job);
-        assert_eq!(classified.class(), class::FAULT);
+        assert_eq!(classified.class(), "fault");
         assert!(!classified.is_retriable());
     }
 }

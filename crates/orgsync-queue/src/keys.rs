@@ -117,6 +117,11 @@ impl Keys {
         format!("{}:doc:{id}", self.records(collection))
     }
 
+    /// An object log (`object_log.rs` adds `:idx` and `:alias`); the log name is validated.
+    pub(crate) fn object_log(&self, log: &str) -> String {
+        format!("{}:state:olog:{log}", self.prefix)
+    }
+
     /// Pattern matching every key of this prefix (for cleanup in tests and tools).
     pub(crate) fn pattern(&self) -> String {
         format!("{}:*", self.prefix)

@@ -45,6 +45,7 @@ mod config;
 mod error;
 mod keys;
 mod model;
+mod object_log;
 #[cfg(test)]
 mod script_tests;
 mod scripts;
@@ -59,4 +60,5 @@ pub use model::{
     AttemptRecord, AuditEntry, DeadLetterFilter, Enqueued, ErrorLogEntry, ErrorLogQuery, Job,
     JobContext, JobId, JobRecord, JobState, JobTypeStats, NewJob, QueueStats, Replayed, WorkerInfo,
 };
+pub use object_log::{ObjectLogEntry, StoredLogEntry};
 pub use state::LockAttempt;

@@ -175,7 +175,7 @@ async fn a_job_fetched_but_never_started_is_requeued_without_counting_as_orphane
     assert_eq!(reclaim_as(&q, "other", 1).await, (0, 1));
     let record = q.job(&id).await.expect("read").expect("exists");
     assert_eq!(record.state, JobState::Dead);
-    assert_eq!(record.final_error_class.as_deref(), Some("abandoned"));
+    assert_eq!(record.final_error_class.as_deref(), Some("job.abandoned"));
     q.purge_all_keys().await.expect("purge");
 }
 

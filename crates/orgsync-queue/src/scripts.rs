@@ -87,7 +87,7 @@ local function batch_terminal(p, jid, ok, now)
 end
 ";
 
-fn script(body: &str) -> Script {
+pub(crate) fn script(body: &str) -> Script {
     Script::new(&format!("{HELPERS}{body}"))
 }
 
@@ -384,14 +384,14 @@ for _, pe in ipairs(pending) do
         local customer = redis.call('HGET', h, 'customer') or ''
         local msg = 'worker ' .. lost .. ' died while running this job (' .. orphaned .. ' workers lost on it)'
         redis.call('RPUSH', p .. ':log:' .. jid, cjson.encode({attempt = attempt, started_at = d(now),
-          finished_at = d(now), class = 'abandoned', retriable = false, message = msg, chain = {msg}, worker = lost}))
-        redis.call('HSET', h, 'attempts', attempt, 'last_class', 'abandoned', 'last_message', msg,
-          'last_failed_at', d(now), 'state', 'dead', 'dead_at', d(now), 'final_class', 'abandoned')
+          finished_at = d(now), class = 'job.abandoned', retriable = false, message = msg, chain = {msg}, worker = lost}))
+        redis.call('HSET', h, 'attempts', attempt, 'last_class', 'job.abandoned', 'last_message', msg,
+          'last_failed_at', d(now), 'state', 'dead', 'dead_at', d(now), 'final_class', 'job.abandoned')
         redis.call('ZADD', p .. ':dead', d(now), jid)
         redis.call('HINCRBY', p .. ':counters:' .. ty, 'failed_attempts', 1)
         redis.call('HINCRBY', p .. ':counters:' .. ty, 'dead', 1)
         redis.call('XADD', p .. ':errors', 'MAXLEN', '~', maxlen, '*', 'time', d(now), 'job_id', jid,
-          'job_type', ty, 'customer', customer, 'attempt', attempt, 'class', 'abandoned', 'message', msg)
+          'job_type', ty, 'customer', customer, 'attempt', attempt, 'class', 'job.abandoned', 'message', msg)
         batch_terminal(p, jid, false, now)
         dead = dead + 1
       else

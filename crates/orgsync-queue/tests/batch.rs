@@ -92,11 +92,11 @@ fn department_handler(
             seen.batches.lock().unwrap().insert(ctx.batch.clone());
             if job.n % 3 == 1 && ctx.attempt == 1 && ctx.replay_of.is_none() {
                 seen.retried.fetch_add(1, Ordering::SeqCst);
-                return Err(JobError::retriable(class::TRANSPORT, "STS timed out"));
+                return Err(JobError::retriable("transport", "STS timed out"));
             }
             seen.terminal.fetch_add(1, Ordering::SeqCst);
             if fail(job.n) {
-                return Err(JobError::permanent(class::FAULT, "unit is gone"));
+                return Err(JobError::permanent("fault", "unit is gone"));
             }
             Ok(())
         })

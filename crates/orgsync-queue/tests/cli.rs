@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use common::{TestQueue, wait_until};
 use orgsync_queue::cli::{DlqCommand, QueueCommand, run_dlq, run_queue};
-use orgsync_queue::{DeadLetterFilter, Job, JobError, NewJob, WorkerOptions, class};
+use orgsync_queue::{DeadLetterFilter, Job, JobError, NewJob, WorkerOptions};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Parser)]
@@ -48,7 +48,7 @@ async fn dlq_and_queue_commands_render_tables_and_json_and_act() {
     let t = TestQueue::new("cli").await;
     let handler = |job: Dept| async move {
         Err::<(), _>(JobError::permanent(
-            class::FAULT,
+            "fault",
             format!("unit {} has no service agreement", job.unit),
         ))
     };

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use common::{TestQueue, wait_until};
 use orgsync_queue::{
     DeadLetterFilter, ErrorLogQuery, Job, JobContext, JobError, JobId, JobState, NewJob,
-    QueueConfig, QueueError, QueueHandle, RetryPolicy, WorkerOptions, class,
+    QueueConfig, QueueError, QueueHandle, RetryPolicy, WorkerOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +60,7 @@ async fn a_job_that_always_fails_runs_n_times_with_backoff_then_dead_letter_and_
                 .push((ctx.attempt, Utc::now(), ctx.replay_of.clone()));
             if f.load(Ordering::SeqCst) {
                 Err(JobError::retriable(
-                    class::TRANSPORT,
+                    "transport",
                     std::io::Error::other("STS timed out"),
                 ))
             } else {
@@ -198,7 +198,7 @@ async fn a_permanent_error_skips_the_remaining_attempts() {
         async move {
             r.fetch_add(1, Ordering::SeqCst);
             Err::<(), _>(JobError::permanent(
-                class::FAULT,
+                "fault",
                 "no service agreement for CVR",
             ))
         }
@@ -301,7 +301,7 @@ async fn a_payload_that_no_longer_deserialises_is_dead_on_its_first_attempt() {
         .await
     );
     let letter = t.queue.dead_letter(&id).await.unwrap();
-    assert_eq!(letter.final_error_class.as_deref(), Some("deserialize"));
+    assert_eq!(letter.final_error_class.as_deref(), Some("job.undecodable"));
     assert_eq!(letter.attempt_log.len(), 1);
     let message = &letter.attempt_log[0].message;
     assert!(
@@ -381,9 +381,9 @@ async fn dead_letters_filter_replay_all_and_delete_with_audit() {
     let t = TestQueue::new("dlq").await;
     let handler = |job: Flaky| async move {
         if job.n % 2 == 0 {
-            Err::<(), _>(JobError::permanent(class::FAULT, "no agreement"))
+            Err::<(), _>(JobError::permanent("fault", "no agreement"))
         } else {
-            Err(JobError::permanent(class::MALFORMED, "bad XML"))
+            Err(JobError::permanent("malformed", "bad XML"))
         }
     };
     let (stop, join) = spawn_worker!(t.queue, Flaky, fast(1), 4, handler);

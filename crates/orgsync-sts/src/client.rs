@@ -868,6 +868,7 @@ fn interpret<T: DeserializeOwned + HasStatus>(
         Body::Fault(fault) => {
             return Err(StsError::Fault {
                 site: site.clone(),
+                kind: crate::error::FaultKind::parse(fault.subcode.as_deref(), &fault.reason),
                 code: fault.code,
                 subcode: fault.subcode,
                 reason: fault.reason,

@@ -2,7 +2,100 @@
 
 use std::time::Duration;
 
+use orgsync_model::error_class::ErrorClass;
+
 use crate::wire::{Operation, Service};
+
+/// What a SOAP fault (from a service or from the STS's token endpoint) is about. STS and
+/// KOMBIT's services put the meaning in the subcode (`wsse:FailedAuthentication`) or the reason
+/// text (`ServiceAgreementNotFound`); it is parsed **once**, where the fault is read, and every
+/// decision (retry, end the read, error class, hint) is made from this value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// No (approved) service agreement between the municipality and this IT system.
+    ServiceAgreement,
+    /// The token's CVR gives no access to the objects asked for.
+    AccessDenied,
+    /// The token's audience or the entity ID does not fit the service.
+    Audience,
+    /// A timestamp outside its validity: the host's clock is off.
+    Clock,
+    /// The certificate, a signature or the security header was refused.
+    Security,
+    /// The token itself was refused (expired, revoked, unauthorised).
+    Token,
+    /// Anything else: server trouble (`Receiver`) or a bad request (`Sender`).
+    Other,
+}
+
+impl FaultKind {
+    /// Reads a fault's subcode and reason text.
+    pub fn parse(subcode: Option<&str>, reason: &str) -> FaultKind {
+        let text = format!("{} {reason}", subcode.unwrap_or("")).to_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+        if has(&["serviceagreement", "serviceaftale"]) {
+            FaultKind::ServiceAgreement
+        } else if has(&["accessdenied", "no access"]) {
+            FaultKind::AccessDenied
+        } else if has(&["audience", "appliesto", "entityid", "entity id"]) {
+            FaultKind::Audience
+        } else if has(&["messageexpired", "timestamp"]) {
+            FaultKind::Clock
+        } else if has(&[
+            "invalidsecuritytoken",
+            "failedauthentication",
+            "invalidsecurity",
+            "failedcheck",
+            "certificate",
+            "signature",
+            "security",
+        ]) {
+            FaultKind::Security
+        } else if has(&["token", "unauthorized"]) {
+            FaultKind::Token
+        } else {
+            FaultKind::Other
+        }
+    }
+
+    /// Whether the fault is about trust or agreements: such a fault is never retried and ends
+    /// the read, because every other call would be refused the same way.
+    pub fn is_about_trust(self) -> bool {
+        !matches!(self, FaultKind::Other)
+    }
+
+    /// The error class of a refusal of this kind.
+    pub fn class(self) -> ErrorClass {
+        match self {
+            FaultKind::ServiceAgreement => ErrorClass::StsAgreementMissing,
+            FaultKind::AccessDenied => ErrorClass::StsAccessDenied,
+            FaultKind::Audience | FaultKind::Clock | FaultKind::Security | FaultKind::Token => {
+                ErrorClass::StsAuth
+            }
+            FaultKind::Other => ErrorClass::StsUnavailable,
+        }
+    }
+
+    /// What to do about it, for people reading the error ("" when nothing specific is known).
+    pub fn hint(self) -> &'static str {
+        match self {
+            FaultKind::ServiceAgreement => {
+                ". The municipality has not approved a service agreement for this IT system and service: ask it to approve the agreement in KOMBIT's administration module (Fælleskommunalt Administrationsmodul); retrying will not help"
+            }
+            FaultKind::AccessDenied => {
+                ". The token's CVR gives no access to these objects: check the customer's CVR and organisation_uuid; retrying will not help"
+            }
+            FaultKind::Audience => {
+                ". Check [sts] entity_id against the service's entity ID; retrying will not help"
+            }
+            FaultKind::Clock => ". Check the host's clock (NTP); retrying will not help",
+            FaultKind::Security => {
+                ". Check the system certificate (registered with KOMBIT for this system, not expired) and [sts] sts_certificate_files; retrying will not help"
+            }
+            FaultKind::Token | FaultKind::Other => "",
+        }
+    }
+}
 
 /// Which call an error came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,10 +154,12 @@ pub enum StsError {
 
     /// A SOAP fault. `Receiver` faults (server-side trouble, throttling) are retriable;
     /// `Sender` faults and anything about the service agreement or security are not.
-    #[error("{site}: SOAP fault {code}{}: {reason}{}", subcode.as_ref().map(|s| format!("/{s}")).unwrap_or_default(), crate::token::hint(subcode.as_deref(), reason))]
+    #[error("{site}: SOAP fault {code}{}: {reason}{}", subcode.as_ref().map(|s| format!("/{s}")).unwrap_or_default(), kind.hint())]
     Fault {
         /// The call.
         site: CallSite,
+        /// What the fault is about (parsed once from `subcode` and `reason`).
+        kind: FaultKind,
         /// `Code/Value` without prefix (`Sender`, `Receiver`, ...).
         code: String,
         /// `Code/Subcode/Value` without prefix.
@@ -143,17 +238,7 @@ impl StsError {
                 true
             }
             StsError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            StsError::Fault {
-                code,
-                subcode,
-                reason,
-                ..
-            } => {
-                let text = format!("{} {}", subcode.as_deref().unwrap_or(""), reason);
-                code == "Receiver"
-                    && crate::token::hint(subcode.as_deref(), reason).is_empty()
-                    && !text.contains("Token")
-            }
+            StsError::Fault { code, kind, .. } => code == "Receiver" && !kind.is_about_trust(),
             StsError::Token { source, .. } => source.is_retriable(),
             StsError::Status { code, .. } => *code >= 50,
             StsError::Config(_)
@@ -171,10 +256,34 @@ impl StsError {
     pub fn ends_read(&self) -> bool {
         match self {
             StsError::Token { source, .. } => !source.is_retriable(),
-            StsError::Fault {
-                subcode, reason, ..
-            } => !self.is_retriable() && !crate::token::hint(subcode.as_deref(), reason).is_empty(),
+            StsError::Fault { kind, .. } => kind.is_about_trust(),
             _ => false,
+        }
+    }
+
+    /// The error class (see `orgsync_model::error_class`), from the variant alone.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StsError::Config(_) => ErrorClass::ConfigInvalid,
+            StsError::Transport { .. }
+            | StsError::Timeout { .. }
+            | StsError::Truncated { .. } => ErrorClass::StsUnavailable,
+            StsError::Http { status, .. } => match status {
+                401 | 403 => ErrorClass::StsAuth,
+                404 => ErrorClass::ConfigInvalid,
+                s if *s >= 500 || *s == 408 || *s == 429 => ErrorClass::StsUnavailable,
+                _ => ErrorClass::StsBadData,
+            },
+            StsError::Fault { code, kind, .. } => match kind {
+                FaultKind::Other if code != "Receiver" => ErrorClass::StsBadData,
+                kind => kind.class(),
+            },
+            StsError::Status { code, .. } if *code >= 50 => ErrorClass::StsUnavailable,
+            StsError::Status { .. } | StsError::TooLarge { .. } | StsError::Malformed { .. } => {
+                ErrorClass::StsBadData
+            }
+            StsError::Token { source, .. } => source.class(),
+            StsError::OrganisationNotFound { .. } => ErrorClass::StsOrganisationNotFound,
         }
     }
 }
@@ -251,6 +360,7 @@ mod tests {
         );
         let fault = |code: &str, reason: &str| StsError::Fault {
             site: site(),
+            kind: FaultKind::parse(None, reason),
             code: code.to_owned(),
             subcode: None,
             reason: reason.to_owned(),
@@ -260,5 +370,48 @@ mod tests {
         assert!(!fault("Sender", "bad input").is_retriable());
         assert!(!fault("Receiver", "ServiceAgreementNotFound").is_retriable());
         assert!(!StsError::Config("x".into()).is_retriable());
+    }
+
+    #[test]
+    fn classes_and_retries_follow_the_fault_kind_not_the_hint_text() {
+        let fault = |code: &str, subcode: Option<&str>, reason: &str| StsError::Fault {
+            site: site(),
+            kind: FaultKind::parse(subcode, reason),
+            code: code.to_owned(),
+            subcode: subcode.map(str::to_owned),
+            reason: reason.to_owned(),
+            http_status: 500,
+        };
+        let agreement = fault("Sender", Some("ServiceAgreementNotFound"), "no agreement");
+        assert_eq!(agreement.class(), ErrorClass::StsAgreementMissing);
+        assert!(!agreement.is_retriable() && agreement.ends_read());
+        let auth = fault("Sender", Some("wsse:FailedAuthentication"), "refused");
+        assert_eq!(auth.class(), ErrorClass::StsAuth);
+        assert!(auth.ends_read());
+        // A token refusal carries no hint text, and is still neither retried nor read on.
+        let token = fault("Receiver", None, "Token expired");
+        assert_eq!(token.class(), ErrorClass::StsAuth);
+        assert!(!token.is_retriable() && token.ends_read());
+        let busy = fault("Receiver", None, "Throttled");
+        assert_eq!(busy.class(), ErrorClass::StsUnavailable);
+        assert!(busy.is_retriable() && !busy.ends_read());
+        let bad = fault("Sender", None, "bad input");
+        assert_eq!(bad.class(), ErrorClass::StsBadData);
+        assert_eq!(
+            StsError::Timeout {
+                site: site(),
+                timeout: Duration::from_secs(1)
+            }
+            .class(),
+            ErrorClass::StsUnavailable
+        );
+        assert_eq!(
+            StsError::Malformed {
+                site: site(),
+                message: String::new()
+            }
+            .class(),
+            ErrorClass::StsBadData
+        );
     }
 }

@@ -15,11 +15,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, SecondsFormat, Utc};
 use orgsync_model::ids::Cvr;
+use orgsync_model::error_class::ErrorClass;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 use url::Url;
 use uuid::Uuid;
 
+use crate::error::FaultKind;
 use crate::c14n;
 use crate::dsig::{self, SIGNATURE_MARKER, SignedPart};
 use crate::identity::{ClientIdentity, verify_rsa_sha256};
@@ -93,9 +95,11 @@ pub enum TokenError {
     #[error(
         "the STS refused a token for CVR {cvr} and entity ID {entity_id}: {code}{}: {reason}{}",
         subcode.as_ref().map(|s| format!("/{s}")).unwrap_or_default(),
-        hint(subcode.as_deref(), reason)
+        kind.hint()
     )]
     Refused {
+        /// What the refusal is about (parsed once from `subcode` and `reason`).
+        kind: crate::error::FaultKind,
         /// The municipality.
         cvr: String,
         /// The entity ID asked for.
@@ -136,47 +140,29 @@ impl TokenError {
             TokenError::Unreachable { .. } => true,
             TokenError::Refused {
                 code,
-                subcode,
-                reason,
+                kind,
                 http_status,
                 ..
             } => {
-                let text = format!("{} {reason}", subcode.as_deref().unwrap_or(""));
-                let about_trust = !hint(subcode.as_deref(), reason).is_empty()
-                    || text.contains("Token")
-                    || text.contains("Unauthorized");
                 let transient = code == "Receiver" || *http_status >= 500 || *http_status == 429;
-                transient && !about_trust
+                transient && !kind.is_about_trust()
             }
             TokenError::Malformed(_) | TokenError::Invalid(_) | TokenError::Identity(_) => false,
         }
     }
-}
 
-/// What to do about a refusal, for people reading the error ("" when nothing specific is known).
-pub fn hint(subcode: Option<&str>, reason: &str) -> &'static str {
-    let text = format!("{} {reason}", subcode.unwrap_or("")).to_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
-    if has(&["serviceagreement", "serviceaftale"]) {
-        ". The municipality has not approved a service agreement for this IT system and service: ask it to approve the agreement in KOMBIT's administration module (Fælleskommunalt Administrationsmodul); retrying will not help"
-    } else if has(&["accessdenied", "no access"]) {
-        ". The token's CVR gives no access to these objects: check the customer's CVR and organisation_uuid; retrying will not help"
-    } else if has(&["audience", "appliesto", "entityid", "entity id"]) {
-        ". Check [sts] entity_id against the service's entity ID; retrying will not help"
-    } else if has(&["messageexpired", "timestamp"]) {
-        ". Check the host's clock (NTP); retrying will not help"
-    } else if has(&[
-        "invalidsecuritytoken",
-        "failedauthentication",
-        "invalidsecurity",
-        "failedcheck",
-        "certificate",
-        "signature",
-        "security",
-    ]) {
-        ". Check the system certificate (registered with KOMBIT for this system, not expired) and [sts] sts_certificate_files; retrying will not help"
-    } else {
-        ""
+    /// The error class (see `orgsync_model::error_class`), from the variant alone.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            TokenError::Unreachable { .. } => ErrorClass::StsUnavailable,
+            TokenError::Refused { kind, .. } if kind.is_about_trust() => kind.class(),
+            TokenError::Refused { .. } if self.is_retriable() => ErrorClass::StsUnavailable,
+            // The STS refused without saying why in words orgsync knows: treat it as a
+            // refusal of this system (a person must look), not as an outage.
+            TokenError::Refused { .. } => ErrorClass::StsAuth,
+            TokenError::Malformed(_) => ErrorClass::StsBadData,
+            TokenError::Invalid(_) | TokenError::Identity(_) => ErrorClass::StsAuth,
+        }
     }
 }
 
@@ -335,6 +321,7 @@ pub fn parse_response(body: &[u8]) -> Result<SamlToken, TokenError> {
     match xml::read_body(body) {
         Ok(Body::Fault(fault)) => {
             return Err(TokenError::Refused {
+                kind: FaultKind::parse(fault.subcode.as_deref(), &fault.reason),
                 cvr: String::new(),
                 entity_id: String::new(),
                 code: fault.code,
@@ -699,6 +686,7 @@ impl TokenClient {
             .await
             .map_err(|e| unreachable(crate::transport::error_chain(&e)))?;
         let refused = |code: String, subcode: Option<String>, reason: String| TokenError::Refused {
+            kind: FaultKind::parse(subcode.as_deref(), &reason),
             cvr: cvr.as_str().to_owned(),
             entity_id: self.options.entity_id.clone(),
             code,

@@ -2,6 +2,43 @@
 
 use std::time::Duration;
 
+use orgsync_model::error_class::ErrorClass;
+
+/// What went wrong with the embedded database, decided from SQLite's result code where the error
+/// happened (never from its message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageFault {
+    /// Locked or busy beyond the busy timeout: another process holds it. Recovers by itself.
+    Busy,
+    /// The disk is full, the file is read-only, or an I/O error: recovers once a person frees
+    /// space or fixes permissions (retried with a long backoff).
+    Environment,
+    /// The file is corrupt or not a database: retries cannot help; restore it.
+    Corrupt,
+    /// Anything else (a bug, a failed migration, a panicked write).
+    Other,
+}
+
+impl StorageFault {
+    /// From SQLite's primary result code.
+    pub fn from_sqlite(error: &rusqlite::Error) -> StorageFault {
+        use rusqlite::ErrorCode;
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StorageFault::Busy,
+            Some(
+                ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::PermissionDenied
+                | ErrorCode::OutOfMemory,
+            ) => StorageFault::Environment,
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StorageFault::Corrupt,
+            _ => StorageFault::Other,
+        }
+    }
+}
+
 /// Why a target operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -54,9 +91,14 @@ pub enum TargetError {
     /// The target answered something we cannot read.
     #[error("the target answered something orgsync cannot read: {0}")]
     Malformed(String),
-    /// The embedded database failed.
-    #[error("the directory database failed: {0}")]
-    Storage(String),
+    /// The embedded database failed; `fault` says whether it can recover.
+    #[error("the directory database failed: {message}")]
+    Storage {
+        /// What kind of failure (from SQLite's result code).
+        fault: StorageFault,
+        /// What SQLite said, with the file where known.
+        message: String,
+    },
     /// The target is configured wrongly (a missing token variable, a bad path).
     #[error("{0}")]
     Config(String),
@@ -71,7 +113,9 @@ impl TargetError {
             | TargetError::RateLimited { .. }
             | TargetError::Server { .. }
             | TargetError::Conflict { .. } => true,
-            TargetError::Storage(message) => message.contains("locked") || message.contains("busy"),
+            TargetError::Storage { fault, .. } => {
+                matches!(fault, StorageFault::Busy | StorageFault::Environment)
+            }
             TargetError::Unauthorized { .. }
             | TargetError::Rejected { .. }
             | TargetError::Malformed(_)
@@ -87,19 +131,45 @@ impl TargetError {
         )
     }
 
-    /// A short stable class for error logs and tickets.
-    pub fn class(&self) -> &'static str {
+    /// The error class (see `orgsync_model::error_class`), from the variant alone.
+    pub fn class(&self) -> ErrorClass {
         match self {
-            TargetError::Unauthorized { .. } => "target_unauthorized",
-            TargetError::Unreachable(_) => "target_unreachable",
-            TargetError::Timeout(_) => "target_timeout",
-            TargetError::RateLimited { .. } => "target_rate_limited",
-            TargetError::Server { .. } => "target_server",
-            TargetError::Rejected { .. } => "target_rejected",
-            TargetError::Conflict { .. } => "target_conflict",
-            TargetError::Malformed(_) => "target_malformed",
-            TargetError::Storage(_) => "target_storage",
-            TargetError::Config(_) => "target_config",
+            TargetError::Unauthorized { .. } => ErrorClass::TargetAuth,
+            TargetError::Unreachable(_)
+            | TargetError::Timeout(_)
+            | TargetError::RateLimited { .. }
+            | TargetError::Server { .. } => ErrorClass::TargetUnavailable,
+            TargetError::Rejected { .. } => ErrorClass::TargetRejected,
+            TargetError::Conflict { .. } => ErrorClass::TargetConflict,
+            TargetError::Malformed(_) => ErrorClass::TargetBadResponse,
+            TargetError::Storage {
+                fault: StorageFault::Corrupt | StorageFault::Other,
+                ..
+            } => ErrorClass::TargetStorageCorrupt,
+            TargetError::Storage { .. } => ErrorClass::TargetStorage,
+            TargetError::Config(_) => ErrorClass::ConfigInvalid,
+        }
+    }
+
+    /// The shortest wait before another attempt is worth it, beyond the job's own backoff: a
+    /// full disk or a read-only file needs a person, so it is retried with a long backoff rather
+    /// than the job's minutes; a 429's `Retry-After` is honoured.
+    pub fn retry_not_before(&self) -> Option<Duration> {
+        match self {
+            TargetError::Storage {
+                fault: StorageFault::Environment,
+                ..
+            } => Some(Duration::from_secs(15 * 60)),
+            TargetError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A storage error from SQLite, classified by its result code.
+    pub fn storage(error: &rusqlite::Error, context: impl std::fmt::Display) -> TargetError {
+        TargetError::Storage {
+            fault: StorageFault::from_sqlite(error),
+            message: format!("{context}{error}"),
         }
     }
 }
@@ -135,5 +205,35 @@ mod tests {
             detail: "no".into(),
         };
         assert!(!unauthorized.is_retriable() && !unauthorized.is_object_level());
+        assert_eq!(unauthorized.class(), ErrorClass::TargetAuth);
+        assert_eq!(rejected.class(), ErrorClass::TargetRejected);
+    }
+
+    fn sqlite_error(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("whatever the text says".into()))
+    }
+
+    #[test]
+    fn storage_errors_are_classified_by_result_code_not_by_text() {
+        let busy = TargetError::storage(&sqlite_error(rusqlite::ffi::SQLITE_BUSY), "");
+        assert!(busy.is_retriable());
+        assert_eq!(busy.class(), ErrorClass::TargetStorage);
+        assert_eq!(busy.retry_not_before(), None);
+        let full = TargetError::storage(&sqlite_error(rusqlite::ffi::SQLITE_FULL), "");
+        assert!(full.is_retriable());
+        assert_eq!(full.class(), ErrorClass::TargetStorage);
+        assert!(full.retry_not_before() >= Some(Duration::from_secs(600)));
+        let readonly = TargetError::storage(&sqlite_error(rusqlite::ffi::SQLITE_READONLY), "");
+        assert!(readonly.is_retriable());
+        let corrupt = TargetError::storage(&sqlite_error(rusqlite::ffi::SQLITE_CORRUPT), "x.db: ");
+        assert!(!corrupt.is_retriable());
+        assert_eq!(corrupt.class(), ErrorClass::TargetStorageCorrupt);
+        assert!(corrupt.to_string().contains("x.db: "));
+        // The words "locked" or "busy" in a message no longer make anything retriable.
+        let other = TargetError::Storage {
+            fault: StorageFault::Other,
+            message: "database is locked (not really)".into(),
+        };
+        assert!(!other.is_retriable());
     }
 }

@@ -23,7 +23,7 @@ use orgsync_model::plan::{DepartmentItem, UserItem};
 use orgsync_model::target::{TargetDepartment, TargetState, TargetUser};
 
 pub use diff::{department_differs, may_adopt, user_changes, user_label};
-pub use error::TargetError;
+pub use error::{StorageFault, TargetError};
 
 /// What a write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 mod config_check;
 mod demo;
+mod explain;
 mod logging;
 mod runs;
 mod sts;
@@ -55,8 +56,12 @@ enum Command {
     Sync(runs::SyncArgs),
     /// Dry run: read STS and the target, print what a run would write. Writes nothing.
     Plan(runs::PlanArgs),
-    /// Run reports: `runs [<cvr>]`, `runs show <run-id>`, `runs release <run-id>`.
+    /// Run reports: `runs [<cvr>]`, `runs show <run-id>`, `runs release <run-id>`,
+    /// `runs revert <run-id>`.
     Runs(runs::RunsArgs),
+    /// Why a user or department is as it is: its history from the provisioning log (what each
+    /// run did to it and why), and what the next run would do now and why.
+    Explain(explain::ExplainArgs),
     /// Consume jobs (SyncCustomer, SyncDepartment, FinishRun) until Ctrl-C or SIGTERM; running
     /// jobs finish first.
     Worker,
@@ -143,6 +148,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => {
             let pipeline = wiring::pipeline(Arc::new(load_config(&cli.config)?)).await?;
             runs::runs(&pipeline, &args, &mut stdout).await
+        }
+        Command::Explain(args) => {
+            let pipeline = wiring::pipeline(Arc::new(load_config(&cli.config)?)).await?;
+            explain::run(&pipeline, &args, &mut stdout).await
         }
         Command::Worker => {
             let config = Arc::new(load_config(&cli.config)?);

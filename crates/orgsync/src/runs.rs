@@ -85,6 +85,16 @@ pub(crate) enum RunsAction {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Reactivate what a run deactivated, each object re-checked against the target as it is
+    /// now: one changed in the target since, or touched by a later run, is skipped and listed.
+    /// Recorded in the report with who and when. Exits 1 when the target rejected any.
+    Revert {
+        /// The run id.
+        run_id: String,
+        /// Who reverts (default $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 /// The exit code for a finished run.
@@ -261,6 +271,19 @@ pub(crate) async fn runs(
             print_report(out, &report, Format::Text)?;
             // Rejected deactivations need a person: exit 1 so a script notices.
             let rejected = report.release.as_ref().map_or(0, |r| r.rejected.len());
+            Ok(if rejected > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Some(RunsAction::Revert { run_id, by }) => {
+            let by = by.clone().unwrap_or_else(orgsync_queue::current_user);
+            let report = orgsync_jobs::release::revert(pipeline, run_id, &by)
+                .await
+                .with_context(|| format!("cannot revert run {run_id}"))?;
+            print_report(out, &report, Format::Text)?;
+            let rejected = report.revert.as_ref().map_or(0, |r| r.rejected.len());
             Ok(if rejected > 0 {
                 ExitCode::FAILURE
             } else {

@@ -102,8 +102,9 @@ impl Sources for ConfigSources {
         let client = crate::sts::client_for(&self.config, cvr, self.limits.clone())
             .map_err(|e| SourceError::config(format!("{e:#}")))?;
         let read = client.read_snapshot().await.map_err(|e| SourceError {
-            class: "sts",
+            class: e.class(),
             retriable: e.is_retriable(),
+            retry_not_before: None,
             message: format!("reading STS Organisation for {cvr}: {e}"),
         })?;
         let mut issues: Vec<String> = read
@@ -140,12 +141,12 @@ impl Sources for ConfigSources {
             .ok_or_else(|| SourceError::config(format!("no customer has CVR {cvr}")))?;
         let target: Arc<dyn Target> = crate::targets::open(customer)
             .await
-            .map_err(|e| SourceError {
-                class: "target",
-                retriable: e
-                    .downcast_ref::<orgsync_target::TargetError>()
-                    .is_some_and(orgsync_target::TargetError::is_retriable),
-                message: format!("{e:#}"),
+            .map_err(|e| match e.downcast_ref::<orgsync_target::TargetError>() {
+                Some(target) => SourceError {
+                    message: format!("{e:#}"),
+                    ..SourceError::target(target)
+                },
+                None => SourceError::config(format!("{e:#}")),
             })?
             .into();
         self.targets

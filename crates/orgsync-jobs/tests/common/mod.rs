@@ -136,8 +136,9 @@ impl Sources for TestSources {
     async fn read_snapshot(&self, cvr: &Cvr) -> Result<SourceRead, SourceError> {
         let client = StsClient::new(cvr.clone(), &self.sts, SystemLimits::new(0.0)).unwrap();
         let read = client.read_snapshot().await.map_err(|e| SourceError {
-            class: "sts",
+            class: e.class(),
             retriable: e.is_retriable(),
+            retry_not_before: None,
             message: e.to_string(),
         })?;
         Ok(SourceRead {

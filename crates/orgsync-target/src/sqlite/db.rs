@@ -37,12 +37,20 @@ pub(crate) fn open(path: &Path) -> Result<Connection, TargetError> {
     let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
     migrations
         .to_latest(&mut conn)
-        .map_err(|e| TargetError::Storage(format!("migrating {}: {e}", path.display())))?;
+        .map_err(|e| match &e {
+            rusqlite_migration::Error::RusqliteError { err, .. } => {
+                TargetError::storage(err, format!("migrating {}: ", path.display()))
+            }
+            _ => TargetError::Storage {
+                fault: crate::StorageFault::Other,
+                message: format!("migrating {}: {e}", path.display()),
+            },
+        })?;
     Ok(conn)
 }
 
 pub(crate) fn storage(e: rusqlite::Error) -> TargetError {
-    TargetError::Storage(e.to_string())
+    TargetError::storage(&e, "")
 }
 
 /// Maps constraint violations to the SCIM equivalents, so both adapters report alike.

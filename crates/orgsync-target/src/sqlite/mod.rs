@@ -37,13 +37,21 @@ impl std::fmt::Debug for SqliteTarget {
     }
 }
 
+/// A failure of our own around the database (a panicked or cancelled blocking task).
+fn internal(message: String) -> TargetError {
+    TargetError::Storage {
+        fault: crate::StorageFault::Other,
+        message,
+    }
+}
+
 impl SqliteTarget {
     /// Opens (creating and migrating) the database.
     pub async fn open(options: SqliteOptions) -> Result<SqliteTarget, TargetError> {
         let path = options.path.clone();
         let conn = tokio::task::spawn_blocking(move || db::open(&path))
             .await
-            .map_err(|e| TargetError::Storage(e.to_string()))??;
+            .map_err(|e| internal(e.to_string()))??;
         Ok(SqliteTarget {
             options: Arc::new(options),
             conn: Arc::new(Mutex::new(conn)),
@@ -60,11 +68,11 @@ impl SqliteTarget {
         tokio::task::spawn_blocking(move || {
             let mut conn = conn
                 .lock()
-                .map_err(|_| TargetError::Storage("a previous write panicked".to_owned()))?;
+                .map_err(|_| internal("a previous write panicked".to_owned()))?;
             work(&mut conn, &options)
         })
         .await
-        .map_err(|e| TargetError::Storage(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))?
     }
 
     /// How many rows every write so far changed (SQLite's `total_changes`): what tests count

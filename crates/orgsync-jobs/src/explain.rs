@@ -186,10 +186,11 @@ impl Pipeline {
             .users
             .iter()
             .find(|u| {
-                u.external_id.map(|id| id.0) == uuid
-                    && uuid.is_some()
+                u.external_id.map(|id| id.0) == uuid && uuid.is_some()
                     || u.user_name.eq_ignore_ascii_case(key)
-                    || u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(key))
+                    || u.email
+                        .as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(key))
             })
             .cloned();
         now.target_department = uuid.and_then(|id| {
@@ -207,13 +208,18 @@ impl Pipeline {
                 return Ok(now);
             }
         };
-        let uuid = uuid.or_else(|| now.target_user.as_ref().and_then(|u| u.external_id.map(|e| e.0)));
+        let uuid = uuid.or_else(|| {
+            now.target_user
+                .as_ref()
+                .and_then(|u| u.external_id.map(|e| e.0))
+        });
         let snapshot = read.snapshot;
         if let Some(user) = snapshot.users.iter().find(|u| matches_user(u, key, uuid)) {
             now.sts_user = Some(StsUserView::of(user, &snapshot, today));
         }
         let unit_id = uuid.filter(|_| now.sts_user.is_none());
-        now.sts_unit = unit_id.and_then(|id| snapshot.units.iter().find(|u| u.uuid.0 == id).cloned());
+        now.sts_unit =
+            unit_id.and_then(|id| snapshot.units.iter().find(|u| u.uuid.0 == id).cloned());
         let previous = self.store().last_counts(customer.cvr.as_str()).await?;
         let valid = match validate(snapshot, &customer.policy, previous) {
             Ok(valid) => valid,
@@ -282,10 +288,11 @@ fn decide(
         now.changes = describe(item.changes.as_ref());
         return;
     }
-    if let Some(skipped) = plan.skipped_users.iter().find(|s| {
-        Some(s.external_id.0) == uuid
-            || s.sts_user_name.eq_ignore_ascii_case(key)
-    }) {
+    if let Some(skipped) = plan
+        .skipped_users
+        .iter()
+        .find(|s| Some(s.external_id.0) == uuid || s.sts_user_name.eq_ignore_ascii_case(key))
+    {
         now.next_action = LogAction::Skip.as_str().to_owned();
         now.why = format!(
             "skipped: {} ({}){}",
@@ -306,7 +313,9 @@ fn decide(
             Action::Create => "an active unit in the synced tree, not in the target".to_owned(),
             Action::Update => "STS is primary: the department differs from the unit".to_owned(),
             Action::Reactivate => "the unit is active in the synced tree again".to_owned(),
-            Action::Deactivate => "the unit is absent from STS, inactive, outside the top unit or excluded".to_owned(),
+            Action::Deactivate => {
+                "the unit is absent from STS, inactive, outside the top unit or excluded".to_owned()
+            }
         };
         return;
     }
@@ -318,17 +327,30 @@ fn decide(
         );
         return;
     }
-    now.why = match (&now.sts_user, &now.target_user, &now.sts_unit, &now.target_department) {
-        (Some(_), Some(t), _, _) if t.active => "nothing: the target user is in step with STS".to_owned(),
-        (Some(_), None, _, _) => "nothing: the STS user is not eligible and has no target user".to_owned(),
+    now.why = match (
+        &now.sts_user,
+        &now.target_user,
+        &now.sts_unit,
+        &now.target_department,
+    ) {
+        (Some(_), Some(t), _, _) if t.active => {
+            "nothing: the target user is in step with STS".to_owned()
+        }
+        (Some(_), None, _, _) => {
+            "nothing: the STS user is not eligible and has no target user".to_owned()
+        }
         (None, Some(t), _, _) => {
-            let inside = t.email.as_deref().or(Some(t.user_name.as_str())).is_some_and(|e| {
-                customer
-                    .policy
-                    .domains
-                    .iter()
-                    .any(|d| e.to_lowercase().ends_with(&format!("@{}", d.as_str())))
-            });
+            let inside = t
+                .email
+                .as_deref()
+                .or(Some(t.user_name.as_str()))
+                .is_some_and(|e| {
+                    customer
+                        .policy
+                        .domains
+                        .iter()
+                        .any(|d| e.to_lowercase().ends_with(&format!("@{}", d.as_str())))
+                });
             if !inside {
                 "nothing: not in STS, and its e-mail is outside the customer's domains, so orgsync never touches it".to_owned()
             } else if !t.active {
@@ -345,7 +367,8 @@ fn decide(
 
 fn deactivation_reason(now: &Now) -> String {
     match &now.sts_user {
-        None => "absent from STS (or passivated), and its e-mail is in the customer's domains".to_owned(),
+        None => "absent from STS (or passivated), and its e-mail is in the customer's domains"
+            .to_owned(),
         Some(u) if !u.active => "the Bruger is inactive in STS".to_owned(),
         Some(_) => "no position valid today in a synced department".to_owned(),
     }
@@ -355,13 +378,19 @@ fn skip_meaning(reason: orgsync_model::plan::SkipReason) -> &'static str {
     use orgsync_model::plan::SkipReason;
     match reason {
         SkipReason::Inactive => "the Bruger is inactive in STS",
-        SkipReason::NoEmail => "STS holds no e-mail address for the person: ask the municipality to add one",
-        SkipReason::InvalidEmail => "the e-mail address in STS is not valid: ask the municipality to correct it",
+        SkipReason::NoEmail => {
+            "STS holds no e-mail address for the person: ask the municipality to add one"
+        }
+        SkipReason::InvalidEmail => {
+            "the e-mail address in STS is not valid: ask the municipality to correct it"
+        }
         SkipReason::NoLastName => "STS holds no name for the person",
         SkipReason::NoFirstName => "the person's name in STS is one word: no first name",
         SkipReason::NoPosition => "no position valid today in an active unit",
         SkipReason::OutsideTopUnit => "positions only outside the synced tree or in excluded units",
-        SkipReason::DuplicateEmail => "another user has the same e-mail (user names must be unique)",
+        SkipReason::DuplicateEmail => {
+            "another user has the same e-mail (user names must be unique)"
+        }
     }
 }
 
@@ -371,7 +400,10 @@ impl Explanation {
         let mut out = String::new();
         let _ = writeln!(out, "{} in customer {}", self.key, self.cvr);
         if self.history.is_empty() {
-            let _ = writeln!(out, "history: nothing in the provisioning log (kept for [runs] report_retention_days)");
+            let _ = writeln!(
+                out,
+                "history: nothing in the provisioning log (kept for [runs] report_retention_days)"
+            );
         } else {
             let _ = writeln!(out, "history (newest first):");
             for e in &self.history {
@@ -391,7 +423,8 @@ impl Explanation {
                             "  (matched by {})",
                             match m {
                                 crate::provisioning::Matched::ExternalId => "external id",
-                                crate::provisioning::Matched::UserNameAdopted => "user name: adopted",
+                                crate::provisioning::Matched::UserNameAdopted =>
+                                    "user name: adopted",
                                 crate::provisioning::Matched::Created => "nothing: new",
                             }
                         ))
@@ -444,7 +477,8 @@ impl Explanation {
                     t.user_name,
                     if t.active { "active" } else { "inactive" },
                     t.memberships.len(),
-                    t.external_id.map_or("none (made by hand)".to_owned(), |e| e.to_string())
+                    t.external_id
+                        .map_or("none (made by hand)".to_owned(), |e| e.to_string())
                 );
             } else if let Some(d) = &now.target_department {
                 let _ = writeln!(
@@ -464,7 +498,10 @@ impl Explanation {
                 let _ = writeln!(out, "    {c}");
             }
             if let Some(guards) = &now.guards {
-                let _ = writeln!(out, "  guards: the run's deactivations would be held: {guards}");
+                let _ = writeln!(
+                    out,
+                    "  guards: the run's deactivations would be held: {guards}"
+                );
             }
         }
         out

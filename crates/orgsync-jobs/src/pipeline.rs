@@ -1007,8 +1007,8 @@ impl Pipeline {
             return Ok(());
         };
         let cvr = report.cvr.clone();
-        let customer =
-            Cvr::parse(&cvr).map_err(|e| failure(ErrorClass::ConfigInvalid, false, e.to_string()))?;
+        let customer = Cvr::parse(&cvr)
+            .map_err(|e| failure(ErrorClass::ConfigInvalid, false, e.to_string()))?;
         // A replay of a FinishRun that failed for good finishes the run now (or holds its
         // deactivations, when a newer run has started since).
         let replayed_failure = replay && report.state == RunState::Failed;

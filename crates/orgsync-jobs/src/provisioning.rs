@@ -331,7 +331,9 @@ pub fn department_writes(
                     e.target_answer = Some((*answer).to_owned());
                     e
                 }
-                None => ProvisioningEntry::department(run_id, cvr, item, LogAction::of(item.action)),
+                None => {
+                    ProvisioningEntry::department(run_id, cvr, item, LogAction::of(item.action))
+                }
             },
         )
         .collect()

@@ -192,7 +192,10 @@ async fn apply(
     for e in &mut entries {
         e.reason = Some(format!("held deactivation released by {by}"));
     }
-    pipeline.provisioning().append(&report.cvr, &entries).await?;
+    pipeline
+        .provisioning()
+        .append(&report.cvr, &entries)
+        .await?;
     let release = Release {
         by: by.to_owned(),
         at: Utc::now(),
@@ -302,9 +305,9 @@ async fn revert_locked(
                 match found {
                     None => skipped.push(format!("{label}: no longer in the target")),
                     Some(u) if u.active => skipped.push(format!("{label}: already active")),
-                    Some(u) if u.external_id.map(|id| id.0) != entry.uuid => skipped.push(
-                        format!("{label}: now carries another external id"),
-                    ),
+                    Some(u) if u.external_id.map(|id| id.0) != entry.uuid => {
+                        skipped.push(format!("{label}: now carries another external id"))
+                    }
                     Some(u)
                         if !u.user_name.eq_ignore_ascii_case(&user_name)
                             || u.email != entry.email
@@ -351,7 +354,10 @@ async fn revert_locked(
     for e in &mut entries {
         e.reason = Some(format!("revert of run {run_id} by {by}"));
     }
-    pipeline.provisioning().append(&report.cvr, &entries).await?;
+    pipeline
+        .provisioning()
+        .append(&report.cvr, &entries)
+        .await?;
     let revert = Revert {
         by: by.to_owned(),
         at: Utc::now(),
@@ -438,7 +444,10 @@ fn reactivation_of_department(
 fn active_change() -> orgsync_model::plan::Changes {
     [(
         "active".to_owned(),
-        (serde_json::Value::Bool(false), serde_json::Value::Bool(true)),
+        (
+            serde_json::Value::Bool(false),
+            serde_json::Value::Bool(true),
+        ),
     )]
     .into_iter()
     .collect()

@@ -463,7 +463,12 @@ impl RunReport {
             let _ = writeln!(out, "why:          {error}");
         }
         if let Some(class) = self.error_class {
-            let _ = writeln!(out, "error class:  {class} ({} scope): {}", class.scope().as_str(), class.action());
+            let _ = writeln!(
+                out,
+                "error class:  {class} ({} scope): {}",
+                class.scope().as_str(),
+                class.action()
+            );
         }
         let trigger = match &self.trigger {
             Trigger::Schedule { fire } => format!("schedule (fire {})", fire.to_rfc3339()),

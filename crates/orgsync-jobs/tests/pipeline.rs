@@ -440,9 +440,10 @@ async fn an_invalid_snapshot_fails_the_run_with_its_reason_and_writes_nothing() 
         1,
         "the failed SyncCustomer waits in the dead-letter queue"
     );
+    assert_eq!(dead[0].final_error_class.as_deref(), Some("sts.bad_data"));
     assert_eq!(
-        dead[0].final_error_class.as_deref(),
-        Some("invalid_snapshot")
+        report.error_class,
+        Some(orgsync_model::error_class::ErrorClass::StsBadData)
     );
     let users: BTreeSet<bool> = app.state().await.users.iter().map(|x| x.active).collect();
     assert_eq!(users, BTreeSet::from([true]));

@@ -246,6 +246,23 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_table_says_what_the_code_says() {
+        let readme = include_str!("../../../README.md");
+        for class in ErrorClass::ALL {
+            let row = format!(
+                "| `{}` | {} | {} |",
+                class.as_str(),
+                class.scope().as_str(),
+                class.action()
+            );
+            assert!(
+                readme.contains(&row),
+                "README.md's error-class table lacks or differs from:\n{row}"
+            );
+        }
+    }
+
+    #[test]
     fn an_unknown_name_is_an_error_naming_the_known_ones() {
         let error = "sts.nope".parse::<ErrorClass>().unwrap_err();
         assert!(error.to_string().contains("sts.agreement_missing"));

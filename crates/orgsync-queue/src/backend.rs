@@ -358,8 +358,11 @@ where
                         .map(|s| (*s).to_owned())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".to_owned());
-                    let error =
-                        JobError::message(class::PANICKED, true, format!("handler panicked: {text}"));
+                    let error = JobError::message(
+                        class::PANICKED,
+                        true,
+                        format!("handler panicked: {text}"),
+                    );
                     (Some(error.clone()), Err(Box::new(error) as BoxDynError))
                 }
             };

@@ -65,7 +65,7 @@ for _ = 1, n do
   if raw then list = cjson.decode(raw) end
   local last = list[#list]
   if not (last and fp ~= '' and last[2] == fp) then
-    local id = redis.call('XADD', stream, 'MINID', '~', d(minid), '*', 'o', obj, 'p', payload)
+    local id = redis.call('XADD', stream, 'MINID', d(minid), '*', 'o', obj, 'p', payload)
     table.insert(list, {id, fp})
     added = added + 1
   end

@@ -197,10 +197,7 @@ async fn a_permanent_error_skips_the_remaining_attempts() {
         let r = r.clone();
         async move {
             r.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(JobError::permanent(
-                "fault",
-                "no service agreement for CVR",
-            ))
+            Err::<(), _>(JobError::permanent("fault", "no service agreement for CVR"))
         }
     };
     let (stop, join) = spawn_worker!(t.queue, Flaky, fast(10), 2, handler);

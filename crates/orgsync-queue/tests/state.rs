@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestQueue;
-use orgsync_queue::{LockAttempt, QueueError};
+use orgsync_queue::{LockAttempt, ObjectLogEntry, QueueError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_has_one_owner_and_only_the_owner_extends_or_releases_it() {
@@ -267,4 +267,137 @@ async fn a_pacer_hands_out_slots_an_interval_apart_across_connections() {
         assert!(pair[1] >= pair[0] + 90, "{waits:?}");
     }
     assert!(waits[19] >= 1800, "{waits:?}");
+}
+
+fn entry(object: &str, aliases: &[&str], fingerprint: &str, text: &str) -> ObjectLogEntry {
+    ObjectLogEntry {
+        object: object.to_owned(),
+        aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+        fingerprint: fingerprint.to_owned(),
+        payload: text.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_log_finds_an_objects_history_by_id_or_alias_and_keeps_a_repeat_once() {
+    let t = TestQueue::new("state-olog").await;
+    let q = &t.queue;
+    let day = Duration::from_secs(24 * 3600);
+    let added = q
+        .append_object_log(
+            "provisioning:29189846",
+            &[
+                entry(
+                    "u-1",
+                    &["Anne@Kommune.dk", "ah"],
+                    "r1:create",
+                    "anne created",
+                ),
+                entry("u-2", &["bo@kommune.dk"], "skip:no_email", "bo skipped"),
+            ],
+            day,
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(added, 2);
+    // The same skip again adds nothing; a new action does.
+    let added = q
+        .append_object_log(
+            "provisioning:29189846",
+            &[
+                entry(
+                    "u-2",
+                    &["bo@kommune.dk"],
+                    "skip:no_email",
+                    "bo skipped again",
+                ),
+                entry("u-1", &[], "r2:deactivate", "anne deactivated"),
+            ],
+            day,
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(added, 1);
+    for key in ["u-1", "anne@kommune.dk", "AH"] {
+        let history = q
+            .object_history("provisioning:29189846", key, day, 10)
+            .await
+            .unwrap();
+        let texts: Vec<_> = history
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.payload).into_owned())
+            .collect();
+        assert_eq!(texts, ["anne deactivated", "anne created"], "{key}");
+        assert!(history.iter().all(|e| e.object == "u-1"));
+    }
+    assert!(
+        q.object_history("provisioning:29189846", "nobody", day, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another customer's log is another log.
+    assert!(
+        q.object_history("provisioning:11111111", "u-1", day, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Newest first, in pages with a cursor.
+    let page = q
+        .scan_object_log("provisioning:29189846", None, None, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0].payload, b"anne deactivated");
+    let rest = q
+        .scan_object_log("provisioning:29189846", None, None, Some(&page[1].id), 2)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].payload, b"anne created");
+    let (entries, bytes) = q.object_log_usage("provisioning:29189846").await.unwrap();
+    assert_eq!(entries, 3);
+    assert!(bytes > 0);
+    assert!(matches!(
+        q.object_log_usage("bad name").await,
+        Err(QueueError::InvalidName { .. })
+    ));
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_log_forgets_entries_past_their_retention_and_caps_each_objects_history() {
+    let t = TestQueue::new("state-olog-retention").await;
+    let q = &t.queue;
+    let short = Duration::from_millis(300);
+    q.append_object_log("log", &[entry("a", &[], "1", "old")], short, 3)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The old entry is past its retention: not shown, and trimmed at the next append.
+    assert!(
+        q.object_history("log", "a", short, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let entries: Vec<_> = (0..5)
+        .map(|i| entry("a", &[], &i.to_string(), &format!("new {i}")))
+        .collect();
+    q.append_object_log("log", &entries, short, 3)
+        .await
+        .unwrap();
+    let history = q.object_history("log", "a", short, 10).await.unwrap();
+    let texts: Vec<_> = history
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.payload).into_owned())
+        .collect();
+    assert_eq!(texts, ["new 4", "new 3", "new 2"], "at most 3 per object");
+    let (stored, _) = q.object_log_usage("log").await.unwrap();
+    assert!(stored <= 5, "the expired entry was trimmed: {stored}");
+    t.cleanup().await;
 }

@@ -265,9 +265,9 @@ impl StsError {
     pub fn class(&self) -> ErrorClass {
         match self {
             StsError::Config(_) => ErrorClass::ConfigInvalid,
-            StsError::Transport { .. }
-            | StsError::Timeout { .. }
-            | StsError::Truncated { .. } => ErrorClass::StsUnavailable,
+            StsError::Transport { .. } | StsError::Timeout { .. } | StsError::Truncated { .. } => {
+                ErrorClass::StsUnavailable
+            }
             StsError::Http { status, .. } => match status {
                 401 | 403 => ErrorClass::StsAuth,
                 404 => ErrorClass::ConfigInvalid,

@@ -14,16 +14,16 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, SecondsFormat, Utc};
-use orgsync_model::ids::Cvr;
 use orgsync_model::error_class::ErrorClass;
+use orgsync_model::ids::Cvr;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 use url::Url;
 use uuid::Uuid;
 
-use crate::error::FaultKind;
 use crate::c14n;
 use crate::dsig::{self, SIGNATURE_MARKER, SignedPart};
+use crate::error::FaultKind;
 use crate::identity::{ClientIdentity, verify_rsa_sha256};
 use crate::wire::{
     AUTH_CLAIMS_DIALECT, AUTH_NS, BASE64_ENCODING, CVR_CLAIM, PUBLIC_KEY_TYPE, SAML20_TOKEN_TYPE,

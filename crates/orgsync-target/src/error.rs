@@ -210,7 +210,10 @@ mod tests {
     }
 
     fn sqlite_error(code: i32) -> rusqlite::Error {
-        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("whatever the text says".into()))
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            Some("whatever the text says".into()),
+        )
     }
 
     #[test]

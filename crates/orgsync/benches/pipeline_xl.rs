@@ -2,7 +2,8 @@
 //! simulator with SIZES.md §5's latency model, an `orgsync worker` process with the default
 //! politeness limits (4 calls in flight, 14 calls/s) and the SQLite target, Redis at
 //! 127.0.0.1:6379. Runs a first sync and a no-change second sync side by side and prints one
-//! table: wall time, STS calls, target writes, department jobs, worker peak memory.
+//! table: wall time, STS calls, target writes, department jobs, worker peak memory, and what the
+//! provisioning log holds after each run (entries, Redis bytes, bytes per entry).
 //!
 //! `cargo bench -p orgsync --bench pipeline_xl`. Environment: `ORGSYNC_BENCH_SIZE`
 //! (xs|s|m|l|xl; default xl), `ORGSYNC_BENCH_LATENCY` (`sizes` (default) or fixed ms),
@@ -42,6 +43,8 @@ struct Row {
     seconds: f64,
     report: serde_json::Value,
     peak_mib: f64,
+    /// The provisioning log after the run: entries and Redis bytes.
+    log: (u64, u64),
 }
 
 fn main() {
@@ -116,6 +119,12 @@ async fn run() -> i32 {
         .unwrap();
     let pid = worker.id();
 
+    let queue = orgsync_queue::QueueHandle::connect(orgsync_queue::QueueConfig::new(
+        redis.as_str(),
+        prefix.as_str(),
+    ))
+    .await
+    .unwrap();
     let mut rows = Vec::new();
     for name in ["first run", "no-change run"] {
         reset_peak(pid);
@@ -146,6 +155,10 @@ async fn run() -> i32 {
             seconds,
             report,
             peak_mib: peak_rss_mib(pid),
+            log: queue
+                .object_log_usage("provisioning:11111111")
+                .await
+                .unwrap_or_default(),
         });
     }
     let _ = worker.kill();
@@ -155,13 +168,13 @@ async fn run() -> i32 {
 
     println!();
     println!(
-        "| run | state | wall time | STS calls | target writes | unchanged | department jobs | worker peak RSS |"
+        "| run | state | wall time | STS calls | target writes | unchanged | department jobs | worker peak RSS | log entries | log Redis bytes |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         let r = &row.report;
         println!(
-            "| {} | {} | {:.1} s | {} | {} | {} | {} | {:.0} MiB |",
+            "| {} | {} | {:.1} s | {} | {} | {} | {} | {:.0} MiB | {} | {:.1} MiB |",
             row.name,
             r["state"].as_str().unwrap_or("?"),
             row.seconds,
@@ -169,7 +182,18 @@ async fn run() -> i32 {
             r["writes"]["written"],
             r["writes"]["unchanged"],
             r["departments_total"],
-            row.peak_mib
+            row.peak_mib,
+            row.log.0,
+            row.log.1 as f64 / (1024.0 * 1024.0)
+        );
+    }
+    let (entries, bytes) = rows[0].log;
+    if entries > 0 {
+        println!(
+            "provisioning log: {} bytes per entry after the first run; the no-change run added {} entries and {} bytes",
+            bytes / entries,
+            rows[1].log.0.saturating_sub(entries),
+            rows[1].log.1.saturating_sub(bytes)
         );
     }
     for row in &rows {

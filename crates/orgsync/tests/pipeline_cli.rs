@@ -236,6 +236,36 @@ async fn plan_then_sync_wait_then_runs_show_work_from_the_command_line() {
         stdout(&out)
     );
 
+    // explain: a created user's history names the first run; an unknown one exits 1.
+    let someone = plan["users"][0]["user_name"].as_str().unwrap().to_owned();
+    let out = setup
+        .orgsync(&["explain", "11111111", &someone, "--format", "json"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let why = json(&out);
+    assert_eq!(why["history"][0]["action"], "create", "{why}");
+    assert_eq!(why["history"][0]["run_id"], first_id.as_str(), "{why}");
+    assert_eq!(why["now"]["next_action"], "none", "{why}");
+    let out = setup
+        .orgsync(&["explain", "11111111", &someone, "--history-only"])
+        .await;
+    assert!(stdout(&out).contains(&first_id), "{}", stdout(&out));
+    let out = setup
+        .orgsync(&["explain", "11111111", "nobody@nowhere.dk", "--history-only"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("nothing in the provisioning log"));
+    // revert of a run that deactivated nothing reactivates nothing, and says who asked.
+    let out = setup
+        .orgsync(&["runs", "revert", &first_id, "--by", "anna"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("reverted:     by anna") && stdout(&out).contains("0 reactivated"),
+        "{}",
+        stdout(&out)
+    );
+
     // Mistakes get clear errors.
     let out = setup.orgsync(&["runs", "show", "no-such-run"]).await;
     assert!(!out.status.success());

@@ -245,6 +245,11 @@ impl TestApp {
         }
     }
 
+    /// The SQLite target's file (for changes "by hand").
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("target.sqlite")
+    }
+
     pub fn sqlite(&self) -> &SqliteTarget {
         self.sqlite.as_ref().expect("an SQLite app")
     }

@@ -35,17 +35,15 @@ pub(crate) fn open(path: &Path) -> Result<Connection, TargetError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(storage)?;
     let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
-    migrations
-        .to_latest(&mut conn)
-        .map_err(|e| match &e {
-            rusqlite_migration::Error::RusqliteError { err, .. } => {
-                TargetError::storage(err, format!("migrating {}: ", path.display()))
-            }
-            _ => TargetError::Storage {
-                fault: crate::StorageFault::Other,
-                message: format!("migrating {}: {e}", path.display()),
-            },
-        })?;
+    migrations.to_latest(&mut conn).map_err(|e| match &e {
+        rusqlite_migration::Error::RusqliteError { err, .. } => {
+            TargetError::storage(err, format!("migrating {}: ", path.display()))
+        }
+        _ => TargetError::Storage {
+            fault: crate::StorageFault::Other,
+            message: format!("migrating {}: {e}", path.display()),
+        },
+    })?;
     Ok(conn)
 }
 

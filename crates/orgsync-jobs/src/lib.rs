@@ -14,6 +14,8 @@ pub mod report;
 pub mod scheduler;
 pub mod sources;
 mod store;
+
+pub use store::RunObserver;
 pub mod worker;
 
 use serde::{Deserialize, Serialize};

@@ -194,12 +194,23 @@ impl Pipeline {
         sources: Arc<dyn Sources>,
         options: PipelineOptions,
     ) -> Arc<Pipeline> {
+        Self::with_observer(queue, sources, options, None)
+    }
+
+    /// A pipeline whose ended runs are told to `observer` (support tickets).
+    pub fn with_observer(
+        queue: QueueHandle,
+        sources: Arc<dyn Sources>,
+        options: PipelineOptions,
+        observer: Option<Arc<dyn crate::store::RunObserver>>,
+    ) -> Arc<Pipeline> {
         Arc::new(Pipeline {
             log: ProvisioningLog::new(queue.clone(), options.report_retention),
             store: Store {
                 queue,
                 report_retention: options.report_retention,
                 data_ttl: options.data_ttl,
+                observer,
             },
             sources,
             options,
@@ -527,6 +538,7 @@ impl Pipeline {
                 report.error = Some(message);
                 report.finished_at = Some(Utc::now());
                 self.store.save_report(&report).await.map_err(queue_error)?;
+                self.store.notify_ended(&report);
                 return Ok(());
             }
         }

@@ -43,12 +43,22 @@ pub(crate) struct DepartmentResult {
     pub(crate) rejected: Vec<crate::report::RejectedObject>,
 }
 
+/// Told when a run ends (and when an ended run changes its final state: a replay that turns
+/// `partly_failed` into `succeeded`, a release). Support tickets and alerts hang here. Called
+/// on its own task: a slow or failing observer never delays or fails a job.
+#[async_trait::async_trait]
+pub trait RunObserver: Send + Sync + std::fmt::Debug + 'static {
+    /// `report` has just reached a final state (or changed from one final state to another).
+    async fn run_ended(&self, report: &RunReport);
+}
+
 /// The run-state store of one queue.
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
     pub(crate) queue: QueueHandle,
     pub(crate) report_retention: Duration,
     pub(crate) data_ttl: Duration,
+    pub(crate) observer: Option<std::sync::Arc<dyn RunObserver>>,
 }
 
 /// Decodes stored JSON; data that does not decode (written by another version, damaged) is an
@@ -63,6 +73,14 @@ fn lock_name(cvr: &str) -> String {
 }
 
 impl Store {
+    /// Tells the observer (if any) that `report` ended, on its own task.
+    pub(crate) fn notify_ended(&self, report: &RunReport) {
+        if let Some(observer) = self.observer.clone() {
+            let report = report.clone();
+            tokio::spawn(async move { observer.run_ended(&report).await });
+        }
+    }
+
     pub(crate) async fn save_report(&self, report: &RunReport) -> Result<(), QueueError> {
         let json = serde_json::to_string(report).unwrap_or_default();
         self.queue
@@ -311,8 +329,12 @@ impl Store {
             let Some(mut report) = self.report(run_id).await? else {
                 return Ok(None);
             };
+            let before = report.state;
             change(&mut report);
             self.save_report(&report).await?;
+            if report.state != before && report.state.is_final() {
+                self.notify_ended(&report);
+            }
             Ok(Some(report))
         })
         .await

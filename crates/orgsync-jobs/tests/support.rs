@@ -263,5 +263,31 @@ async fn a_target_refusing_credentials_is_target_auth_everywhere_and_the_report_
     assert_eq!(report.achieved.users.create, 6, "{}", report.to_text());
     assert_eq!(report.achieved.users_recovered, 2);
     assert_eq!(report.users_waiting(), 0);
+    // The observer (support tickets) heard of both ends of the run: partly failed, then
+    // succeeded after the replay.
+    let observed = app
+        .report_when(&report.run_id, |_| {
+            app.observed.0.lock().unwrap().len() >= 2
+        })
+        .await;
+    let ends: Vec<(String, RunState, Option<ErrorClass>)> = app
+        .observed
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.run_id.clone(), r.state, r.error_class))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (
+                observed.run_id.clone(),
+                RunState::PartlyFailed,
+                Some(ErrorClass::TargetAuth)
+            ),
+            (observed.run_id.clone(), RunState::Succeeded, None),
+        ]
+    );
     app.finish().await;
 }

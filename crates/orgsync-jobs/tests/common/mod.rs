@@ -153,7 +153,19 @@ impl Sources for TestSources {
     }
 }
 
+/// Records every ended run the pipeline reports (what support tickets receive).
+#[derive(Debug, Default)]
+pub struct RecordingObserver(pub Mutex<Vec<RunReport>>);
+
+#[async_trait]
+impl orgsync_jobs::RunObserver for RecordingObserver {
+    async fn run_ended(&self, report: &RunReport) {
+        self.0.lock().unwrap().push(report.clone());
+    }
+}
+
 pub struct TestApp {
+    pub observed: Arc<RecordingObserver>,
     pub queue: QueueHandle,
     sqlite: Option<SqliteTarget>,
     pub scim: Option<ScimServer>,
@@ -225,7 +237,13 @@ impl TestApp {
                 reject_deactivations: std::sync::atomic::AtomicBool::new(false),
             }),
         });
-        let pipeline = Pipeline::new(queue.clone(), sources.clone(), PipelineOptions::default());
+        let observed = Arc::new(RecordingObserver::default());
+        let pipeline = Pipeline::with_observer(
+            queue.clone(),
+            sources.clone(),
+            PipelineOptions::default(),
+            Some(observed.clone()),
+        );
         let (signal, stop) = orgsync_queue::manual_signal();
         let worker = tokio::spawn(orgsync_jobs::worker::run(
             pipeline.clone(),
@@ -233,6 +251,7 @@ impl TestApp {
             signal,
         ));
         TestApp {
+            observed,
             queue,
             sqlite,
             scim,

@@ -62,7 +62,7 @@ fn a_service_file_without_a_support_section_gets_the_same_defaults() {
 #[test]
 fn a_zendesk_sink_with_its_keys_and_a_public_url_load() {
     let dir = service_with(|s| {
-        s.replace("sink = \"log\"", "sink = \"zendesk\"\nzendesk_url = \"https://acme.zendesk.com\"\nzendesk_email = \"ops@acme.dk\"")
+        s.replace("\nsink = \"log\"\n", "\nsink = \"zendesk\"\nzendesk_url = \"https://acme.zendesk.com\"\nzendesk_email = \"ops@acme.dk\"\n")
             .replace("# public_url = \"https://orgsync.example.dk\"", "public_url = \"https://orgsync.acme.dk\"")
     });
     let config = load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
@@ -83,8 +83,8 @@ fn a_zendesk_sink_with_its_keys_and_a_public_url_load() {
 fn support_problems_are_all_reported_with_their_field() {
     let dir = service_with(|s| {
         s.replace(
-            "sink = \"log\"",
-            "sink = \"zendesk\"\nzendesk_url = \"http://acme.zendesk.com\"",
+            "\nsink = \"log\"\n",
+            "\nsink = \"zendesk\"\nzendesk_url = \"http://acme.zendesk.com\"\n",
         )
         .replace("open_after_runs = 2", "open_after_runs = 0")
         .replace(
@@ -119,7 +119,7 @@ fn support_problems_are_all_reported_with_their_field() {
 
 #[test]
 fn an_unknown_sink_is_refused_naming_the_field() {
-    let dir = service_with(|s| s.replace("sink = \"log\"", "sink = \"email\""));
+    let dir = service_with(|s| s.replace("\nsink = \"log\"\n", "\nsink = \"email\"\n"));
     let found = problems(dir.path());
     assert!(
         found.iter().any(|p| p.contains("support.sink")),

@@ -191,7 +191,10 @@ impl Tickets {
                         message: "the Zendesk API token is not set in this environment variable ([support] zendesk_token_env)".to_owned(),
                     })?;
                 let client = ZendeskClient::new(ZendeskOptions::new(url, email, token.clone()))?;
-                Ok(Tickets::new(queue, Sink::Zendesk(client), settings).with_secret(&token))
+                Ok(
+                    Tickets::new(queue, Sink::Zendesk(Box::new(client)), settings)
+                        .with_secret(&token),
+                )
             }
         }
     }

@@ -2,6 +2,7 @@
 //! event per job and error class, with fingerprint `[cvr, error_class]` and the tags `job.type`,
 //! `customer.cvr` and `run.id`; each job is a transaction; no secret or CPR-shaped number is in
 //! any envelope.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure message
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

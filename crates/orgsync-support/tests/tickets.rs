@@ -1,6 +1,7 @@
 //! The ticket lifecycle against a fake Zendesk and the Redis at 127.0.0.1:6379: persistence
 //! before a ticket, one comment per run, held runs at once, follow-ups, recovery, the hourly cap,
 //! 429s, and no secret or CPR-shaped number in anything the desk received.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure message
 
 mod common;
 
@@ -47,7 +48,7 @@ async fn queue(name: &str) -> QueueHandle {
 fn zendesk_sink(url: &url::Url, options: impl FnOnce(&mut ZendeskOptions)) -> Sink {
     let mut o = ZendeskOptions::new(url.clone(), EMAIL, SecretString::from(TOKEN));
     options(&mut o);
-    Sink::Zendesk(ZendeskClient::new(o).unwrap())
+    Sink::Zendesk(Box::new(ZendeskClient::new(o).unwrap()))
 }
 
 impl App {
@@ -481,7 +482,7 @@ async fn refused_credentials_are_a_clear_error_without_the_token() {
     options.timeout = Duration::from_secs(5);
     let tickets = Tickets::new(
         queue.clone(),
-        Sink::Zendesk(ZendeskClient::new(options).unwrap()),
+        Sink::Zendesk(Box::new(ZendeskClient::new(options).unwrap())),
         TicketSettings::default(),
     );
     let held = RunOutcome {

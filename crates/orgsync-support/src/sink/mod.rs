@@ -44,7 +44,7 @@ pub struct NewTicket {
 #[derive(Debug)]
 pub enum Sink {
     /// Zendesk Support's ticket API.
-    Zendesk(zendesk::ZendeskClient),
+    Zendesk(Box<zendesk::ZendeskClient>),
     /// JSON lines to a file or stderr.
     Log(log::LogSink),
 }

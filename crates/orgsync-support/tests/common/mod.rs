@@ -2,7 +2,7 @@
 //! checks the API-token authentication, honours `Idempotency-Key` on create, refuses updates to
 //! closed tickets, and answers 429 with `Retry-After` when told to.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // test helpers: a panic is the failure message
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

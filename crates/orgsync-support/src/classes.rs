@@ -159,3 +159,36 @@ pub fn class_info(class: &str) -> ClassInfo {
             priority: "normal",
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_classes_have_their_own_text_and_unknown_ones_a_generic_one() {
+        let agreement = class_info("sts.agreement_missing");
+        assert!(agreement.at_once && agreement.what.contains("service agreement"));
+        assert!(class_info("sts.unavailable").kombit && !class_info("sts.unavailable").at_once);
+        let unknown = class_info("transport");
+        assert_eq!(unknown.what, "The run failed.");
+        assert!(!unknown.at_once && !unknown.kombit);
+        // A guard the table does not know yet still holds deactivations: at once.
+        assert!(class_info("guard.something_new").at_once);
+    }
+
+    #[test]
+    fn every_known_class_is_listed_once_with_a_valid_priority() {
+        for (i, info) in KNOWN.iter().enumerate() {
+            assert!(
+                KNOWN[i + 1..].iter().all(|other| other.class != info.class),
+                "{} twice",
+                info.class
+            );
+            assert!(
+                ["urgent", "high", "normal", "low"].contains(&info.priority),
+                "{}",
+                info.class
+            );
+        }
+    }
+}

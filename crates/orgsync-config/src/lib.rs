@@ -9,6 +9,7 @@ mod problem;
 mod runs;
 mod schedule;
 mod service;
+mod support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use service::{
     LogConfig, LogFormat, ORGANISATION6_ENTITY_ID, RedisConfig, SERVICEPLATFORMEN_ENTITY_ID,
     ServiceConfig, StsConfig, StsEnvironment, StsProfile, TokenProtocolSetting, WebConfig,
 };
+pub use support::{SupportConfig, SupportSink};
 
 /// The prefix of environment overrides: `ORGSYNC__REDIS__URL` overrides `[redis] url`.
 pub const ENV_PREFIX: &str = "ORGSYNC__";

@@ -33,6 +33,9 @@ pub struct ServiceConfig {
     /// Jobs per worker process.
     #[serde(default)]
     pub worker: crate::runs::WorkerConfig,
+    /// Support tickets (Zendesk or a log) and Sentry.
+    #[serde(default)]
+    pub support: crate::support::SupportConfig,
 }
 
 /// `[redis]`.
@@ -331,12 +334,17 @@ pub struct WebConfig {
     /// Address the dashboard listens on; keep it on loopback behind a reverse proxy.
     #[serde(default = "default_bind")]
     pub bind: SocketAddr,
+    /// The dashboard's address as people reach it (behind the reverse proxy), e.g.
+    /// `https://orgsync.example.dk`; tickets link to `{public_url}/runs/{run_id}`. Unset: no links.
+    #[serde(default)]
+    pub public_url: Option<Url>,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             bind: default_bind(),
+            public_url: None,
         }
     }
 }
@@ -666,6 +674,17 @@ fn check(
     }
     for (field, message) in crate::runs::check(&service.runs, &service.worker) {
         problem(field, message);
+    }
+    for (field, message) in crate::support::check(&service.support) {
+        problem(field, message);
+    }
+    if let Some(url) = &service.web.public_url
+        && !matches!(url.scheme(), "http" | "https")
+    {
+        problem(
+            "web.public_url",
+            format!("{url}; expected an http:// or https:// address"),
+        );
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&service.log.level) {
         problem(

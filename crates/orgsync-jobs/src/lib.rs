@@ -34,6 +34,10 @@ pub struct SyncCustomer {
 
 impl orgsync_queue::Job for SyncCustomer {
     const JOB_TYPE: &'static str = "sync_customer";
+
+    fn run_id(&self) -> Option<String> {
+        Some(self.run_id.clone())
+    }
 }
 
 /// Writes the users whose primary department is `unit`, from the run's stored plan.
@@ -47,6 +51,10 @@ pub struct SyncDepartment {
 
 impl orgsync_queue::Job for SyncDepartment {
     const JOB_TYPE: &'static str = "sync_department";
+
+    fn run_id(&self) -> Option<String> {
+        Some(self.run_id.clone())
+    }
 }
 
 /// Enqueued by the queue when the last [`SyncDepartment`] of a run is terminal: applies (or
@@ -59,4 +67,8 @@ pub struct FinishRun {
 
 impl orgsync_queue::Job for FinishRun {
     const JOB_TYPE: &'static str = "finish_run";
+
+    fn run_id(&self) -> Option<String> {
+        Some(self.run_id.clone())
+    }
 }

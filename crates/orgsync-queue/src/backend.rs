@@ -325,54 +325,70 @@ where
 
     fn call(&mut self, task: Task<J>) -> Self::Future {
         let job = task.data().get::<JobContext>().cloned();
-        let fut = self.inner.call(task);
+        // One span per job (an error tracker's transaction): everything the handler logs
+        // carries the job, its customer and its run.
+        let span = match &job {
+            Some(job) => tracing::info_span!(
+                "job",
+                job.id = %job.job_id,
+                job.type = job.job_type,
+                job.attempt = job.attempt,
+                customer.cvr = job.customer.as_deref().unwrap_or(""),
+                run.id = job.run_id.as_deref().unwrap_or(""),
+            ),
+            None => tracing::Span::none(),
+        };
+        let fut = span.in_scope(|| self.inner.call(task));
         let shared = self.shared.clone();
-        Box::pin(async move {
-            if let Some(job) = &job
-                && !shared.start(job).await
-            {
-                // Taken over by another worker meanwhile (or this worker is stopping): the
-                // handler does not run here and no outcome is recorded.
-                let error = JobError::message(
-                    "not_started",
-                    true,
-                    format!(
-                        "job {} was not started by worker {}",
-                        job.job_id, job.worker
-                    ),
-                );
-                return Err(Box::new(error) as BoxDynError);
-            }
-            let started = Utc::now();
-            let result = AssertUnwindSafe(fut).catch_unwind().await;
-            let finished = Utc::now();
-            let (failure, ret) = match result {
-                Ok(Ok(response)) => (None, Ok(response)),
-                Ok(Err(e)) => {
-                    let e: BoxDynError = e.into();
-                    (Some(classify(&e)), Err(e))
-                }
-                Err(panic) => {
-                    let text = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".to_owned());
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                if let Some(job) = &job
+                    && !shared.start(job).await
+                {
+                    // Taken over by another worker meanwhile (or this worker is stopping): the
+                    // handler does not run here and no outcome is recorded.
                     let error = JobError::message(
-                        class::PANICKED,
+                        "not_started",
                         true,
-                        format!("handler panicked: {text}"),
+                        format!(
+                            "job {} was not started by worker {}",
+                            job.job_id, job.worker
+                        ),
                     );
-                    (Some(error.clone()), Err(Box::new(error) as BoxDynError))
+                    return Err(Box::new(error) as BoxDynError);
                 }
-            };
-            if let Some(job) = job {
-                shared
-                    .complete(&job, started, finished, failure.as_ref())
-                    .await;
-            }
-            ret
-        })
+                let started = Utc::now();
+                let result = AssertUnwindSafe(fut).catch_unwind().await;
+                let finished = Utc::now();
+                let (failure, ret) = match result {
+                    Ok(Ok(response)) => (None, Ok(response)),
+                    Ok(Err(e)) => {
+                        let e: BoxDynError = e.into();
+                        (Some(classify(&e)), Err(e))
+                    }
+                    Err(panic) => {
+                        let text = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".to_owned());
+                        let error = JobError::message(
+                            class::PANICKED,
+                            true,
+                            format!("handler panicked: {text}"),
+                        );
+                        (Some(error.clone()), Err(Box::new(error) as BoxDynError))
+                    }
+                };
+                if let Some(job) = job {
+                    shared
+                        .complete(&job, started, finished, failure.as_ref())
+                        .await;
+                }
+                ret
+            },
+            span,
+        ))
     }
 }
 
@@ -481,6 +497,8 @@ impl Shared {
             Some(error) if state == "dead" => tracing::warn!(
                 job.id = %job.job_id,
                 job.type = job.job_type,
+                customer.cvr = job.customer.as_deref().unwrap_or(""),
+                run.id = job.run_id.as_deref().unwrap_or(""),
                 job.attempt = job.attempt,
                 error.class = error.class(),
                 "job {} ({}) failed on attempt {} and went to the dead-letter queue: {error}",
@@ -491,6 +509,8 @@ impl Shared {
             Some(error) => tracing::info!(
                 job.id = %job.job_id,
                 job.type = job.job_type,
+                customer.cvr = job.customer.as_deref().unwrap_or(""),
+                run.id = job.run_id.as_deref().unwrap_or(""),
                 job.attempt = job.attempt,
                 error.class = error.class(),
                 "job {} ({}) failed on attempt {}, will retry: {error}",
@@ -654,6 +674,7 @@ impl Shared {
             replay_of: row.replay_of.clone().map(JobId::new),
             batch: row.batch.clone(),
             enqueued_at: row.enqueued_at.unwrap_or_else(Utc::now),
+            run_id: None,
             worker: self.consumer.clone(),
             entry_id: row.eid.clone(),
         }
@@ -1038,9 +1059,10 @@ async fn fetch_loop<J: Job>(
         }
         let mut permit = Some(permit);
         for row in rows {
-            let ctx = shared.context(&row);
+            let mut ctx = shared.context(&row);
             match serde_json::from_str::<J>(&row.payload) {
                 Ok(args) => {
+                    ctx.run_id = args.run_id();
                     let mut data = Extensions::new();
                     data.insert(ctx);
                     let task = TaskBuilder::new(args)

@@ -20,6 +20,13 @@ use crate::error::QueueError;
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     /// Stable name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`.
     const JOB_TYPE: &'static str;
+
+    /// The run (or other unit of work) this job belongs to, if any. The worker logs it as
+    /// `run.id` on the job's span and on its failed attempts, so that log collectors and
+    /// error trackers can group a run's failures. Default: none.
+    fn run_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A job id (a UUIDv7 string: sortable by creation time).
@@ -178,6 +185,8 @@ pub struct JobContext {
     pub batch: Option<String>,
     /// When the job was enqueued.
     pub enqueued_at: DateTime<Utc>,
+    /// The run the job belongs to ([`Job::run_id`]).
+    pub run_id: Option<String>,
     /// The worker running it.
     pub worker: String,
     pub(crate) entry_id: String,

@@ -586,6 +586,18 @@ return 1
     )
 });
 
+/// KEYS[1]: a value key. ARGV: ttl ms. Increments the counter and sets its expiry when this
+/// call created it, so a window counter never outlives its window.
+pub(crate) static INCREMENT_VALUE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+",
+    )
+});
+
 /// ARGV: collection base key, id, index (`''`: none), JSON, retention ms. Stores the record
 /// (`base:doc:ID` hash: json, created, index) for `retention` from now. It keeps the
 /// creation time of a record that exists, so the lists (`base:all` and `base:by:INDEX`,

@@ -160,6 +160,19 @@ impl QueueHandle {
         Ok(())
     }
 
+    /// Adds one to the counter under `name` and returns the new count. The counter is created
+    /// at 1 and expires `ttl` after it was created (a fixed window: name it per window, e.g.
+    /// per hour, to count events per window across processes).
+    pub async fn increment_value(&self, name: &str, ttl: Duration) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let count: i64 = scripts::INCREMENT_VALUE
+            .key(self.keys.value(name))
+            .arg(ms(ttl))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// Writes fields of map `name` (replacing those that exist), `MAP_CHUNK` fields per
     /// Redis call, and sets the whole map to expire `ttl` from now.
     pub async fn put_map_fields(

@@ -401,3 +401,22 @@ async fn an_object_log_forgets_entries_past_their_retention_and_caps_each_object
     assert!(stored <= 5, "the expired entry was trimmed: {stored}");
     t.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_counts_across_connections_and_expires_a_window_after_its_first_count() {
+    let t = TestQueue::new("state-counter").await;
+    let other = orgsync_queue::QueueHandle::connect(orgsync_queue::QueueConfig::new(
+        common::REDIS_URL,
+        &t.prefix,
+    ))
+    .await
+    .unwrap();
+    let window = Duration::from_millis(400);
+    assert_eq!(t.queue.increment_value("window", window).await.unwrap(), 1);
+    assert_eq!(other.increment_value("window", window).await.unwrap(), 2);
+    assert_eq!(t.queue.increment_value("window", window).await.unwrap(), 3);
+    // Later counts do not extend the window: it ends 400 ms after the first.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(t.queue.increment_value("window", window).await.unwrap(), 1);
+    t.cleanup().await;
+}

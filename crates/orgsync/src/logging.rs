@@ -1,8 +1,12 @@
-//! Logging set-up (tracing to stderr) and how the binary reports a fatal error.
+//! Logging set-up (tracing to stderr, plus Sentry for the worker when a DSN is set) and how
+//! the binary reports a fatal error.
 
 use std::io::{IsTerminal as _, Write as _};
 
-use tracing_subscriber::EnvFilter;
+use anyhow::Context as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Logging to stderr: `RUST_LOG` when set, else `default` (`warn` for one-shot commands, `info`
 /// for long-running roles, which say where they listen and what they do).
@@ -19,16 +23,47 @@ pub(crate) fn init_from(config: &orgsync_config::LogConfig) {
     );
 }
 
+/// The worker's logging: as [`init_from`], plus Sentry when the variable `[support]
+/// sentry_dsn_env` names holds a DSN (its failed attempts, ERROR events and job transactions;
+/// see `orgsync_support::sentry`). Keep the guard until the process ends: dropping it flushes.
+pub(crate) fn init_worker(
+    config: &orgsync_config::Config,
+) -> anyhow::Result<Option<orgsync_support::sentry::Guard>> {
+    let guard = orgsync_support::sentry::init_from_env(
+        &config.service.support,
+        concat!("orgsync@", env!("CARGO_PKG_VERSION")),
+        &config.service.sts.environment.to_string(),
+    )
+    .context("cannot start Sentry")?;
+    let log = &config.service.log;
+    subscriber(
+        &log.level,
+        log.format == orgsync_config::LogFormat::Json,
+        guard.is_some(),
+    );
+    Ok(guard)
+}
+
 fn init_with(default: &str, json: bool) {
+    subscriber(default, json, false);
+}
+
+fn subscriber(default: &str, json: bool, sentry: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // Sentry sees INFO and above whatever the log level: the queue's failed attempts are INFO.
+    let sentry = sentry.then(|| {
+        orgsync_support::sentry::layer().with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(sentry);
     let _ = if json {
-        builder.json().try_init()
+        registry.with(fmt.json().with_filter(filter)).try_init()
     } else {
-        builder
-            .with_ansi(std::io::stderr().is_terminal())
+        registry
+            .with(
+                fmt.with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter),
+            )
             .try_init()
     };
 }

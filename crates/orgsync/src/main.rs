@@ -86,10 +86,23 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Kept until the process ends: dropping it flushes Sentry.
+    let mut _sentry = None;
     match cli.command {
         // The long-running roles log as `[log]` says (when the configuration loads; an invalid
-        // one is reported below).
-        Command::Worker | Command::Scheduler => match orgsync_config::load(&cli.config) {
+        // one is reported below); the worker also reports to Sentry when a DSN is set.
+        Command::Worker => match orgsync_config::load(&cli.config) {
+            Ok(config) => match logging::init_worker(&config) {
+                Ok(guard) => _sentry = guard,
+                Err(error) => {
+                    logging::init("info");
+                    logging::report_error(&error);
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(_) => logging::init("info"),
+        },
+        Command::Scheduler => match orgsync_config::load(&cli.config) {
             Ok(config) => logging::init_from(&config.service.log),
             Err(_) => logging::init("info"),
         },

@@ -163,6 +163,7 @@ pub(crate) async fn wait(pipeline: &Pipeline, run_id: &str) -> anyhow::Result<Ru
     let mut last_state = None;
     let waiting_since = std::time::Instant::now();
     let mut told_no_worker = false;
+    let mut settled_wait: Option<std::time::Instant> = None;
     loop {
         let progress = pipeline.progress(run_id).await?;
         let (done, total) = progress.departments();
@@ -206,7 +207,21 @@ pub(crate) async fn wait(pipeline: &Pipeline, run_id: &str) -> anyhow::Result<Ru
                 }
             }
         }
-        if state.is_final() {
+        // Ended, and the customer's lock released (FinishRun writes the final report just
+        // before it releases the lock), so a `sync` right after this one is not refused.
+        let settled = state.is_final()
+            && (pipeline
+                .active_run(&progress.report.cvr)
+                .await
+                .ok()
+                .flatten()
+                .as_deref()
+                != Some(progress.report.run_id.as_str())
+                || settled_wait
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed()
+                    > Duration::from_secs(5));
+        if settled {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }

@@ -315,7 +315,16 @@ impl TestApp {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let report = self.pipeline.report(run_id).await.unwrap();
-            if report.state.is_final() {
+            // Ended, and its lock released (FinishRun writes the report just before that).
+            if report.state.is_final()
+                && self
+                    .pipeline
+                    .active_run(&report.cvr)
+                    .await
+                    .unwrap()
+                    .as_deref()
+                    != Some(run_id)
+            {
                 return report;
             }
             assert!(

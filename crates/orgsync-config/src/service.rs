@@ -10,7 +10,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::ENV_PREFIX;
-use crate::problem::{Position, Problem};
+use crate::problem::{self, Position, Problem};
 
 /// The service configuration.
 #[derive(Debug, Deserialize)]
@@ -380,6 +380,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// The keys a table of orgsync.toml knows (`""` is the top level), for suggestions.
+fn known_fields(section: &str) -> &'static [&'static str] {
+    match section {
+        "" => problem::struct_fields::<ServiceConfig>(),
+        "redis" => problem::struct_fields::<RedisConfig>(),
+        "sts" => problem::struct_fields::<StsConfig>(),
+        "runs" => problem::struct_fields::<crate::RunsConfig>(),
+        "worker" => problem::struct_fields::<crate::WorkerConfig>(),
+        "web" => problem::struct_fields::<WebConfig>(),
+        "log" => problem::struct_fields::<LogConfig>(),
+        _ => &[],
+    }
+}
+
 /// Loads `path` with environment overrides, adding every problem to `problems`.
 pub(crate) fn load(path: &Path, problems: &mut Vec<Problem>) -> Option<ServiceConfig> {
     let text = match std::fs::read_to_string(path) {
@@ -415,11 +429,16 @@ pub(crate) fn load(path: &Path, problems: &mut Vec<Problem>) -> Option<ServiceCo
                 } else {
                     (path.to_owned(), Position::of_key(&text, &key))
                 };
+                let section = key.rsplit_once('.').map_or("", |(section, _)| section);
                 problems.push(Problem::at(
                     &file,
                     &key,
                     position,
-                    "unknown field; the known ones are documented in config/orgsync.toml",
+                    problem::unknown_key_message(
+                        &key,
+                        known_fields(section),
+                        "config/orgsync.toml",
+                    ),
                 ));
             })
             .map(|_: ServiceConfig| ());

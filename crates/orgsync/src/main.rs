@@ -100,6 +100,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `orgsync runs | head -3`: the reader closed the pipe; stop quietly.
+        Err(error) if logging::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             logging::report_error(&error);
             ExitCode::FAILURE

@@ -91,7 +91,7 @@ impl std::fmt::Display for StsEnvironment {
 #[serde(rename_all = "lowercase")]
 pub enum StsProfile {
     /// Organisation 6 on Støttesystemerne: SOAP 1.2, entity ID
-    /// `http://stoettesystemerne.dk/service/organisation/3` (PROTOCOL.md).
+    /// `http://stoettesystemerne.dk/service/organisation/3` (docs/sts-protocol.md).
     #[default]
     Stoettesystemerne,
     /// The legacy Serviceplatformen contract (SF1500 v5): SOAP 1.1, entity ID configurable.
@@ -172,7 +172,7 @@ pub struct StsConfig {
     #[serde(default)]
     pub sts_certificate_files: Vec<PathBuf>,
     /// The Organisation service certificates (PEM or DER), shown by `config check`. Response
-    /// signatures are not verified yet (PROTOCOL.md §6 calls it optional).
+    /// signatures are not verified yet (docs/sts-protocol.md §6 calls it optional).
     #[serde(default)]
     pub service_certificate_files: Vec<PathBuf>,
     /// An extra TLS trust anchor (PEM or DER), e.g. the simulator's `ca.pem`. KOMBIT's hosts use

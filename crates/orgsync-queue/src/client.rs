@@ -104,6 +104,13 @@ impl QueueHandle {
         })
     }
 
+    /// Whether Redis answers now (a `PING` within the response timeout): readiness probes.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
     /// The settings this handle was opened with.
     pub fn config(&self) -> &QueueConfig {
         &self.config

@@ -24,11 +24,20 @@ fn init_with(default: &str, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Every event that passes the filter is also counted for `/metrics`.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let _ = if json {
-        builder.json().try_init()
+        builder
+            .json()
+            .finish()
+            .with(crate::ops::LogCounter)
+            .try_init()
     } else {
         builder
             .with_ansi(std::io::stderr().is_terminal())
+            .finish()
+            .with(crate::ops::LogCounter)
             .try_init()
     };
 }

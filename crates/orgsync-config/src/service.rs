@@ -44,6 +44,11 @@ pub struct RedisConfig {
     /// Prefix of every Redis key orgsync writes, so several installations can share a Redis.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// With a `rediss://` URL: a PEM file with the certificate authorities that signed the
+    /// server's certificate, used instead of the system's trust store. Relative paths are
+    /// relative to the working directory.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -51,6 +56,7 @@ impl Default for RedisConfig {
         RedisConfig {
             url: default_redis_url(),
             key_prefix: default_key_prefix(),
+            tls_ca_file: None,
         }
     }
 }
@@ -505,6 +511,23 @@ fn check(
         let from_env = figment.find_metadata(field).is_some_and(is_environment);
         problems.push(located(path, text, field, from_env, message));
     };
+    let scheme = Url::parse(service.redis.url.expose_secret())
+        .map(|u| u.scheme().to_owned())
+        .unwrap_or_default();
+    if let Some(ca) = &service.redis.tls_ca_file {
+        if scheme != "rediss" {
+            problem(
+                "redis.tls_ca_file",
+                "is set, but redis.url is not rediss:// (TLS); use rediss:// or remove it"
+                    .to_owned(),
+            );
+        } else if !ca.is_file() {
+            problem(
+                "redis.tls_ca_file",
+                format!("{} is not a readable file", ca.display()),
+            );
+        }
+    }
     match Url::parse(service.redis.url.expose_secret()) {
         Ok(url) if matches!(url.scheme(), "redis" | "rediss") => {}
         Ok(url) => problem(

@@ -27,6 +27,11 @@ struct Setup {
 
 impl Setup {
     async fn new(latency_ms: u64) -> Setup {
+        Setup::with_redis(latency_ms, "").await
+    }
+
+    /// With `redis` added to `[redis]` (for example another `url`).
+    async fn with_redis(latency_ms: u64, redis: &str) -> Setup {
         let sim = Simulator::start(
             vec![generate(
                 &Cvr::parse("11111111").unwrap(),
@@ -52,7 +57,7 @@ impl Setup {
         std::fs::write(
             config.join("orgsync.toml"),
             format!(
-                "[redis]\nkey_prefix = \"{prefix}\"\n[sts]\nenvironment = \"sim\"\nbase_url = \"{}\"\nmax_calls_per_second = 1000\nmax_in_flight_per_customer = 1\n[runs]\nscheduler_grace_minutes = 0\n",
+                "[redis]\nkey_prefix = \"{prefix}\"\n{redis}\n[sts]\nenvironment = \"sim\"\nbase_url = \"{}\"\nmax_calls_per_second = 1000\nmax_in_flight_per_customer = 1\n[runs]\nscheduler_grace_minutes = 0\n",
                 sim.base_url()
             ),
         )
@@ -436,5 +441,154 @@ async fn ready_says_503_when_redis_does_not_answer_while_health_stays_200() {
     assert!(
         metrics.lines().any(|l| l == "orgsync_redis_up 0"),
         "{metrics}"
+    );
+}
+
+/// A CA and a server certificate for `localhost`/127.0.0.1, made with openssl.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=orgsync test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
+/// A redis-server of our own, listening with TLS only; stopped on drop.
+struct TlsRedis(Child);
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_completes_over_rediss_with_the_configured_ca_and_fails_clearly_without_it() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let port = free_port();
+    let _redis = TlsRedis(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(certs.path().join("server.pem"))
+            .arg("--tls-key-file")
+            .arg(certs.path().join("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(certs.path().join("ca.pem"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ca = certs.path().join("ca.pem");
+    let mut setup = Setup::with_redis(
+        0,
+        &format!(
+            "url = \"rediss://localhost:{port}\"\ntls_ca_file = {:?}",
+            ca.display().to_string()
+        ),
+    )
+    .await;
+    setup.spawn("worker", &["worker"]);
+    let out = setup.orgsync(&["sync", "11111111", "--wait"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("succeeded"),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        setup.log("worker")
+    );
+
+    // Without the CA the server's certificate is not trusted: a clear error, no hang.
+    let config = setup.config().join("orgsync.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let without: String = toml
+        .lines()
+        .filter(|l| !l.starts_with("tls_ca_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, without).unwrap();
+    let out = setup.orgsync(&["queue", "stats"]).await;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("rediss://localhost:{port}")) && err.contains("unreachable"),
+        "{err}"
     );
 }

@@ -35,7 +35,7 @@ pub fn render_prometheus(stats: &QueueStats, out: &mut String) {
             );
         }
     }
-    let series: [(&str, &str, &str, fn(&crate::model::JobTypeStats) -> f64); 4] = [
+    let series: [Series; 4] = [
         (
             "orgsync_queue_failed_attempts_total",
             "counter",
@@ -73,6 +73,14 @@ pub fn render_prometheus(stats: &QueueStats, out: &mut String) {
         }
     }
 }
+
+/// One per-job-type series: name, type, help, and how to read its value.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::model::JobTypeStats) -> f64,
+);
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

@@ -196,11 +196,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(())
             };
             let grace = std::time::Duration::from_secs(role.shutdown_grace);
-            ops::run_role("worker", &signals, grace, async {
-                orgsync_jobs::worker::run(pipeline, settings, shutdown)
-                    .await
-                    .context("the worker stopped")
-            })
+            ops::run_role(
+                "worker",
+                &signals,
+                grace,
+                Box::pin(async {
+                    orgsync_jobs::worker::run(pipeline, settings, shutdown)
+                        .await
+                        .context("the worker stopped")
+                }),
+            )
             .await?;
             tracing::info!("worker stopped");
             Ok(ExitCode::SUCCESS)
@@ -223,10 +228,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(())
             };
             let grace = std::time::Duration::from_secs(role.shutdown_grace);
-            ops::run_role("scheduler", &signals, grace, async {
-                orgsync_jobs::scheduler::run(pipeline, customers, options, shutdown).await;
-                Ok(())
-            })
+            ops::run_role(
+                "scheduler",
+                &signals,
+                grace,
+                Box::pin(async {
+                    orgsync_jobs::scheduler::run(pipeline, customers, options, shutdown).await;
+                    Ok(())
+                }),
+            )
             .await?;
             tracing::info!("scheduler stopped");
             Ok(ExitCode::SUCCESS)

@@ -592,3 +592,107 @@ async fn a_run_completes_over_rediss_with_the_configured_ca_and_fails_clearly_wi
         "{err}"
     );
 }
+
+fn keys_with_prefix(prefix: &str) -> usize {
+    let out = Command::new("redis-cli")
+        .args(["--scan", "--pattern", &format!("{prefix}:*")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_says_its_keys_stay_in_a_shared_redis_and_removes_them_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("test-demo-keys-{}", std::process::id());
+    let demo = |extra: &'static [&'static str]| {
+        let (dir, prefix) = (dir.path().to_owned(), prefix.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(EXE)
+                .args([
+                    "demo",
+                    "--once",
+                    "--size",
+                    "xs",
+                    "--key-prefix",
+                    &prefix,
+                    "--dir",
+                ])
+                .arg(dir.join("demo"))
+                .args(extra)
+                // The shared Redis of the tests, as the demo finds it in config/orgsync.toml.
+                .env("ORGSYNC__REDIS__URL", "redis://127.0.0.1:6379")
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .arg("--config")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"))
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = demo(&[]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("under the key prefix {prefix}")) && text.contains("--remove-keys"),
+        "{text}"
+    );
+    assert!(keys_with_prefix(&prefix) > 0, "the run's keys stay");
+
+    let out = demo(&["--remove-keys"]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Removed the demo's"), "{text}");
+    assert_eq!(keys_with_prefix(&prefix), 0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_running_demo_prints_follow_up_commands_with_the_built_binary_not_cargo() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("test-demo-exe-{}", std::process::id());
+    let mut child = Command::new(EXE)
+        .args(["demo", "--size", "xs", "--key-prefix", &prefix, "--dir"])
+        .arg(dir.path().join("demo"))
+        .arg("--config")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"))
+        .env("ORGSYNC__REDIS__URL", "redis://127.0.0.1:6379")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.trim_end().ends_with(" runs");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(60), lines)
+        .await
+        .expect("the demo printed its follow-up commands")
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli --scan --pattern '{prefix}:*' | xargs -r redis-cli del >/dev/null"
+        ))
+        .status();
+    let text = lines.join("\n");
+    let exe = std::fs::canonicalize(EXE).unwrap();
+    assert!(
+        text.contains(&format!("{} --config", exe.display())) && !text.contains("cargo run"),
+        "{text}"
+    );
+}

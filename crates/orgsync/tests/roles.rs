@@ -696,3 +696,24 @@ async fn the_running_demo_prints_follow_up_commands_with_the_built_binary_not_ca
         "{text}"
     );
 }
+
+#[test]
+fn an_unreachable_redis_is_reported_once_with_its_cause_said_once() {
+    let port = free_port();
+    let out = Command::new(EXE)
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
+        ])
+        .args(["queue", "stats"])
+        .env("ORGSYNC__REDIS__URL", format!("redis://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("Redis at redis://127.0.0.1:{port} is unreachable")),
+        "{err}"
+    );
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+}

@@ -12,7 +12,7 @@ use toml::Spanned;
 use url::Url;
 use uuid::Uuid;
 
-use crate::problem::{Position, Problem};
+use crate::problem::{self, Position, Problem};
 use crate::schedule::Schedule;
 
 /// One municipality, validated.
@@ -206,6 +206,17 @@ struct MappingsFile {
     manager: bool,
 }
 
+/// The keys a table of a customer file knows (`""` is the top level), for suggestions.
+fn known_fields(section: &str) -> &'static [&'static str] {
+    match section {
+        "" => problem::struct_fields::<CustomerFile>(),
+        "defaults" => problem::struct_fields::<DefaultsFile>(),
+        "guards" => problem::struct_fields::<GuardsFile>(),
+        "mappings" => problem::struct_fields::<MappingsFile>(),
+        _ => &[],
+    }
+}
+
 /// Collects problems for one file, positioned by spans.
 struct Checker<'a> {
     file: &'a Path,
@@ -267,20 +278,24 @@ pub(crate) fn load(
         problems: Vec::new(),
     };
     for key in unknown {
-        checker.key(
-            &key,
-            "unknown field; every known field is documented in config/customers/demo.toml"
-                .to_owned(),
-        );
+        let section = key.rsplit_once('.').map_or("", |(section, _)| section);
+        let message =
+            problem::unknown_key_message(&key, known_fields(section), "config/customers/demo.toml");
+        checker.key(&key, message);
     }
     let raw = match parsed {
         Ok(raw) => raw,
         Err(e) => {
             let position = e.span().map(|s| Position::of_offset(&text, s.start));
+            // The parser reports a wrong type by position only; name the key on that line.
+            let field = e
+                .span()
+                .and_then(|s| problem::key_at(&text, s.start))
+                .unwrap_or_default();
             let message = e.message().trim().to_owned();
             checker
                 .problems
-                .push(Problem::at(file, "", position, message));
+                .push(Problem::at(file, &field, position, message));
             problems.append(&mut checker.problems);
             return loaded;
         }

@@ -47,6 +47,13 @@ impl Config {
     }
 }
 
+/// When a file was last modified (the epoch when unknown).
+fn modified(file: &Path) -> std::time::SystemTime {
+    std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH)
+}
+
 /// Reads and validates the configuration in `dir`, reporting every problem found.
 pub fn load(dir: &Path) -> Result<Config, Problems> {
     let mut problems = Vec::new();
@@ -85,23 +92,29 @@ pub fn load(dir: &Path) -> Result<Config, Problems> {
     }
 
     let mut customers = Vec::new();
-    let mut by_cvr: HashMap<String, PathBuf> = HashMap::new();
+    let mut by_cvr: HashMap<String, (PathBuf, Option<problem::Position>)> = HashMap::new();
     for file in files {
         let loaded = customer::load(&file, &mut problems, &mut warnings);
         if let Some((cvr, position)) = loaded.cvr {
-            if let Some(first) = by_cvr.get(cvr.as_str()) {
+            if let Some((first, first_position)) = by_cvr.get(cvr.as_str()) {
+                // Blame the copy: the file changed last (the later name when equally old).
+                let (copy, copy_position, original) = if modified(first) > modified(&file) {
+                    (first, *first_position, &file)
+                } else {
+                    (&file, position, first)
+                };
                 problems.push(Problem::at(
-                    &file,
+                    copy,
                     "cvr",
-                    position,
+                    copy_position,
                     format!(
                         "CVR {cvr} is already configured in {}; one file per municipality",
-                        first.display()
+                        original.display()
                     ),
                 ));
                 continue;
             }
-            by_cvr.insert(cvr.as_str().to_owned(), file.clone());
+            by_cvr.insert(cvr.as_str().to_owned(), (file.clone(), position));
         }
         customers.extend(loaded.customer);
     }

@@ -108,6 +108,89 @@ impl fmt::Display for Problem {
     }
 }
 
+/// The field names a struct deriving `Deserialize` knows, read from what serde's derive hands
+/// to `deserialize_struct` (so the list cannot drift from the struct).
+pub(crate) fn struct_fields<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
+    struct Capture<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Capture<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("fields captured"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Capture(&mut fields));
+    fields
+}
+
+/// The known name closest to `unknown` when it is close enough to be a typo (`nmae` → `name`).
+pub(crate) fn nearest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(unknown, k), *k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+/// The message for an unknown key: the nearest known one when there is one, else where the
+/// known ones are documented.
+pub(crate) fn unknown_key_message(dotted: &str, known: &[&str], documented_in: &str) -> String {
+    let leaf = dotted.rsplit('.').next().unwrap_or(dotted);
+    match nearest(leaf, known) {
+        Some(suggestion) => format!("unknown field; did you mean `{suggestion}`?"),
+        None => format!(
+            "unknown field; the known ones here are {}; every one is documented in {documented_in}",
+            known
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The dotted key assigned on the line holding byte `offset` of `text` (`[defaults]` then
+/// `language = 1` gives `defaults.language`), to name the field of a problem the TOML parser
+/// reports by position only (for example a number where a string is expected).
+pub(crate) fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = &text[..offset.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('#') || key.starts_with('[') {
+        return None;
+    }
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim_start)
+        .find_map(|l| l.strip_prefix('[').and_then(|h| h.split(']').next()))
+        .map(|h| h.trim_matches('[').trim().to_owned());
+    Some(match section {
+        Some(section) if !section.is_empty() => format!("{section}.{key}"),
+        _ => key.to_owned(),
+    })
+}
+
 /// Every problem found in one load, at least one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Problems(pub Vec<Problem>);
@@ -147,6 +230,44 @@ mod tests {
             Position::of_offset(text, second),
             Position { line: 2, column: 4 }
         );
+    }
+
+    #[test]
+    fn a_typo_gets_the_nearest_known_key_and_nonsense_gets_the_list() {
+        assert_eq!(nearest("nmae", &["cvr", "name", "domains"]), Some("name"));
+        assert_eq!(
+            nearest("jitter_secs", &["jitter_seconds", "enabled"]),
+            Some("jitter_seconds")
+        );
+        assert_eq!(nearest("zzz", &["cvr", "name"]), None);
+        let message = unknown_key_message("guards.qq", &["max_deactivations"], "x.toml");
+        assert!(message.contains("`max_deactivations`"), "{message}");
+    }
+
+    #[test]
+    fn the_key_of_a_line_is_found_with_its_section() {
+        let text = "cvr = 1\n[defaults]\nlanguage = 2\n# x = 1\n";
+        assert_eq!(
+            key_at(text, text.find('1').unwrap()).as_deref(),
+            Some("cvr")
+        );
+        assert_eq!(
+            key_at(text, text.find('2').unwrap()).as_deref(),
+            Some("defaults.language")
+        );
+        assert_eq!(key_at(text, text.find('#').unwrap()), None);
+    }
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Two {
+        alpha: u8,
+        beta: u8,
+    }
+
+    #[test]
+    fn struct_fields_come_from_the_derive() {
+        assert_eq!(struct_fields::<Two>(), &["alpha", "beta"]);
     }
 
     #[test]

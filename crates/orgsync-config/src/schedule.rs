@@ -14,6 +14,41 @@ pub struct Schedule {
     timezone: Tz,
 }
 
+/// Checks every number of every field against its range (`hour 25 is out of range 0-23`),
+/// which the cron parser reports without naming the field.
+fn check_ranges(expression: &str, with_seconds: bool) -> Result<(), String> {
+    const FIELDS: [(&str, u32, u32); 6] = [
+        ("second", 0, 59),
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 7),
+    ];
+    let names = if with_seconds {
+        &FIELDS[..]
+    } else {
+        &FIELDS[1..]
+    };
+    for ((name, low, high), field) in names.iter().zip(expression.split_whitespace()) {
+        for part in field.split(',') {
+            // `a-b/step`: the step is a count, not a value of the field.
+            let values = part.split('/').next().unwrap_or(part);
+            for value in values.split('-') {
+                if let Ok(n) = value.parse::<u32>()
+                    && !(*low..=*high).contains(&n)
+                {
+                    return Err(format!(
+                        "{expression:?}: {name} {n} is out of range {low}-{high} (fields: {}minute hour day-of-month month day-of-week)",
+                        if with_seconds { "second " } else { "" }
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Schedule {
     /// Parses `expression` (`minute hour day-of-month month day-of-week`, optionally with a
     /// leading seconds field) for the time zone `timezone`.
@@ -24,6 +59,7 @@ impl Schedule {
                 "{expression:?} has {fields} fields; expected 5 (minute hour day month weekday), or 6 with seconds first"
             ));
         }
+        check_ranges(expression, fields == 6)?;
         let cron = croner::Cron::from_str(expression)
             .map_err(|e| format!("{expression:?} is not a cron expression: {e}"))?;
         Ok(Schedule {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::ENV_PREFIX;
-use crate::problem::{Position, Problem};
+use crate::problem::{self, Position, Problem};
 
 /// The service configuration.
 #[derive(Debug, Deserialize)]
@@ -47,6 +47,11 @@ pub struct RedisConfig {
     /// Prefix of every Redis key orgsync writes, so several installations can share a Redis.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// With a `rediss://` URL: a PEM file with the certificate authorities that signed the
+    /// server's certificate, used instead of the system's trust store. Relative paths are
+    /// relative to the working directory.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -54,6 +59,7 @@ impl Default for RedisConfig {
         RedisConfig {
             url: default_redis_url(),
             key_prefix: default_key_prefix(),
+            tls_ca_file: None,
         }
     }
 }
@@ -94,7 +100,7 @@ impl std::fmt::Display for StsEnvironment {
 #[serde(rename_all = "lowercase")]
 pub enum StsProfile {
     /// Organisation 6 on Støttesystemerne: SOAP 1.2, entity ID
-    /// `http://stoettesystemerne.dk/service/organisation/3` (PROTOCOL.md).
+    /// `http://stoettesystemerne.dk/service/organisation/3` (docs/sts-protocol.md).
     #[default]
     Stoettesystemerne,
     /// The legacy Serviceplatformen contract (SF1500 v5): SOAP 1.1, entity ID configurable.
@@ -175,7 +181,7 @@ pub struct StsConfig {
     #[serde(default)]
     pub sts_certificate_files: Vec<PathBuf>,
     /// The Organisation service certificates (PEM or DER), shown by `config check`. Response
-    /// signatures are not verified yet (PROTOCOL.md §6 calls it optional).
+    /// signatures are not verified yet (docs/sts-protocol.md §6 calls it optional).
     #[serde(default)]
     pub service_certificate_files: Vec<PathBuf>,
     /// An extra TLS trust anchor (PEM or DER), e.g. the simulator's `ca.pem`. KOMBIT's hosts use
@@ -388,6 +394,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// The keys a table of orgsync.toml knows (`""` is the top level), for suggestions.
+fn known_fields(section: &str) -> &'static [&'static str] {
+    match section {
+        "" => problem::struct_fields::<ServiceConfig>(),
+        "redis" => problem::struct_fields::<RedisConfig>(),
+        "sts" => problem::struct_fields::<StsConfig>(),
+        "runs" => problem::struct_fields::<crate::RunsConfig>(),
+        "worker" => problem::struct_fields::<crate::WorkerConfig>(),
+        "web" => problem::struct_fields::<WebConfig>(),
+        "log" => problem::struct_fields::<LogConfig>(),
+        _ => &[],
+    }
+}
+
 /// Loads `path` with environment overrides, adding every problem to `problems`.
 pub(crate) fn load(path: &Path, problems: &mut Vec<Problem>) -> Option<ServiceConfig> {
     let text = match std::fs::read_to_string(path) {
@@ -423,11 +443,16 @@ pub(crate) fn load(path: &Path, problems: &mut Vec<Problem>) -> Option<ServiceCo
                 } else {
                     (path.to_owned(), Position::of_key(&text, &key))
                 };
+                let section = key.rsplit_once('.').map_or("", |(section, _)| section);
                 problems.push(Problem::at(
                     &file,
                     &key,
                     position,
-                    "unknown field; the known ones are documented in config/orgsync.toml",
+                    problem::unknown_key_message(
+                        &key,
+                        known_fields(section),
+                        "config/orgsync.toml",
+                    ),
                 ));
             })
             .map(|_: ServiceConfig| ());
@@ -494,6 +519,23 @@ fn check(
         let from_env = figment.find_metadata(field).is_some_and(is_environment);
         problems.push(located(path, text, field, from_env, message));
     };
+    let scheme = Url::parse(service.redis.url.expose_secret())
+        .map(|u| u.scheme().to_owned())
+        .unwrap_or_default();
+    if let Some(ca) = &service.redis.tls_ca_file {
+        if scheme != "rediss" {
+            problem(
+                "redis.tls_ca_file",
+                "is set, but redis.url is not rediss:// (TLS); use rediss:// or remove it"
+                    .to_owned(),
+            );
+        } else if !ca.is_file() {
+            problem(
+                "redis.tls_ca_file",
+                format!("{} is not a readable file", ca.display()),
+            );
+        }
+    }
     match Url::parse(service.redis.url.expose_secret()) {
         Ok(url) if matches!(url.scheme(), "redis" | "rediss") => {}
         Ok(url) => problem(

@@ -151,6 +151,96 @@ fn two_customer_files_with_the_same_cvr_are_refused() {
 }
 
 #[test]
+fn a_duplicate_cvr_blames_the_newer_copy_even_when_it_sorts_first() {
+    let dir = copy_with(|demo| demo);
+    let original = dir.path().join("customers/demo.toml");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(&original)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    fs::copy(&original, dir.path().join("customers/aa-copy.toml")).unwrap();
+    let found = problems(dir.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("aa-copy.toml:6:7: cvr:")
+            && found[0].contains("already configured in")
+            && found[0].ends_with("demo.toml; one file per municipality"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_cron_value_out_of_range_names_the_field_and_the_range() {
+    let dir =
+        copy_with(|demo| demo.replace("schedule = \"0 0 * * *\"", "schedule = \"0 25 * * *\""));
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains(": schedule:") && p.contains("hour 25 is out of range 0-23")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn an_unknown_key_suggests_the_nearest_known_one() {
+    let dir = copy_with(|demo| {
+        demo.replace(
+            "name = \"Demo Kommune\"",
+            "name = \"Demo Kommune\"\njitter_secs = 5",
+        )
+        .replace("currency = \"DKK\"", "currency = \"DKK\"\nlanguag = \"da\"")
+    });
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains(": jitter_secs: unknown field; did you mean `jitter_seconds`?")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains(": defaults.languag: unknown field; did you mean `language`?")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn an_unknown_service_key_suggests_the_nearest_known_one() {
+    let dir = copy_with(|demo| demo);
+    let service = dir.path().join("orgsync.toml");
+    let text = fs::read_to_string(&service).unwrap();
+    fs::write(
+        &service,
+        text.replace("[redis]", "[redis]\nkey_prefx = \"x\""),
+    )
+    .unwrap();
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("redis.key_prefx: unknown field; did you mean `key_prefix`?")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn an_integer_cvr_names_the_field() {
+    let dir = copy_with(|demo| demo.replace("cvr = \"11111111\"", "cvr = 11111111"));
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("demo.toml:6:7: cvr: invalid type: integer")),
+        "{found:?}"
+    );
+}
+
+#[test]
 fn a_malformed_file_names_its_line() {
     let dir = copy_with(|demo| demo.replace("name = \"Demo Kommune\"", "name = Demo Kommune"));
     let found = problems(dir.path());

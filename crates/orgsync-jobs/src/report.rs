@@ -1,4 +1,4 @@
-//! The run report (DESIGN.md §2 step 6): what one run of one customer did, kept for the
+//! The run report (docs/design.md §2 step 6): what one run of one customer did, kept for the
 //! configured retention and shown by `orgsync runs`, `orgsync runs show` and `sync --wait`.
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! The planner: (validated snapshot, target state, customer policy, today) → the changes to make.
 //!
-//! It implements DESIGN.md §2 steps 3-5. The plan is data: target adapters execute it, the CLI
+//! It implements docs/design.md §2 steps 3-5. The plan is data: target adapters execute it, the CLI
 //! prints it (text or JSON, see [`crate::render`]), and [`crate::apply`] replays it on a
 //! [`TargetState`] for tests.
 

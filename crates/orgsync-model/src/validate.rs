@@ -1,4 +1,4 @@
-//! Snapshot validation (DESIGN.md §2 step 2): structural faults refuse the snapshot, everything
+//! Snapshot validation (docs/design.md §2 step 2): structural faults refuse the snapshot, everything
 //! else becomes an issue in the run report while the usable rest goes on to the planner.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

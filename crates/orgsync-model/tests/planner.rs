@@ -1,4 +1,4 @@
-//! Data-driven tests of the sync rules (DESIGN.md §2 steps 3-5), one or more per rule.
+//! Data-driven tests of the sync rules (docs/design.md §2 steps 3-5), one or more per rule.
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure message
 
 mod common;

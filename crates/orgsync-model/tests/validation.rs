@@ -1,4 +1,4 @@
-//! Snapshot validation (DESIGN.md §2 step 2): structural faults refuse, the rest are issues.
+//! Snapshot validation (docs/design.md §2 step 2): structural faults refuse, the rest are issues.
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure message
 
 mod common;

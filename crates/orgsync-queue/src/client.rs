@@ -74,12 +74,22 @@ impl QueueHandle {
     /// Connects and checks that Redis answers. The error names the URL, password masked.
     pub async fn connect(config: QueueConfig) -> Result<Self, QueueError> {
         let masked_url = mask_url(&config.redis_url);
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(|source| {
-            QueueError::InvalidUrl {
-                url: masked_url.clone(),
-                source,
-            }
-        })?;
+        let invalid = |source| QueueError::InvalidUrl {
+            url: masked_url.clone(),
+            source,
+        };
+        let client = match &config.tls_ca_pem {
+            // rediss:// verified against the given CA rather than the system's trust store.
+            Some(ca) => redis::Client::build_with_tls(
+                config.redis_url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            None => redis::Client::open(config.redis_url.as_str()),
+        }
+        .map_err(invalid)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
@@ -102,6 +112,13 @@ impl QueueHandle {
             config: Arc::new(config),
             masked_url,
         })
+    }
+
+    /// Whether Redis answers now (a `PING` within the response timeout): readiness probes.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
     }
 
     /// The settings this handle was opened with.

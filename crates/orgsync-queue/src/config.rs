@@ -24,6 +24,9 @@ pub struct QueueConfig {
     pub error_log_max_len: usize,
     /// Jobs per enqueue script call.
     pub enqueue_chunk: usize,
+    /// For `rediss://`: the certificate authorities (PEM) that signed the server's certificate,
+    /// instead of the system's trust store (a private CA, as managed Redis services use).
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for QueueConfig {
@@ -37,6 +40,7 @@ impl std::fmt::Debug for QueueConfig {
             .field("succeeded_retention", &self.succeeded_retention)
             .field("error_log_max_len", &self.error_log_max_len)
             .field("enqueue_chunk", &self.enqueue_chunk)
+            .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -53,6 +57,7 @@ impl QueueConfig {
             succeeded_retention: Duration::from_secs(7 * 24 * 3600),
             error_log_max_len: 100_000,
             enqueue_chunk: 1000,
+            tls_ca_pem: None,
         }
     }
 }

@@ -44,6 +44,7 @@ mod client;
 mod config;
 mod error;
 mod keys;
+pub mod metrics;
 mod model;
 mod object_log;
 #[cfg(test)]

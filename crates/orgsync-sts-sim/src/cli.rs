@@ -34,7 +34,7 @@ pub struct SimArgs {
     /// Snapshot JSON fixtures to serve (repeatable); each brings its own CVR.
     #[arg(long = "fixture")]
     pub fixtures: Vec<PathBuf>,
-    /// Fixed latency per call in ms; without it the SIZES.md §5 model applies (150-400 ms, 1-5 s per 500-row page).
+    /// Fixed latency per call in ms; without it the docs/sizes.md §5 model applies (150-400 ms, 1-5 s per 500-row page).
     #[arg(long)]
     pub latency_ms: Option<u64>,
     /// Probability (0-1) that a call fails with HTTP 503 or a SOAP fault.

@@ -1,4 +1,4 @@
-//! Synthetic municipalities by size and seed (SIZES.md §4), deterministic, returned as the model's Snapshot.
+//! Synthetic municipalities by size and seed (docs/sizes.md §4), deterministic, returned as the model's Snapshot.
 //!
 //! The snapshot is the simulator's truth: it includes ended positions (valid_to in the past),
 //! which the simulator serves with their history and a correct client leaves out. Use
@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
-/// A synthetic profile of SIZES.md §4.
+/// A synthetic profile of docs/sizes.md §4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Size {
     /// Læsø: 30 units, 310 users, depth 3.

@@ -1,6 +1,6 @@
 //! STS Organisation 6 simulator: synthetic or fixture municipalities served over the same SOAP 1.2 wire protocol as KOMBIT's service.
 //!
-//! * [`generate`] builds municipalities by size and seed (SIZES.md §4), as the model's Snapshot.
+//! * [`generate`] builds municipalities by size and seed (docs/sizes.md §4), as the model's Snapshot.
 //! * [`world::World`] indexes a Snapshot and renders its STS objects (units, users, persons,
 //!   addresses, functions) as XML exactly as the v6 XSDs order them, with JAXB-style prefixes.
 //! * [`server::Simulator`] runs the axum server in-process (`127.0.0.1:0`) with latency and

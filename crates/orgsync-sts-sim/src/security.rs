@@ -1,6 +1,6 @@
 //! The simulated STS (SOAP WS-Trust and REST JSON) issuing holder-of-key SAML assertions, and the WS-Security checks of the Organisation services under `--require-signatures`.
 //!
-//! Assertions follow KOMBIT's real exttest response (PROTOCOL.md §5): issuer, enveloped
+//! Assertions follow KOMBIT's real exttest response (docs/sts-protocol.md §5): issuer, enveloped
 //! RSA-SHA256 signature with the STS certificate, holder-of-key subject confirmation with the
 //! caller's certificate, audience = the entity ID asked for, the `CvrNumberIdentifier`
 //! attribute, 8 hours. The STS refuses a CVR the simulator does not serve with

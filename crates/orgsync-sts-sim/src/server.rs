@@ -32,7 +32,7 @@ use crate::xml::{XmlWriter, read_request};
 /// The HTTP header carrying the caller's CVR (the unsigned stand-in for the token's CvrNumberIdentifier).
 pub const SIM_CVR_HEADER: &str = "x-orgsync-sim-cvr";
 
-/// How long calls take. Defaults to none; [`LatencyModel::sizes`] is SIZES.md §5.
+/// How long calls take. Defaults to none; [`LatencyModel::sizes`] is docs/sizes.md §5.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LatencyModel {
     /// Every call: uniform between these (ms).
@@ -64,7 +64,7 @@ impl LatencyModel {
         }
     }
 
-    /// SIZES.md §5: 150-400 ms per call, 1-5 s for 500-row soeg/hierarchy pages, no tail
+    /// docs/sizes.md §5: 150-400 ms per call, 1-5 s for 500-row soeg/hierarchy pages, no tail
     /// (set `tail_probability` to 0.01 and `tail_ms` to 20-60 s for the documented tail).
     pub fn sizes() -> LatencyModel {
         LatencyModel {

@@ -1,4 +1,4 @@
-//! Wire names the simulator speaks (PROTOCOL.md §2, §9), written down independently of the client so that the XSD tests check both.
+//! Wire names the simulator speaks (docs/sts-protocol.md §2, §9), written down independently of the client so that the XSD tests check both.
 
 use uuid::Uuid;
 

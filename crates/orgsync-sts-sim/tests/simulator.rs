@@ -1,4 +1,4 @@
-//! The simulator: deterministic synthetic data with the SIZES.md shape, fixtures, live replacement, several municipalities, and the CLI.
+//! The simulator: deterministic synthetic data with the docs/sizes.md shapes, fixtures, live replacement, several municipalities, and the CLI.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions may unwrap: a panic is the failure message
 

@@ -1,4 +1,4 @@
-//! Benchmark: read a synthetic municipality from the simulator (SIZES.md §5 latency) in bulk and per unit, with the default politeness limits.
+//! Benchmark: read a synthetic municipality from the simulator (docs/sizes.md §5 latency) in bulk and per unit, with the default politeness limits.
 //!
 //! `cargo bench -p orgsync-sts` reads `xl`. Environment: `ORGSYNC_BENCH_SIZE` (xs|s|m|l|xl|stress),
 //! `ORGSYNC_BENCH_LATENCY` (`sizes` (default) or a fixed number of ms), `ORGSYNC_BENCH_PER_UNIT_MAX`

@@ -1,4 +1,4 @@
-//! The bitemporal rules of PROTOCOL.md §7, turning parsed registrations into plain records.
+//! The bitemporal rules of docs/sts-protocol.md §7, turning parsed registrations into plain records.
 //!
 //! * Of several `Registrering`, the one with the latest `Tidspunkt` counts.
 //! * `LivscyklusKode` `Passiveret` or `Slettet` means the object does not exist.

@@ -17,7 +17,7 @@ pub enum Environment {
     Production,
 }
 
-/// Everything the client needs, with the defaults of PROTOCOL.md §12 and SIZES.md §5.
+/// Everything the client needs, with the defaults of docs/sts-protocol.md §12 and docs/sizes.md §5.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// The STS installation.

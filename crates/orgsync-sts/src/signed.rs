@@ -1,4 +1,4 @@
-//! The signed transport: every Organisation call carries the WS-Security header of PROTOCOL.md §6 (holder-of-key with the municipality's token) and goes over mutual TLS.
+//! The signed transport: every Organisation call carries the WS-Security header of docs/sts-protocol.md §6 (holder-of-key with the municipality's token) and goes over mutual TLS.
 //!
 //! Header: `wsa:Action`, the KOMBIT `RequestHeader` with the call's fresh TransactionUUID,
 //! `wsa:MessageID`, `wsa:ReplyTo`, `wsa:To`, and `wsse:Security` with a `wsu:Timestamp` (UTC,

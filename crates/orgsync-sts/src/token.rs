@@ -1,4 +1,4 @@
-//! STS tokens: the signed WS-Trust 1.3 issue request (PROTOCOL.md §5) or its REST JSON variant, the response with the SAML assertion kept byte for byte, and the cache per (entity ID, CVR).
+//! STS tokens: the signed WS-Trust 1.3 issue request (docs/sts-protocol.md §5) or its REST JSON variant, the response with the SAML assertion kept byte for byte, and the cache per (entity ID, CVR).
 //!
 //! One token per municipality: every signed call for a CVR uses the cached assertion until its
 //! `NotOnOrAfter` minus a margin; concurrent callers wait for the one issue request in flight.
@@ -35,7 +35,7 @@ use crate::xml::{self, Body, XmlWriter};
 /// How tokens are requested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TokenProtocol {
-    /// SOAP 1.2 WS-Trust 1.3, signed (PROTOCOL.md §5): the default.
+    /// SOAP 1.2 WS-Trust 1.3, signed (docs/sts-protocol.md §5): the default.
     #[default]
     Soap,
     /// The REST JSON issue endpoint (`…/runtime/api/rest/wstrust/v1/issue`), mutual TLS only.
@@ -436,7 +436,7 @@ pub fn wsu_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Builds the signed SOAP 1.2 WS-Trust issue request (PROTOCOL.md §5) for one CVR.
+/// Builds the signed SOAP 1.2 WS-Trust issue request (docs/sts-protocol.md §5) for one CVR.
 pub fn soap_request(
     options: &TokenOptions,
     identity: &ClientIdentity,
@@ -563,7 +563,7 @@ pub fn soap_request(
         .map_err(|e| TokenError::Identity(e.to_string()))
 }
 
-/// The REST JSON issue request (PROTOCOL.md §5, "REST variant").
+/// The REST JSON issue request (docs/sts-protocol.md §5, "REST variant").
 pub fn rest_request(
     options: &TokenOptions,
     identity: &ClientIdentity,

@@ -30,7 +30,7 @@ pub struct SoapCall {
     pub operation: Operation,
     /// The full URL of the service (`<base>/<svc>/6/`).
     pub url: Url,
-    /// The SOAP action (PROTOCOL.md §2).
+    /// The SOAP action (docs/sts-protocol.md §2).
     pub action: String,
     /// The body payload: one element (`SoegInput`, `ListInput`, ...) declaring its own namespaces.
     pub payload: String,

@@ -1,4 +1,4 @@
-//! Names on the wire of Organisation 6 (PROTOCOL.md §2, §9): services, operations, namespaces, SOAP actions and well-known class UUIDs.
+//! Names on the wire of Organisation 6 (docs/sts-protocol.md §2, §9): services, operations, namespaces, SOAP actions and well-known class UUIDs.
 
 use uuid::Uuid;
 

@@ -181,7 +181,7 @@ fn xmlsec1_verifies_the_signed_token_request_and_refuses_a_changed_one() {
         output.contains("SignedInfo References (ok/all): 7/7"),
         "{output}"
     );
-    // PROTOCOL.md §5: the CVR claim, the AppliesTo and the certificate in the body.
+    // docs/sts-protocol.md §5: the CVR claim, the AppliesTo and the certificate in the body.
     assert!(request.contains("<auth:Value>29189846</auth:Value>"));
     assert!(
         request.contains(
@@ -278,7 +278,7 @@ fn the_signed_service_call_verifies_independently_of_our_code() {
         .transport(SignedOptions::default())
         .signed_envelope(&call(), &token)
         .unwrap();
-    // PROTOCOL.md §6: the assertion unchanged, the reference, millisecond UTC timestamps.
+    // docs/sts-protocol.md §6: the assertion unchanged, the reference, millisecond UTC timestamps.
     assert!(envelope.contains(token.assertion_xml()));
     assert!(envelope.contains(&format!("<o:KeyIdentifier ValueType=\"http://docs.oasis-open.org/wss/oasis-wss-saml-token-profile-1.1#SAMLID\">{}</o:KeyIdentifier>", token.id())));
     let created = element(&envelope, "<u:Created>", "</u:Created>");

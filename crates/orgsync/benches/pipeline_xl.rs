@@ -1,5 +1,5 @@
 //! Benchmark: the whole pipeline on a synthetic municipality, as in production: the STS
-//! simulator with SIZES.md §5's latency model, an `orgsync worker` process with the default
+//! simulator with docs/sizes.md §5's latency model, an `orgsync worker` process with the default
 //! politeness limits (4 calls in flight, 14 calls/s) and the SQLite target, Redis at
 //! 127.0.0.1:6379. Runs a first sync and a no-change second sync side by side and prints one
 //! table: wall time, STS calls, target writes, department jobs, worker peak memory, and what the

@@ -31,10 +31,7 @@ pub(crate) async fn run(
         Err(problems) => {
             let mut stderr = std::io::stderr().lock();
             write!(stderr, "error: {problems}")?;
-            writeln!(
-                stderr,
-                "Nothing was run. Fix the problems above and run `orgsync config check` again."
-            )?;
+            writeln!(stderr, "Fix them and run `orgsync config check` again.")?;
             Ok(ExitCode::FAILURE)
         }
     }

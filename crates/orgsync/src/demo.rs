@@ -43,6 +43,10 @@ pub(crate) struct DemoArgs {
     /// that neither a real installation nor another demo directory shares its runs).
     #[arg(long)]
     pub key_prefix: Option<String>,
+    /// Remove the demo's Redis keys (jobs, run reports, locks) when it exits. Without it they
+    /// stay in a shared Redis, so that `runs` still shows the demo's runs afterwards.
+    #[arg(long)]
+    pub remove_keys: bool,
 }
 
 /// A private Redis, stopped when dropped.
@@ -269,10 +273,12 @@ pub(crate) async fn run(
         "\nThe target database: {database}\n  sqlite3 {database} 'select user_name, first_name, last_name, active from users limit 10'"
     )?;
 
-    let orgsync = format!(
-        "cargo run -q -p orgsync -- --config {}",
-        demo_config.display()
-    );
+    // The binary that runs now, not `cargo run`: that waits silently on cargo's build lock
+    // while anything else builds.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "orgsync".to_owned());
+    let orgsync = format!("{exe} --config {}", demo_config.display());
     if report.state == orgsync_jobs::report::RunState::Held {
         writeln!(
             out,
@@ -300,6 +306,26 @@ pub(crate) async fn run(
     stop_worker();
     let _ = worker.await;
     sim.shutdown().await;
+    if private.is_none() {
+        if args.remove_keys {
+            let removed = pipeline
+                .queue()
+                .purge_all_keys()
+                .await
+                .context("cannot remove the demo's Redis keys")?;
+            writeln!(
+                out,
+                "Removed the demo's {removed} Redis keys (prefix {key_prefix})."
+            )?;
+        } else {
+            writeln!(
+                out,
+                "The demo's jobs and run reports stay in Redis at {} under the key prefix {key_prefix}; \
+                 to remove them, run the demo again with --remove-keys (add --once to exit at once).",
+                orgsync_queue::mask_url(&redis_url)
+            )?;
+        }
+    }
     drop(private);
     Ok(crate::runs::exit_code(report.state))
 }

@@ -55,7 +55,10 @@ fn subscriber(default: &str, json: bool, sentry: bool) {
         orgsync_support::sentry::layer().with_filter(tracing_subscriber::filter::LevelFilter::INFO)
     });
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(sentry);
+    // Every event that passes the filter is also counted for `/metrics`.
+    let registry = tracing_subscriber::registry()
+        .with(sentry)
+        .with(crate::ops::LogCounter.with_filter(filter.clone()));
     let _ = if json {
         registry.with(fmt.json().with_filter(filter)).try_init()
     } else {
@@ -71,5 +74,67 @@ fn subscriber(default: &str, json: bool, sentry: bool) {
 /// Prints a fatal error and its causes to stderr: `error: what failed: because ...`.
 pub(crate) fn report_error(error: &anyhow::Error) {
     let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "error: {error:#}");
+    let _ = writeln!(stderr, "error: {}", error_chain(error));
+}
+
+/// The error and its causes joined with `: `, leaving out a cause whose text the message before
+/// it already ends with (many errors print their source in their own message, and redis-rs
+/// repeats its I/O error's text, so `{:#}` would say the same thing up to three times).
+pub(crate) fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
+/// Whether the error is a write to a closed pipe (`orgsync runs | head -3`): the reader has
+/// what it wanted, which is no failure of ours.
+pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("Redis at redis://x is unreachable: {source}")]
+    struct Outer {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let error = anyhow::Error::new(Outer { source: io }).context("cannot open the job queue");
+        assert_eq!(
+            error_chain(&error),
+            "cannot open the job queue: Redis at redis://x is unreachable: Connection refused"
+        );
+    }
+
+    #[test]
+    fn distinct_causes_are_all_printed() {
+        let error = anyhow::anyhow!("no such file").context("reading a.toml");
+        assert_eq!(error_chain(&error), "reading a.toml: no such file");
+    }
+
+    #[test]
+    fn a_broken_pipe_is_recognised_by_its_kind() {
+        let pipe = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "Broken pipe");
+        assert!(is_broken_pipe(&anyhow::Error::new(pipe).context("writing")));
+        let other = std::io::Error::other("Broken pipe");
+        assert!(!is_broken_pipe(&anyhow::Error::new(other)));
+    }
 }

@@ -6,6 +6,7 @@ mod config_check;
 mod demo;
 mod explain;
 mod logging;
+mod ops;
 mod runs;
 mod sts;
 mod targets;
@@ -63,14 +64,33 @@ enum Command {
     /// run did to it and why), and what the next run would do now and why.
     Explain(explain::ExplainArgs),
     /// Consume jobs (SyncCustomer, SyncDepartment, FinishRun) until Ctrl-C or SIGTERM; running
-    /// jobs finish first.
-    Worker,
+    /// jobs finish first (within --shutdown-grace; a second signal stops at once).
+    Worker(RoleArgs),
     /// Enqueue a run at every customer's schedule fire (cron in its time zone, with jitter).
     /// Safe to run in several processes: each fire is enqueued once.
-    Scheduler,
+    Scheduler(RoleArgs),
     /// One process with everything: the STS simulator with a synthetic municipality, an SQLite
     /// target, Redis (a private one when none answers), a worker, and one full run with progress.
     Demo(demo::DemoArgs),
+}
+
+/// What supervisors need from a long-running role.
+#[derive(Debug, clap::Args)]
+struct RoleArgs {
+    /// Serve `/health` (alive), `/ready` (Redis answers, not draining) and `/metrics`
+    /// (Prometheus text) on this address, for example `0.0.0.0:9464`. Off by default.
+    #[arg(long, value_name = "ADDR", env = "ORGSYNC_METRICS_BIND")]
+    metrics_bind: Option<std::net::SocketAddr>,
+    /// After the first SIGTERM or Ctrl-C, how long running jobs may take to finish, in seconds;
+    /// then (or on a second signal) the process exits at once with status 1 and the jobs it
+    /// held are taken over by a live worker once its heartbeat expires (about 45 s).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        env = "ORGSYNC_SHUTDOWN_GRACE"
+    )]
+    shutdown_grace: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,7 +111,7 @@ fn main() -> ExitCode {
     match cli.command {
         // The long-running roles log as `[log]` says (when the configuration loads; an invalid
         // one is reported below); the worker also reports to Sentry when a DSN is set.
-        Command::Worker => match orgsync_config::load(&cli.config) {
+        Command::Worker(_) => match orgsync_config::load(&cli.config) {
             Ok(config) => match logging::init_worker(&config) {
                 Ok(guard) => _sentry = guard,
                 Err(error) => {
@@ -102,22 +122,35 @@ fn main() -> ExitCode {
             },
             Err(_) => logging::init("info"),
         },
-        Command::Scheduler => match orgsync_config::load(&cli.config) {
+        Command::Scheduler(_) => match orgsync_config::load(&cli.config) {
             Ok(config) => logging::init_from(&config.service.log),
             Err(_) => logging::init("info"),
         },
         Command::Sim(_) => logging::init("info"),
         _ => logging::init("warn"),
     }
-    let result = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(run(cli)),
-        Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
+        Ok(runtime) => runtime,
+        Err(e) => {
+            logging::report_error(&anyhow::Error::new(e).context("cannot start the async runtime"));
+            return ExitCode::FAILURE;
+        }
     };
+    let result = runtime.block_on(run(cli));
+    if let Err(error) = &result
+        && error.downcast_ref::<ops::ForcedStop>().is_some()
+    {
+        // Exit now: dropping the runtime would wait for the jobs still running.
+        logging::report_error(error);
+        std::process::exit(1);
+    }
     match result {
         Ok(code) => code,
+        // `orgsync runs | head -3`: the reader closed the pipe; stop quietly.
+        Err(error) if logging::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             logging::report_error(&error);
             ExitCode::FAILURE
@@ -166,10 +199,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pipeline = wiring::pipeline(Arc::new(load_config(&cli.config)?)).await?;
             explain::run(&pipeline, &args, &mut stdout).await
         }
-        Command::Worker => {
+        Command::Worker(role) => {
+            let signals = ops::Signals::install()?;
             let config = Arc::new(load_config(&cli.config)?);
             let settings = wiring::worker_settings(&config);
             let pipeline = wiring::pipeline(config.clone()).await?;
+            start_ops(&role, pipeline.queue(), "worker", &signals).await?;
             tracing::info!(
                 redis = %pipeline.queue().redis_url_masked(),
                 customers = config.customers.len(),
@@ -177,29 +212,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 settings.customers,
                 settings.departments
             );
-            orgsync_jobs::worker::run(pipeline, settings, orgsync_queue::shutdown_signal())
-                .await
-                .context("the worker stopped")?;
+            let first = signals.nth(1);
+            let shutdown = async move {
+                first.await;
+                Ok(())
+            };
+            let grace = std::time::Duration::from_secs(role.shutdown_grace);
+            ops::run_role(
+                "worker",
+                &signals,
+                grace,
+                Box::pin(async {
+                    orgsync_jobs::worker::run(pipeline, settings, shutdown)
+                        .await
+                        .context("the worker stopped")
+                }),
+            )
+            .await?;
             tracing::info!("worker stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Scheduler => {
+        Command::Scheduler(role) => {
+            let signals = ops::Signals::install()?;
             let config = Arc::new(load_config(&cli.config)?);
             let (customers, options) = wiring::scheduled(&config);
             let pipeline = wiring::pipeline(config.clone()).await?;
+            start_ops(&role, pipeline.queue(), "scheduler", &signals).await?;
             tracing::info!(
                 redis = %pipeline.queue().redis_url_masked(),
                 "scheduler started: {} enabled customers, grace {} min",
                 customers.len(),
                 options.grace.as_secs() / 60
             );
-            orgsync_jobs::scheduler::run(
-                pipeline,
-                customers,
-                options,
-                orgsync_queue::shutdown_signal(),
+            let first = signals.nth(1);
+            let shutdown = async move {
+                first.await;
+                Ok(())
+            };
+            let grace = std::time::Duration::from_secs(role.shutdown_grace);
+            ops::run_role(
+                "scheduler",
+                &signals,
+                grace,
+                Box::pin(async {
+                    orgsync_jobs::scheduler::run(pipeline, customers, options, shutdown).await;
+                    Ok(())
+                }),
             )
-            .await;
+            .await?;
+            tracing::info!("scheduler stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => demo::run(&cli.config, &args, &mut stdout).await,
@@ -226,6 +287,20 @@ fn load_config(dir: &Path) -> anyhow::Result<orgsync_config::Config> {
             )
         }
     })
+}
+
+/// Starts the operations endpoints when `--metrics-bind` asks for them; they stop on the
+/// second signal or with the process.
+async fn start_ops(
+    role: &RoleArgs,
+    queue: &orgsync_queue::QueueHandle,
+    name: &'static str,
+    signals: &ops::Signals,
+) -> anyhow::Result<()> {
+    if let Some(bind) = role.metrics_bind {
+        ops::serve(bind, queue.clone(), name, signals, signals.nth(2)).await?;
+    }
+    Ok(())
 }
 
 async fn connect_queue(dir: &Path) -> anyhow::Result<orgsync_queue::QueueHandle> {

@@ -160,12 +160,19 @@ impl Sources for ConfigSources {
 /// The queue from `[redis]`.
 pub(crate) async fn queue(config: &Config) -> anyhow::Result<orgsync_queue::QueueHandle> {
     let redis = &config.service.redis;
-    orgsync_queue::QueueHandle::connect(orgsync_queue::QueueConfig::new(
+    let mut queue_config = orgsync_queue::QueueConfig::new(
         redis.url.expose_secret().to_owned(),
         redis.key_prefix.clone(),
-    ))
-    .await
-    .context("cannot open the job queue")
+    );
+    if let Some(ca) = &redis.tls_ca_file {
+        queue_config.tls_ca_pem = Some(
+            std::fs::read(ca)
+                .with_context(|| format!("cannot read [redis] tls_ca_file {}", ca.display()))?,
+        );
+    }
+    orgsync_queue::QueueHandle::connect(queue_config)
+        .await
+        .context("cannot open the job queue")
 }
 
 /// The pipeline of a configuration.

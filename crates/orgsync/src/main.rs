@@ -8,6 +8,7 @@ mod logging;
 mod runs;
 mod sts;
 mod targets;
+mod web;
 mod wiring;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,10 @@ enum Command {
     /// Enqueue a run at every customer's schedule fire (cron in its time zone, with jitter).
     /// Safe to run in several processes: each fire is enqueued once.
     Scheduler,
+    /// The operations dashboard: jobs, dead letters (search, replay, delete), runs, customers,
+    /// a JSON API under /api/, /metrics, /health and /ready. `web hash-password` makes a
+    /// password hash for `[[web.users]]`.
+    Web(web::WebArgs),
     /// One process with everything: the STS simulator with a synthetic municipality, an SQLite
     /// target, Redis (a private one when none answers), a worker, and one full run with progress.
     Demo(demo::DemoArgs),
@@ -88,7 +93,7 @@ fn main() -> ExitCode {
             Ok(config) => logging::init_from(&config.service.log),
             Err(_) => logging::init("info"),
         },
-        Command::Sim(_) => logging::init("info"),
+        Command::Sim(_) | Command::Web(_) => logging::init("info"),
         _ => logging::init("warn"),
     }
     let result = match tokio::runtime::Builder::new_multi_thread()
@@ -179,6 +184,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Web(args) => {
+            let config = match &args.action {
+                Some(web::WebAction::HashPassword) => None,
+                None => Some(Arc::new(load_config(&cli.config)?)),
+            };
+            match config {
+                Some(config) => web::run(config, &args).await,
+                None => web::run_hash_password(&mut stdout),
+            }
         }
         Command::Demo(args) => demo::run(&cli.config, &args, &mut stdout).await,
         Command::Sts(cmd) => {

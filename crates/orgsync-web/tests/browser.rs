@@ -56,6 +56,8 @@ struct Driver {
 
 impl Driver {
     async fn start() -> Driver {
+        // Both ring and aws-lc are linked into the test; fantoccini's rustls needs one chosen.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let port = free_port();
         let profile = tempfile::tempdir().unwrap();
         let driver = ["chromedriver", "/usr/bin/chromedriver"]
@@ -182,20 +184,27 @@ async fn login(c: &Client, base: &str, name: &str, password: &str) {
     c.find(Locator::Id("live")).await.unwrap();
 }
 
+/// The element's text; found again when the live overview replaced it meanwhile.
 async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let mut last = None;
+    for _ in 0..20 {
+        match c.find(Locator::Css(css)).await {
+            Ok(e) => match e.text().await {
+                Ok(t) => return t,
+                Err(err) => last = Some(err),
+            },
+            Err(err) => last = Some(err),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{css}: {last:?}");
 }
 
 async fn eventually(c: &Client, url: &str, css: &str, want: &str) -> String {
     for _ in 0..100 {
         c.goto(url).await.unwrap();
         if let Ok(e) = c.find(Locator::Css(css)).await {
-            let t = e.text().await.unwrap();
+            let t = e.text().await.unwrap_or_default();
             if t.contains(want) {
                 return t;
             }

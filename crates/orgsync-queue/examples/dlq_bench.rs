@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let cvr_class = DeadLetterFilter {
             customer: Some(customer(3)),
-            error_class: Some("target.rejected".into()),
+            error_class: Some("target.storage".into()),
             ..DeadLetterFilter::default()
         };
         let class = DeadLetterFilter {

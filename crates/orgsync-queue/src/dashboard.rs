@@ -20,6 +20,11 @@ use crate::scripts;
 /// serves other clients between them.
 const SCAN_BUDGET: u32 = 5_000;
 
+/// Script calls one page may make: a free-text search that matches little stops after
+/// `PAGE_CALLS * SCAN_BUDGET` candidates with a short page and a cursor to search on, so a
+/// page answers in bounded time however many dead letters there are.
+const PAGE_CALLS: usize = 1;
+
 /// One page of dead letters, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetterPage {
@@ -173,7 +178,8 @@ impl QueueHandle {
     /// One page of dead letters matching `filter`, newest first, from `cursor` (a previous
     /// page's `next_cursor`) on. Uses the dead-letter index: the smallest index of the
     /// filter's customer, job type, error class and run is scanned, the rest is checked per
-    /// candidate.
+    /// candidate. A page may hold fewer than `limit` with a `next_cursor` when the free text
+    /// matched little among the 5,000 candidates one page examines: search on from there.
     pub async fn dead_letter_page(
         &self,
         filter: &DeadLetterFilter,
@@ -184,13 +190,16 @@ impl QueueHandle {
         let limit = limit.clamp(1, 1_000);
         let mut cursor = cursor.map(parse_cursor).transpose()?;
         let mut ids: Vec<String> = Vec::new();
+        let mut calls = 0;
         let next_cursor = loop {
             let (status, next, found) = self
                 .dead_scan(filter, cursor.clone(), limit - ids.len())
                 .await?;
             ids.extend(found);
+            calls += 1;
             match status.as_str() {
                 "full" => break next,
+                "more" if next.is_some() && calls >= PAGE_CALLS => break next,
                 "more" if next.is_some() => cursor = next,
                 _ => break None,
             }
@@ -231,6 +240,20 @@ impl QueueHandle {
             ("run", &filter.run),
         ];
         let given: Vec<_> = indexed.iter().filter(|(_, v)| v.is_some()).collect();
+        let untimed = filter.since.is_none() && filter.until.is_none();
+        if filter.text.is_none() && untimed && given.len() >= 2 {
+            let keys: Vec<String> = given
+                .iter()
+                .filter_map(|(kind, v)| v.as_ref().map(|v| self.keys.dead_by(kind, v)))
+                .collect();
+            let mut conn = self.conn.clone();
+            let n: u64 = redis::cmd("ZINTERCARD")
+                .arg(keys.len())
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await?;
+            return Ok(n);
+        }
         if filter.text.is_none() && given.len() <= 1 {
             let key = match given.first() {
                 Some((kind, Some(value))) => self.keys.dead_by(kind, value),

@@ -384,3 +384,45 @@ pub async fn logout(
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn a_post_from_another_origin_is_cross_site_and_one_from_this_host_is_not() {
+        let host = (header::HOST, "127.0.0.1:8080");
+        assert!(same_origin(&headers(&[host.clone(), (header::ORIGIN, "http://127.0.0.1:8080")])));
+        assert!(!same_origin(&headers(&[host.clone(), (header::ORIGIN, "http://evil.example")])));
+        assert!(!same_origin(&headers(&[
+            host.clone(),
+            (header::REFERER, "https://127.0.0.1:8080.evil.example/x")
+        ])));
+        assert!(same_origin(&headers(&[host])), "no browser context: curl with Basic");
+    }
+
+    #[test]
+    fn a_hashed_password_verifies_and_a_wrong_one_does_not() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(validate_hash(&hash).is_ok());
+        assert!(validate_hash("plain").is_err());
+        let user = WebUser {
+            name: "anna".into(),
+            role: Role::Support,
+            password_hash: hash,
+        };
+        assert!(verify(&user, "correct horse"));
+        assert!(!verify(&user, "correct hors"));
+        assert!(!format!("{user:?}").contains("argon2"), "Debug hides the hash");
+    }
+}

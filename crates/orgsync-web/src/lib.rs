@@ -256,3 +256,22 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_loopback_bind_without_users_is_refused() {
+        let open: SocketAddr = "0.0.0.0:8080".parse().unwrap_or_else(|_| unreachable!());
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap_or_else(|_| unreachable!());
+        assert!(check_bind(open, &[]).unwrap_err().contains("web.users"));
+        assert!(check_bind(local, &[]).is_ok());
+        let users = [auth::WebUser {
+            name: "a".into(),
+            role: auth::Role::Viewer,
+            password_hash: String::new(),
+        }];
+        assert!(check_bind(open, &users).is_ok());
+    }
+}

@@ -196,3 +196,39 @@ pub async fn handler(State(state): State<Arc<WebState>>) -> Result<impl IntoResp
         render(&input),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use orgsync_queue::{Facet, JobTypeStats};
+
+    use super::*;
+
+    #[test]
+    fn renders_jobs_per_type_and_state_and_dead_letters_per_class_in_prometheus_text() {
+        let input = MetricsInput {
+            stats: QueueStats {
+                job_types: vec![JobTypeStats {
+                    job_type: "sync_department".into(),
+                    waiting: 3,
+                    dead: 2,
+                    live_workers: 1,
+                    ..JobTypeStats::default()
+                }],
+                workers: Vec::new(),
+            },
+            facets: DeadLetterFacets {
+                error_classes: vec![Facet {
+                    value: "target.\"rejected\"".into(),
+                    count: 2,
+                }],
+                ..DeadLetterFacets::default()
+            },
+            reports: Vec::new(),
+        };
+        let text = render(&input);
+        assert!(text.contains("# TYPE orgsync_jobs gauge\n"), "{text}");
+        assert!(text.contains("orgsync_jobs{job_type=\"sync_department\",state=\"waiting\"} 3\n"));
+        assert!(text.contains("orgsync_dead_letters{error_class=\"target.\\\"rejected\\\"\"} 2\n"));
+        assert!(text.contains("orgsync_workers{job_type=\"sync_department\"} 1\n"));
+    }
+}

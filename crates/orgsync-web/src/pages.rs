@@ -344,7 +344,12 @@ pub async fn dead_letters(
         .queue
         .dead_letter_page(&filter, param(&q, "cursor"), 50)
         .await?;
-    let count = state.queue.count_dead_letters(&filter).await?;
+    // A free-text count scans every candidate; the confirmation counts before acting anyway.
+    let count = match filter.text {
+        None => Some(state.queue.count_dead_letters(&filter).await?),
+        Some(_) => None,
+    };
+    let n = count.map(|c| c.to_string()).unwrap_or_default();
     let facets = state.queue.dead_letter_facets().await?;
     let fields = filter_fields(&filter);
     let write = can_write(&user);
@@ -372,7 +377,7 @@ pub async fn dead_letters(
                 input name="until" placeholder="until" value=(param(&q, "until").unwrap_or(""));
                 button type="submit" id="apply-filter" { "Filter" }
             }
-            p id="matching" { (count) " dead letters match" }
+            p id="matching" { @match count { Some(c) => { (c) " dead letters match" } None => { "Matching dead letters below (the count is shown when you act on all of them)" } } }
             form method="post" action="/dead-letters/confirm" id="selection" {
                 (csrf(&user))
                 @for (k, v) in &fields { input type="hidden" name=(format!("filter_{k}")) value=(v); }
@@ -400,15 +405,15 @@ pub async fn dead_letters(
                     p {
                         button.primary type="submit" name="action" value="replay" id="replay-selected" { "Replay selected" } " "
                         button.danger type="submit" name="action" value="delete" id="delete-selected" { "Delete selected" } " "
-                        button.primary type="submit" name="action" value="replay-all" id="replay-all" { "Replay all " (count) " matching" } " "
-                        button.danger type="submit" name="action" value="delete-all" id="delete-all" { "Delete all " (count) " matching" }
+                        button.primary type="submit" name="action" value="replay-all" id="replay-all" { "Replay all " (n) " matching" } " "
+                        button.danger type="submit" name="action" value="delete-all" id="delete-all" { "Delete all " (n) " matching" }
                     }
                 }
             }
             @if let Some(next) = &page_.next_cursor {
                 @let mut more = fields.clone();
                 @let _ = more.push(("cursor", next.clone()));
-                p { a id="next-page" href=(format!("/dead-letters?{}", query_string(&more))) { "Older →" } }
+                p { a id="next-page" href=(format!("/dead-letters?{}", query_string(&more))) { "Older (search on) →" } }
             }
         },
     ))

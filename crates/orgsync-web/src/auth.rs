@@ -402,13 +402,22 @@ mod tests {
     #[test]
     fn a_post_from_another_origin_is_cross_site_and_one_from_this_host_is_not() {
         let host = (header::HOST, "127.0.0.1:8080");
-        assert!(same_origin(&headers(&[host.clone(), (header::ORIGIN, "http://127.0.0.1:8080")])));
-        assert!(!same_origin(&headers(&[host.clone(), (header::ORIGIN, "http://evil.example")])));
+        assert!(same_origin(&headers(&[
+            host.clone(),
+            (header::ORIGIN, "http://127.0.0.1:8080")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host.clone(),
+            (header::ORIGIN, "http://evil.example")
+        ])));
         assert!(!same_origin(&headers(&[
             host.clone(),
             (header::REFERER, "https://127.0.0.1:8080.evil.example/x")
         ])));
-        assert!(same_origin(&headers(&[host])), "no browser context: curl with Basic");
+        assert!(
+            same_origin(&headers(&[host])),
+            "no browser context: curl with Basic"
+        );
     }
 
     #[test]
@@ -423,6 +432,9 @@ mod tests {
         };
         assert!(verify(&user, "correct horse"));
         assert!(!verify(&user, "correct hors"));
-        assert!(!format!("{user:?}").contains("argon2"), "Debug hides the hash");
+        assert!(
+            !format!("{user:?}").contains("argon2"),
+            "Debug hides the hash"
+        );
     }
 }

@@ -411,8 +411,7 @@ pub async fn dead_letters(
                 }
             }
             @if let Some(next) = &page_.next_cursor {
-                @let mut more = fields.clone();
-                @let _ = more.push(("cursor", next.clone()));
+                @let more: Vec<(&str, String)> = fields.iter().cloned().chain([("cursor", next.clone())]).collect();
                 p { a id="next-page" href=(format!("/dead-letters?{}", query_string(&more))) { "Older (search on) →" } }
             }
         },
@@ -688,7 +687,7 @@ pub async fn run(
         current.push(cur);
     }
     let page_no = param(&q, "page").and_then(|p| p.parse().ok()).unwrap_or(0);
-    let summary = serde_json::to_value(&r.summary).unwrap_or_default();
+    let summary = serde_json::to_value(r.summary.as_ref()).unwrap_or_default();
     Ok(page(
         &format!("Run {}", r.run_id),
         &user,

@@ -151,7 +151,7 @@ pub(crate) fn duration(secs: u64) -> String {
 }
 
 pub(crate) fn progress(done: u64, total: u64) -> Markup {
-    let pct = if total == 0 { 0 } else { done * 100 / total };
+    let pct = (done * 100).checked_div(total).unwrap_or(0);
     html! { span.bar title=(format!("{done}/{total}")) { span style=(format!("width:{pct}%")) {} } " " (done) " / " (total) }
 }
 

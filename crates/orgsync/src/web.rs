@@ -113,7 +113,9 @@ pub(crate) async fn run(config: Arc<Config>, args: &WebArgs) -> anyhow::Result<E
 pub(crate) fn run_hash_password(out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprint!("password (echoed; or pipe it in): ");
+        let mut err = std::io::stderr();
+        let _ = write!(err, "password (echoed; or pipe it in): ");
+        let _ = err.flush();
     }
     let mut line = String::new();
     stdin

@@ -20,7 +20,8 @@ pub use runs::{RunsConfig, WorkerConfig};
 pub use schedule::Schedule;
 pub use service::{
     LogConfig, LogFormat, ORGANISATION6_ENTITY_ID, RedisConfig, SERVICEPLATFORMEN_ENTITY_ID,
-    ServiceConfig, StsConfig, StsEnvironment, StsProfile, TokenProtocolSetting, WebConfig,
+    ServiceConfig, StsConfig, StsEnvironment, StsProfile, TokenProtocolSetting, WebConfig, WebRole,
+    WebUserConfig,
 };
 pub use support::{SupportConfig, SupportSink};
 

@@ -334,16 +334,44 @@ fn default_max_response_bytes() -> u64 {
     64 * 1024 * 1024
 }
 
-/// `[web]`.
+/// `[web]`: the dashboard (`orgsync web`).
 #[derive(Debug, Deserialize)]
 pub struct WebConfig {
-    /// Address the dashboard listens on; keep it on loopback behind a reverse proxy.
+    /// Address the dashboard listens on. A non-loopback address needs at least one user.
     #[serde(default = "default_bind")]
     pub bind: SocketAddr,
     /// The dashboard's address as people reach it (behind the reverse proxy), e.g.
     /// `https://orgsync.example.dk`; tickets link to `{public_url}/runs/{run_id}`. Unset: no links.
     #[serde(default)]
     pub public_url: Option<Url>,
+    /// Mark the session cookie `Secure` (set when a reverse proxy serves the dashboard over
+    /// https).
+    #[serde(default)]
+    pub secure_cookies: bool,
+    /// Who may log in (`[[web.users]]`). None: only loopback, and everyone there is `support`.
+    #[serde(default)]
+    pub users: Vec<WebUserConfig>,
+}
+
+/// One `[[web.users]]` entry.
+#[derive(Debug, Deserialize)]
+pub struct WebUserConfig {
+    /// Login name (recorded in the audit log as who replayed, deleted or released).
+    pub name: String,
+    /// `viewer` (reads everything) or `support` (also replays, deletes, releases, runs now).
+    pub role: WebRole,
+    /// The password as an argon2 PHC string, made by `orgsync web hash-password`.
+    pub password_hash: SecretString,
+}
+
+/// A dashboard role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebRole {
+    /// Reads everything.
+    Viewer,
+    /// Also replays, deletes, releases and runs now.
+    Support,
 }
 
 impl Default for WebConfig {
@@ -351,6 +379,8 @@ impl Default for WebConfig {
         WebConfig {
             bind: default_bind(),
             public_url: None,
+            secure_cookies: false,
+            users: Vec::new(),
         }
     }
 }
@@ -557,6 +587,39 @@ fn check(
             "redis.key_prefix",
             format!("{prefix:?}; expected letters, digits, '-', '_' or '.', not empty"),
         );
+    }
+    let web = &service.web;
+    if web.users.is_empty() && !web.bind.ip().is_loopback() {
+        problem(
+            "web.bind",
+            format!(
+                "{} is not a loopback address and no [[web.users]] is configured; add users or bind to 127.0.0.1",
+                web.bind
+            ),
+        );
+    }
+    for (i, user) in web.users.iter().enumerate() {
+        if user.name.trim().is_empty() || user.name.contains(':') {
+            problem(
+                "web.users",
+                format!("user {}: name must not be empty or contain ':'", i + 1),
+            );
+        }
+        if web.users[..i].iter().any(|u| u.name == user.name) {
+            problem(
+                "web.users",
+                format!("user {:?} is configured twice", user.name),
+            );
+        }
+        if !user.password_hash.expose_secret().starts_with("$argon2") {
+            problem(
+                "web.users",
+                format!(
+                    "user {:?}: password_hash is not an argon2 PHC string ($argon2id$...); make one with `orgsync web hash-password`",
+                    user.name
+                ),
+            );
+        }
     }
     let sts = &service.sts;
     if let Some(url) = &sts.base_url {

@@ -474,3 +474,60 @@ fn signed_settings_are_checked_all_at_once() {
         "{found:?}"
     );
 }
+
+#[test]
+fn web_users_load_with_their_roles_and_bad_hashes_or_an_open_bind_are_refused() {
+    let dir = copy_with(|demo| demo);
+    let path = dir.path().join("orgsync.toml");
+    let service = fs::read_to_string(&path).unwrap();
+    let with_users = service
+        .replace("bind = \"127.0.0.1:8080\"", "bind = \"0.0.0.0:8080\"")
+        .replace(
+            "secure_cookies = false",
+            "secure_cookies = false\n[[web.users]]\nname = \"anna\"\nrole = \"support\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo\"\n[[web.users]]\nname = \"vera\"\nrole = \"viewer\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo\"",
+        );
+    fs::write(&path, &with_users).unwrap();
+    let config = load(dir.path()).unwrap();
+    let roles: Vec<_> = config
+        .service
+        .web
+        .users
+        .iter()
+        .map(|u| (u.name.as_str(), u.role))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            ("anna", orgsync_config::WebRole::Support),
+            ("vera", orgsync_config::WebRole::Viewer)
+        ]
+    );
+    assert!(
+        !format!("{config:?}").contains("argon2id"),
+        "Debug hides the hashes"
+    );
+
+    fs::write(&path, with_users.replace("$argon2id$v=19", "plaintext")).unwrap();
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("web.users") && p.contains("hash-password")),
+        "{}",
+        found.join("\n")
+    );
+
+    fs::write(
+        &path,
+        service.replace("bind = \"127.0.0.1:8080\"", "bind = \"0.0.0.0:8080\""),
+    )
+    .unwrap();
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("web.bind") && p.contains("loopback")),
+        "{}",
+        found.join("\n")
+    );
+}

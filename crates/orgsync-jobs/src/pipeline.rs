@@ -287,7 +287,9 @@ impl Pipeline {
             cvr: customer.cvr.as_str().to_owned(),
             run_id: run_id.clone(),
         };
-        let mut new = NewJob::new(&job)?.customer(customer.cvr.as_str());
+        let mut new = NewJob::new(&job)?
+            .customer(customer.cvr.as_str())
+            .run(&run_id);
         if let Some(key) = idempotency_key {
             new = new.idempotency_key(key);
         }

@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use crate::client::{QueueHandle, current_user};
-use crate::model::{DeadLetterFilter, JobId, JobRecord, QueueStats};
+use crate::error::QueueError;
+use crate::model::{DeadLetterFilter, JobId, JobRecord, JobState, QueueStats};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -30,7 +31,7 @@ pub struct DlqCommand {
 /// `dlq` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum DlqAction {
-    /// List dead letters, oldest first.
+    /// List dead letters, oldest first (`--run` for one run's).
     List {
         /// Which dead letters.
         #[command(flatten)]
@@ -75,6 +76,12 @@ pub struct FilterArgs {
     /// Only this final error class (`sts.unavailable`, `target.auth`, `job.abandoned`, ...; README lists them).
     #[arg(long)]
     pub error_class: Option<String>,
+    /// Only this run (the run id a job was enqueued with, or its batch).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Only those whose last error, class, id or customer contains this text (any case).
+    #[arg(long)]
+    pub text: Option<String>,
 }
 
 /// `dlq replay` arguments.
@@ -120,6 +127,46 @@ pub enum QueueAction {
         #[arg(long, value_enum, default_value_t)]
         format: OutputFormat,
     },
+    /// Jobs in one state: scheduled or retrying (with the next attempt's time, the attempt
+    /// number and the last error) or running (with the worker).
+    Jobs {
+        /// Which state.
+        #[arg(long, value_enum)]
+        state: ListedState,
+        /// Only this customer (CVR number).
+        #[arg(long, alias = "customer")]
+        cvr: Option<String>,
+        /// Only this run.
+        #[arg(long)]
+        run: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+}
+
+/// A state `queue jobs` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListedState {
+    /// Waiting for their first run-after time.
+    Scheduled,
+    /// Failed, waiting for their next attempt.
+    Retrying,
+    /// Their handler runs now.
+    Running,
+}
+
+impl ListedState {
+    fn job_state(self) -> JobState {
+        match self {
+            Self::Scheduled => JobState::Scheduled,
+            Self::Retrying => JobState::Retrying,
+            Self::Running => JobState::Running,
+        }
+    }
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
@@ -143,6 +190,8 @@ impl FilterArgs {
             error_class: self.error_class.clone(),
             since: None,
             until: None,
+            run: self.run.clone(),
+            text: self.text.clone(),
         }
     }
 }
@@ -188,8 +237,12 @@ pub async fn run_dlq(
                     .context("replaying dead letters")?;
             } else {
                 for id in &args.ids {
-                    match queue.replay(&JobId::new(id.as_str()), &by).await {
+                    let job_id = JobId::new(id.as_str());
+                    match queue.replay(&job_id, &by).await {
                         Ok(r) => replayed.push(r),
+                        Err(QueueError::NotDead { state, .. }) if state == "replayed" => {
+                            failures.push(already_replayed(queue, &job_id).await);
+                        }
                         Err(e) => failures.push(format!("{id}: {e}")),
                     }
                 }
@@ -239,6 +292,38 @@ pub async fn run_dlq(
     Ok(())
 }
 
+/// What to say about a dead letter that was replayed already: which job replaced it (the
+/// last of its replay chain) and where that one is now.
+async fn already_replayed(queue: &QueueHandle, id: &JobId) -> String {
+    match queue.replay_chain(id).await {
+        Ok(chain) => {
+            let first = chain.iter().position(|r| r.job_id == *id).unwrap_or(0);
+            let by = chain
+                .get(first)
+                .and_then(|r| r.replayed_by.clone())
+                .unwrap_or_else(|| "-".into());
+            match chain.last() {
+                Some(current) if current.job_id != *id => {
+                    let hint = match current.state {
+                        JobState::Dead => {
+                            format!("; replay that one: orgsync dlq replay {}", current.job_id)
+                        }
+                        _ => String::new(),
+                    };
+                    format!(
+                        "{id} was replayed already (by {by}); the job that replaced it is {} ({}, {}){hint}",
+                        current.job_id,
+                        current.job_type,
+                        current.state.as_str()
+                    )
+                }
+                _ => format!("{id} was replayed already (by {by}); its replay is no longer stored"),
+            }
+        }
+        Err(e) => format!("{id} was replayed already; its replay chain could not be read: {e}"),
+    }
+}
+
 /// Runs a `queue` command and writes its output.
 pub async fn run_queue(
     cmd: &QueueCommand,
@@ -251,6 +336,22 @@ pub async fn run_queue(
             match format {
                 OutputFormat::Json => write_json(out, &stats)?,
                 OutputFormat::Text => render_stats(out, &stats)?,
+            }
+        }
+        QueueAction::Jobs {
+            state,
+            cvr,
+            run,
+            limit,
+            format,
+        } => {
+            let jobs = queue
+                .jobs_in_state(state.job_state(), cvr.as_deref(), run.as_deref(), *limit)
+                .await
+                .context("listing jobs")?;
+            match format {
+                OutputFormat::Json => write_json(out, &jobs)?,
+                OutputFormat::Text => render_jobs(out, *state, &jobs)?,
             }
         }
     }
@@ -307,6 +408,59 @@ fn render_list(out: &mut impl Write, letters: &[JobRecord]) -> anyhow::Result<()
         &rows,
     )?;
     writeln!(out, "{} dead letters", letters.len())?;
+    Ok(())
+}
+
+fn render_jobs(out: &mut impl Write, state: ListedState, jobs: &[JobRecord]) -> anyhow::Result<()> {
+    let rows = jobs
+        .iter()
+        .map(|j| {
+            let when = match state {
+                ListedState::Running => time(j.started_at),
+                _ => time(j.run_at),
+            };
+            vec![
+                j.job_id.to_string(),
+                j.job_type.clone(),
+                j.customer.clone().unwrap_or_else(|| "-".into()),
+                j.run.clone().unwrap_or_else(|| "-".into()),
+                when,
+                match state {
+                    ListedState::Running => (j.attempts + 1).to_string(),
+                    _ => j.attempts.to_string(),
+                },
+                match state {
+                    ListedState::Running => j.worker.clone().unwrap_or_else(|| "-".into()),
+                    _ => truncate(
+                        &format!(
+                            "{}{}",
+                            j.last_error_class
+                                .as_ref()
+                                .map(|c| format!("[{c}] "))
+                                .unwrap_or_default(),
+                            j.last_error.as_deref().unwrap_or("-")
+                        ),
+                        70,
+                    ),
+                },
+            ]
+        })
+        .collect::<Vec<_>>();
+    let (when, attempt, last) = match state {
+        ListedState::Running => ("STARTED", "ATTEMPT", "WORKER"),
+        _ => ("NEXT ATTEMPT", "FAILED", "LAST ERROR"),
+    };
+    render_table(
+        out,
+        &["ID", "TYPE", "CUSTOMER", "RUN", when, attempt, last],
+        &rows,
+    )?;
+    let name = match state {
+        ListedState::Scheduled => "scheduled",
+        ListedState::Retrying => "retrying",
+        ListedState::Running => "running",
+    };
+    writeln!(out, "{} {name} jobs", jobs.len())?;
     Ok(())
 }
 

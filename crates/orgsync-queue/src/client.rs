@@ -28,6 +28,8 @@ pub struct QueueHandle {
     pub(crate) config: Arc<QueueConfig>,
     pub(crate) keys: Keys,
     masked_url: String,
+    /// Set once older dead letters were added to the dead-letter index.
+    pub(crate) dead_indexed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for QueueHandle {
@@ -49,6 +51,8 @@ pub(crate) struct ScriptJob<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     customer: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     idem: Option<&'a str>,
     delay_ms: u64,
 }
@@ -61,6 +65,7 @@ impl<'a> ScriptJob<'a> {
             job_type: &j.job_type,
             payload: &j.payload,
             customer: j.customer.as_deref(),
+            run: j.run.as_deref(),
             idem: j.idempotency_key.as_deref(),
             delay_ms: j
                 .run_after
@@ -111,6 +116,7 @@ impl QueueHandle {
             keys: Keys::new(&config.key_prefix),
             config: Arc::new(config),
             masked_url,
+            dead_indexed: Arc::default(),
         })
     }
 
@@ -216,38 +222,19 @@ impl QueueHandle {
         Ok(record)
     }
 
-    /// Dead letters matching the filter, oldest first.
+    /// Dead letters matching the filter, oldest first (through the dead-letter index).
     pub async fn dead_letters(
         &self,
         filter: &DeadLetterFilter,
     ) -> Result<Vec<JobRecord>, QueueError> {
-        let mut conn = self.conn.clone();
-        let min = filter
-            .since
-            .map(|t| t.timestamp_millis().to_string())
-            .unwrap_or_else(|| "-inf".into());
-        let max = filter
-            .until
-            .map(|t| t.timestamp_millis().to_string())
-            .unwrap_or_else(|| "+inf".into());
-        let ids: Vec<String> = conn.zrangebyscore(self.keys.dead(), min, max).await?;
-        let mut out = Vec::new();
+        let mut ids = self.dead_letter_ids(filter).await?;
+        ids.reverse();
+        let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(200) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.hgetall(self.keys.job(id))
-                    .lrange(self.keys.log(id), 0, -1);
-            }
-            let replies: Vec<(HashMap<String, String>, Vec<String>)> =
-                pipe.query_async(&mut conn).await?;
-            for (id, (hash, log)) in chunk.iter().zip(replies) {
-                if let Some(record) = JobRecord::from_hash(id, hash, parse_log(&log))
-                    && filter.matches(&record)
-                {
-                    out.push(record);
-                }
-            }
+            out.extend(self.jobs(chunk).await?.into_iter().flatten());
         }
+        // Replayed or deleted between the index scan and the read: no longer dead letters.
+        out.retain(|r| r.state == crate::model::JobState::Dead && filter.matches(r));
         Ok(out)
     }
 
@@ -279,15 +266,15 @@ impl QueueHandle {
         }
     }
 
-    /// Replays every dead letter matching the filter.
+    /// Replays every dead letter matching the filter, newest first.
     pub async fn replay_matching(
         &self,
         filter: &DeadLetterFilter,
         by: &str,
     ) -> Result<Vec<Replayed>, QueueError> {
         let mut out = Vec::new();
-        for record in self.dead_letters(filter).await? {
-            match self.replay(&record.job_id, by).await {
+        for id in self.dead_letter_ids(filter).await? {
+            match self.replay(&id, by).await {
                 Ok(r) => out.push(r),
                 // Replayed or deleted meanwhile by someone else: not ours to report.
                 Err(QueueError::NotFound(_) | QueueError::NotDead { .. }) => {}
@@ -323,9 +310,9 @@ impl QueueHandle {
         by: &str,
     ) -> Result<Vec<JobId>, QueueError> {
         let mut out = Vec::new();
-        for record in self.dead_letters(filter).await? {
-            match self.delete_dead_letter(&record.job_id, by).await {
-                Ok(()) => out.push(record.job_id),
+        for id in self.dead_letter_ids(filter).await? {
+            match self.delete_dead_letter(&id, by).await {
+                Ok(()) => out.push(id),
                 Err(QueueError::NotFound(_) | QueueError::NotDead { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -395,26 +382,7 @@ impl QueueHandle {
         let page: StreamRangeReply = conn
             .xrevrange_count(self.keys.audit(), "+", "-", limit)
             .await?;
-        let mut out: Vec<AuditEntry> = page
-            .ids
-            .iter()
-            .map(|e| {
-                let f =
-                    |k: &str| -> Option<String> { e.get::<String>(k).filter(|v| !v.is_empty()) };
-                AuditEntry {
-                    action: f("action").unwrap_or_default(),
-                    job_id: JobId::new(f("job_id").unwrap_or_default()),
-                    new_job_id: f("new_job_id").map(JobId::new),
-                    by: f("by").unwrap_or_default(),
-                    time: f("time")
-                        .and_then(|t| parse_ms(&t))
-                        .unwrap_or_else(Utc::now),
-                    job_type: f("job_type").unwrap_or_default(),
-                    customer: f("customer"),
-                    error_class: f("error_class"),
-                }
-            })
-            .collect();
+        let mut out: Vec<AuditEntry> = page.ids.iter().map(parse_audit).collect();
         out.reverse();
         Ok(out)
     }
@@ -538,7 +506,24 @@ impl QueueHandle {
     }
 }
 
-fn parse_log(lines: &[String]) -> Vec<AttemptRecord> {
+pub(crate) fn parse_audit(e: &redis::streams::StreamId) -> AuditEntry {
+    let f = |k: &str| -> Option<String> { e.get::<String>(k).filter(|v| !v.is_empty()) };
+    AuditEntry {
+        entry_id: e.id.clone(),
+        action: f("action").unwrap_or_default(),
+        job_id: JobId::new(f("job_id").unwrap_or_default()),
+        new_job_id: f("new_job_id").map(JobId::new),
+        by: f("by").unwrap_or_default(),
+        time: f("time")
+            .and_then(|t| parse_ms(&t))
+            .unwrap_or_else(Utc::now),
+        job_type: f("job_type").unwrap_or_default(),
+        customer: f("customer"),
+        error_class: f("error_class"),
+    }
+}
+
+pub(crate) fn parse_log(lines: &[String]) -> Vec<AttemptRecord> {
     lines
         .iter()
         .filter_map(|line| serde_json::from_str(line).ok())

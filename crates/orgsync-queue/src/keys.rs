@@ -10,6 +10,10 @@
 //! `P:batch:B` hash, `P:batch-pending:B` set, `P:batch-dead:B` list, `P:batch-children:B`
 //! list (batches; the Lua scripts build these names too), and the run-state store under
 //! `P:state:` (`lock:NAME`, `pacer:NAME`, `value:NAME`, `map:NAME`, `rec:COLLECTION:{doc:ID,all,by:INDEX}`).
+//! The dead-letter index: `P:dead-by:KIND:VALUE` zsets (KIND `type`, `customer`, `class`,
+//! `run`; dead-letter ids by time of death), `P:dead-facets:KIND` hashes (value → count),
+//! `P:dead-indexed` (set once older dead letters were indexed); `P:hourly:DAY` hashes
+//! (`succeeded:HOUR`, `failed:HOUR`, `dead:HOUR` → count; 8 days), all written by the scripts.
 //! Caller-given names come last in a key, after a fixed kind, so two kinds never collide.
 
 /// The consumer group every worker of a job type joins.
@@ -120,6 +124,26 @@ impl Keys {
     /// An object log (`object_log.rs` adds `:idx` and `:alias`); the log name is validated.
     pub(crate) fn object_log(&self, log: &str) -> String {
         format!("{}:state:olog:{log}", self.prefix)
+    }
+
+    /// Dead-letter ids with `value` for `kind` (`type`, `customer`, `class`, `run`), by time.
+    pub(crate) fn dead_by(&self, kind: &str, value: &str) -> String {
+        format!("{}:dead-by:{kind}:{value}", self.prefix)
+    }
+
+    /// The dead-letter index's facet counts of one kind (`type`, `customer`, `class`, `run`).
+    pub(crate) fn dead_facets(&self, kind: &str) -> String {
+        format!("{}:dead-facets:{kind}", self.prefix)
+    }
+
+    /// Set once the dead-letter index covers every dead letter.
+    pub(crate) fn dead_indexed(&self) -> String {
+        format!("{}:dead-indexed", self.prefix)
+    }
+
+    /// The dashboard's hourly counts of one UTC day (days since the epoch).
+    pub(crate) fn hourly(&self, day: i64) -> String {
+        format!("{}:hourly:{day}", self.prefix)
     }
 
     /// Pattern matching every key of this prefix (for cleanup in tests and tools).

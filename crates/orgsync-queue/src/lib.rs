@@ -42,6 +42,7 @@ mod batch;
 pub mod cli;
 mod client;
 mod config;
+mod dashboard;
 mod error;
 mod keys;
 pub mod metrics;
@@ -56,6 +57,7 @@ pub use backend::{QueueBackend, QueueLayer, QueueService, manual_signal, shutdow
 pub use batch::{BatchEnqueued, BatchStatus, NewBatch};
 pub use client::{QueueHandle, current_user};
 pub use config::{Backoff, QueueConfig, RetryPolicy, WorkerOptions};
+pub use dashboard::{AuditPage, DeadLetterFacets, DeadLetterPage, Facet, HourCount};
 pub use error::{BoxDynError, JobError, QueueError, class, mask_url};
 pub use model::{
     AttemptRecord, AuditEntry, DeadLetterFilter, Enqueued, ErrorLogEntry, ErrorLogQuery, Job,

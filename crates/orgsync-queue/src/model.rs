@@ -62,6 +62,7 @@ pub struct NewJob {
     pub(crate) job_type: String,
     pub(crate) payload: String,
     pub(crate) customer: Option<String>,
+    pub(crate) run: Option<String>,
     pub(crate) idempotency_key: Option<String>,
     pub(crate) run_after: Option<Duration>,
 }
@@ -83,6 +84,7 @@ impl NewJob {
             job_type: job_type.to_owned(),
             payload: payload_json.into(),
             customer: None,
+            run: None,
             idempotency_key: None,
             run_after: None,
         })
@@ -91,6 +93,14 @@ impl NewJob {
     /// The customer (CVR) the job is for, so dead letters and the error log can be filtered.
     pub fn customer(mut self, customer: impl Into<String>) -> Self {
         self.customer = Some(customer.into());
+        self
+    }
+
+    /// The run (any caller-given group id) the job belongs to, so dead letters can be
+    /// filtered by it. A batch child without one belongs to its batch's id, and so does the
+    /// batch's completion job.
+    pub fn run(mut self, run: impl Into<String>) -> Self {
+        self.run = Some(run.into());
         self
     }
 
@@ -315,6 +325,12 @@ pub struct JobRecord {
     pub batch: Option<String>,
     /// How many workers died (stopped sending heartbeats) while running it.
     pub orphaned: u32,
+    /// The run it belongs to (see [`NewJob::run`]).
+    pub run: Option<String>,
+    /// When it is due (scheduled and retrying jobs: the next attempt).
+    pub run_at: Option<DateTime<Utc>>,
+    /// The worker running it (running jobs).
+    pub worker: Option<String>,
     /// Every failed attempt.
     pub attempt_log: Vec<AttemptRecord>,
 }
@@ -355,6 +371,9 @@ impl JobRecord {
             idempotency_key: h.get("idem").cloned(),
             batch: h.get("batch").cloned(),
             orphaned: h.get("orphaned").and_then(|o| o.parse().ok()).unwrap_or(0),
+            run: h.get("run").cloned(),
+            run_at: time(&h, "run_at"),
+            worker: h.get("worker").cloned(),
             attempt_log: log,
         })
     }
@@ -373,6 +392,11 @@ pub struct DeadLetterFilter {
     pub since: Option<DateTime<Utc>>,
     /// Dead until (inclusive).
     pub until: Option<DateTime<Utc>>,
+    /// The run (see [`NewJob::run`]).
+    pub run: Option<String>,
+    /// Free text, matched case-insensitively against the last error message, the error class,
+    /// the job id and the customer.
+    pub text: Option<String>,
 }
 
 impl DeadLetterFilter {
@@ -385,6 +409,19 @@ impl DeadLetterFilter {
             && eq(&self.error_class, r.final_error_class.as_ref())
             && self.since.is_none_or(|s| r.dead_at.is_some_and(|d| d >= s))
             && self.until.is_none_or(|u| r.dead_at.is_some_and(|d| d <= u))
+            && eq(&self.run, r.run.as_ref())
+            && self.text.as_ref().is_none_or(|q| {
+                let q = q.to_lowercase();
+                [
+                    r.last_error.as_deref(),
+                    r.final_error_class.as_deref(),
+                    Some(r.job_id.as_str()),
+                    r.customer.as_deref(),
+                ]
+                .iter()
+                .flatten()
+                .any(|t| t.to_lowercase().contains(&q))
+            })
     }
 }
 
@@ -436,6 +473,10 @@ pub struct ErrorLogQuery {
 /// One audit line (replay or delete of a dead letter).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {
+    /// Stream entry id (pass as `before` to [`QueueHandle::audit_page`] to page on).
+    ///
+    /// [`QueueHandle::audit_page`]: crate::QueueHandle::audit_page
+    pub entry_id: String,
     /// `replay` or `delete`.
     pub action: String,
     /// The dead letter.

@@ -33,6 +33,7 @@ local function enqueue_job(p, idem_ttl, j, now, per_type)
   if j.customer then table.insert(fields, 'customer'); table.insert(fields, j.customer) end
   if j.idem then table.insert(fields, 'idem'); table.insert(fields, j.idem) end
   if j.batch then table.insert(fields, 'batch'); table.insert(fields, j.batch) end
+  if j.run or j.batch then table.insert(fields, 'run'); table.insert(fields, j.run or j.batch) end
   if j.delay_ms > 0 then
     table.insert(fields, 'state'); table.insert(fields, 'scheduled')
     table.insert(fields, 'run_at'); table.insert(fields, d(now + j.delay_ms))
@@ -60,10 +61,41 @@ local function complete_batch(p, bid, now)
   local v = redis.call('HMGET', bk, 'on_complete', 'completed_at')
   if not v[1] or v[2] then return end
   local j = cjson.decode(v[1])
+  j.run = j.run or bid
   local per_type = {}
   local r = enqueue_job(p, j.idem_ttl, j, now, per_type)
   count_enqueued(p, per_type)
   redis.call('HSET', bk, 'completed_at', d(now), 'completion_job', string.sub(r, 5))
+end
+
+-- Dashboard counts per hour (`kind`: succeeded, failed, dead), one hash per UTC day, kept 8 days.
+local function hourly(p, kind, now, n)
+  local hour = math.floor(now / 3600000)
+  local k = p .. ':hourly:' .. d(math.floor(hour / 24))
+  redis.call('HINCRBY', k, kind .. ':' .. d(hour), n or 1)
+  redis.call('PEXPIRE', k, 8 * 86400000)
+end
+
+-- The dead-letter index: per customer, job type, final error class and run, a zset of dead
+-- letter ids by time of death, plus a hash per kind counting the values (the facets). Call
+-- with `add` once the job hash says `dead` (with `final_class`), and with not `add` before a
+-- replay or delete changes it.
+local function dead_index(p, jid, add)
+  local v = redis.call('HMGET', p .. ':job:' .. jid, 'type', 'customer', 'final_class', 'run', 'dead_at')
+  local vals = {type = v[1], customer = v[2], class = v[3], run = v[4]}
+  local score = v[5] or d(now_ms())
+  for _, kind in ipairs({'type', 'customer', 'class', 'run'}) do
+    local val = vals[kind]
+    if val and val ~= '' then
+      local z = p .. ':dead-by:' .. kind .. ':' .. val
+      local f = p .. ':dead-facets:' .. kind
+      if add then
+        if redis.call('ZADD', z, score, jid) == 1 then redis.call('HINCRBY', f, val, 1) end
+      elseif redis.call('ZREM', z, jid) == 1 then
+        if redis.call('HINCRBY', f, val, -1) <= 0 then redis.call('HDEL', f, val) end
+      end
+    end
+  end
 end
 
 -- The batch countdown. Call when job `jid` has just become succeeded (`ok`) or dead. Counts
@@ -281,7 +313,10 @@ for i = 8, #ARGV, 5 do
     table.insert(res, 'stale')
   end
 end
-if succeeded > 0 then redis.call('HINCRBY', cnt, 'succeeded', succeeded) end
+if succeeded > 0 then
+  redis.call('HINCRBY', cnt, 'succeeded', succeeded)
+  hourly(p, 'succeeded', now, succeeded)
+end
 for _, o in ipairs(fails) do
   if not owned(o.eid) then
     table.insert(res, 'stale')
@@ -293,6 +328,7 @@ for _, o in ipairs(fails) do
       'last_failed_at', o.finished_at)
     redis.call('HDEL', h, 'worker')
     redis.call('HINCRBY', cnt, 'failed_attempts', 1)
+    hourly(p, 'failed', now)
     redis.call('XADD', p .. ':errors', 'MAXLEN', '~', maxlen, '*', 'time', o.finished_at, 'job_id', o.jid,
       'job_type', ty, 'customer', customer, 'attempt', o.attempt, 'class', o.class, 'message', o.message)
     if o.retry_ms >= 0 then
@@ -303,6 +339,8 @@ for _, o in ipairs(fails) do
     else
       redis.call('HSET', h, 'state', 'dead', 'dead_at', d(now), 'final_class', o.class)
       redis.call('ZADD', p .. ':dead', d(now), o.jid)
+      dead_index(p, o.jid, true)
+      hourly(p, 'dead', now)
       redis.call('HINCRBY', cnt, 'dead', 1)
       batch_terminal(p, o.jid, false, now)
       table.insert(res, 'dead')
@@ -388,6 +426,9 @@ for _, pe in ipairs(pending) do
         redis.call('HSET', h, 'attempts', attempt, 'last_class', 'job.abandoned', 'last_message', msg,
           'last_failed_at', d(now), 'state', 'dead', 'dead_at', d(now), 'final_class', 'job.abandoned')
         redis.call('ZADD', p .. ':dead', d(now), jid)
+        dead_index(p, jid, true)
+        hourly(p, 'failed', now)
+        hourly(p, 'dead', now)
         redis.call('HINCRBY', p .. ':counters:' .. ty, 'failed_attempts', 1)
         redis.call('HINCRBY', p .. ':counters:' .. ty, 'dead', 1)
         redis.call('XADD', p .. ':errors', 'MAXLEN', '~', maxlen, '*', 'time', d(now), 'job_id', jid,
@@ -488,15 +529,17 @@ pub(crate) static REPLAY: LazyLock<Script> = LazyLock::new(|| {
         r"
 local p, old, new, by, ret = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local h = p .. ':job:' .. old
-local v = redis.call('HMGET', h, 'type', 'payload', 'customer', 'final_class', 'state', 'batch')
+local v = redis.call('HMGET', h, 'type', 'payload', 'customer', 'final_class', 'state', 'batch', 'run')
 if not v[1] then return 'missing' end
 if redis.call('ZREM', p .. ':dead', old) == 0 then return v[5] or 'unknown' end
+dead_index(p, old, false)
 local now = d(now_ms())
 local nh = p .. ':job:' .. new
 redis.call('HSET', nh, 'type', v[1], 'payload', v[2], 'attempts', 0, 'enqueued_at', now, 'state', 'waiting',
   'replay_of', old, 'replayed_by', by, 'replayed_at', now)
 if v[3] then redis.call('HSET', nh, 'customer', v[3]) end
 if v[6] then redis.call('HSET', nh, 'batch', v[6]) end
+if v[7] then redis.call('HSET', nh, 'run', v[7]) end
 redis.call('XADD', p .. ':stream:' .. v[1], '*', 'j', new)
 redis.call('HSET', h, 'state', 'replayed', 'replayed_as', new, 'replayed_by', by, 'replayed_at', now)
 redis.call('PEXPIRE', h, ret)
@@ -521,6 +564,7 @@ local h = p .. ':job:' .. id
 local v = redis.call('HMGET', h, 'type', 'customer', 'final_class', 'state')
 if not v[1] then return 'missing' end
 if redis.call('ZREM', p .. ':dead', id) == 0 then return v[4] or 'unknown' end
+dead_index(p, id, false)
 redis.call('DEL', h, p .. ':log:' .. id)
 redis.call('HINCRBY', p .. ':counters:' .. v[1], 'dead', -1)
 redis.call('HINCRBY', p .. ':counters:' .. v[1], 'deleted', 1)
@@ -648,6 +692,129 @@ while #out < limit do
     end
   end
   start = start + #ids - gone
+end
+return out
+",
+    )
+});
+
+/// ARGV: prefix, JSON filter `{type?, customer?, class?, run?, q?}` (`q` lower-cased), min
+/// score, max score, cursor score (`''`: none), cursor id, limit, budget. One page of dead
+/// letters, newest first: scans the smallest of the filter's index zsets (or all dead
+/// letters) from the cursor down, checks the other filters and the free text on each
+/// candidate, and stops at `limit` matches or after examining `budget` candidates. Returns
+/// `{status, cursor score, cursor id, ids...}`: status `full` (page filled; the cursor is the
+/// last match), `more` (budget spent; continue from the cursor) or `done` (index exhausted).
+pub(crate) static DEAD_PAGE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local p, f = ARGV[1], cjson.decode(ARGV[2])
+local min, max, cs, cid = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[8])
+local z = p .. ':dead'
+local best = -1
+for _, kind in ipairs({'type', 'customer', 'class', 'run'}) do
+  local val = f[kind]
+  if val then
+    local k = p .. ':dead-by:' .. kind .. ':' .. val
+    local n = redis.call('ZCARD', k)
+    if best < 0 or n < best then best = n; z = k end
+  end
+end
+if best == 0 then return {'done', '', ''} end
+if cs ~= '' then
+  if max == '+inf' or tonumber(cs) < tonumber(max) then max = cs end
+end
+local out = {}
+local examined, offset = 0, 0
+local last_s, last_id = '', ''
+while examined < budget do
+  local rows = redis.call('ZREVRANGEBYSCORE', z, max, min, 'WITHSCORES', 'LIMIT', offset, 200)
+  if #rows == 0 then return {'done', last_s, last_id, unpack(out)} end
+  offset = offset + #rows / 2
+  for i = 1, #rows, 2 do
+    local id, s = rows[i], rows[i + 1]
+    local skip = cs ~= '' and s == cs and id >= cid
+    if not skip then
+      examined = examined + 1
+      last_s, last_id = s, id
+      local v = redis.call('HMGET', p .. ':job:' .. id, 'type', 'customer', 'final_class', 'run', 'last_message')
+      local ok = (not f.type or v[1] == f.type) and (not f.customer or v[2] == f.customer)
+        and (not f.class or v[3] == f.class) and (not f.run or v[4] == f.run)
+      if ok and f.q then
+        local text = string.lower((v[5] or '') .. ' ' .. (v[3] or '') .. ' ' .. id .. ' ' .. (v[2] or ''))
+        ok = string.find(text, f.q, 1, true) ~= nil
+      end
+      if ok then
+        table.insert(out, id)
+        if #out >= limit then return {'full', s, id, unpack(out)} end
+      end
+      if examined >= budget then return {'more', s, id, unpack(out)} end
+    end
+  end
+end
+return {'more', last_s, last_id, unpack(out)}
+",
+    )
+});
+
+/// ARGV: prefix, start, count. Adds dead letters `start .. start + count` (oldest first) to
+/// the dead-letter index (dead letters from before the index existed); marks the index
+/// complete when the end is reached. Returns how many it looked at.
+pub(crate) static INDEX_DEAD: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local p, start, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ids = redis.call('ZRANGE', p .. ':dead', start, start + count - 1)
+for _, id in ipairs(ids) do dead_index(p, id, true) end
+if #ids < count then redis.call('SET', p .. ':dead-indexed', '1') end
+return #ids
+",
+    )
+});
+
+/// ARGV: prefix, state (`scheduled`, `retrying` or `running`), customer (`''`: any), run
+/// (`''`: any), limit. Job ids in that state, per job type: scheduled and retrying by due
+/// time (soonest first), running in stream order.
+pub(crate) static JOBS_IN_STATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local p, state, cust, run, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local out = {}
+local types = redis.call('SMEMBERS', p .. ':types')
+table.sort(types)
+local function keep(id)
+  local v = redis.call('HMGET', p .. ':job:' .. id, 'state', 'customer', 'run')
+  return v[1] == state and (cust == '' or v[2] == cust) and (run == '' or v[3] == run)
+end
+for _, ty in ipairs(types) do
+  if state == 'running' then
+    local s = p .. ':stream:' .. ty
+    if redis.call('EXISTS', s) == 1 then
+      for _, pe in ipairs(redis.call('XPENDING', s, 'workers', '-', '+', 10000)) do
+        local e = redis.call('XRANGE', s, pe[1], pe[1])[1]
+        local jid = e and e[2] and e[2][2]
+        if jid and keep(jid) then
+          table.insert(out, jid)
+          if #out >= limit then return out end
+        end
+      end
+    end
+  else
+    local z = p .. ':delayed:' .. ty
+    local offset = 0
+    while true do
+      local ids = redis.call('ZRANGE', z, offset, offset + 499)
+      if #ids == 0 then break end
+      offset = offset + #ids
+      for _, id in ipairs(ids) do
+        if keep(id) then
+          table.insert(out, id)
+          if #out >= limit then return out end
+        end
+      end
+    end
+  end
 end
 return out
 ",

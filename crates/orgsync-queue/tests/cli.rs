@@ -114,7 +114,17 @@ async fn dlq_and_queue_commands_render_tables_and_json_and_act() {
         .unwrap();
     assert!(replay.contains("1 replayed by anna"), "{replay}");
     let again = run(&t, &["dlq", "replay", &id]).await.unwrap_err();
-    assert!(again.to_string().contains("not a dead letter"), "{again}");
+    // A second replay names the job that replaced the dead letter and where that one is.
+    let new_job = replay
+        .split_whitespace()
+        .nth(5)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        again.to_string().contains("was replayed already (by anna)"),
+        "{again}"
+    );
+    assert!(again.to_string().contains(&new_job), "{new_job}: {again}");
 
     let all = run(
         &t,

@@ -47,6 +47,21 @@ pub(crate) struct DemoArgs {
     /// stay in a shared Redis, so that `runs` still shows the demo's runs afterwards.
     #[arg(long)]
     pub remove_keys: bool,
+    /// Port of the demo's dashboard on 127.0.0.1 (default: a free one).
+    #[arg(long, default_value_t = 0)]
+    pub web_port: u16,
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
 }
 
 /// A private Redis, stopped when dropped.
@@ -229,6 +244,28 @@ pub(crate) async fn run(
         settings,
         signal,
     ));
+    // The dashboard, with a login made for this demo.
+    let password = format!("{:016x}", rand_suffix());
+    let user = orgsync_web::auth::WebUser {
+        name: "demo".to_owned(),
+        role: orgsync_web::auth::Role::Support,
+        password_hash: orgsync_web::auth::hash_password(&password).map_err(anyhow::Error::msg)?,
+    };
+    let web_state = crate::web::state(&config, pipeline.clone(), vec![user]);
+    let listener = crate::web::bind(
+        std::net::SocketAddr::from(([127, 0, 0, 1], args.web_port)),
+        &web_state,
+    )
+    .await?;
+    let web_addr = listener.local_addr().context("the dashboard's address")?;
+    let (stop_web_tx, stop_web_rx) = tokio::sync::oneshot::channel::<()>();
+    let web = tokio::spawn(orgsync_web::serve(listener, web_state, async {
+        let _ = stop_web_rx.await;
+    }));
+    writeln!(
+        out,
+        "Dashboard: http://{web_addr}/ (log in as demo, password {password})"
+    )?;
     writeln!(
         out,
         "STS simulator at {} serving {DEMO_CVR} ({} size: {n_units} units, {n_users} users, active and inactive); Redis {} (key prefix {key_prefix}); worker started",
@@ -305,6 +342,8 @@ pub(crate) async fn run(
     }
     stop_worker();
     let _ = worker.await;
+    let _ = stop_web_tx.send(());
+    let _ = web.await;
     sim.shutdown().await;
     if private.is_none() {
         if args.remove_keys {

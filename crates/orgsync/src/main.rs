@@ -10,6 +10,7 @@ mod ops;
 mod runs;
 mod sts;
 mod targets;
+mod web;
 mod wiring;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,10 @@ enum Command {
     /// Enqueue a run at every customer's schedule fire (cron in its time zone, with jitter).
     /// Safe to run in several processes: each fire is enqueued once.
     Scheduler(RoleArgs),
+    /// The operations dashboard: jobs, dead letters (search, replay, delete), runs, customers,
+    /// a JSON API under /api/, /metrics, /health and /ready. `web hash-password` makes a
+    /// password hash for `[[web.users]]`.
+    Web(web::WebArgs),
     /// One process with everything: the STS simulator with a synthetic municipality, an SQLite
     /// target, Redis (a private one when none answers), a worker, and one full run with progress.
     Demo(demo::DemoArgs),
@@ -126,7 +131,7 @@ fn main() -> ExitCode {
             Ok(config) => logging::init_from(&config.service.log),
             Err(_) => logging::init("info"),
         },
-        Command::Sim(_) => logging::init("info"),
+        Command::Sim(_) | Command::Web(_) => logging::init("info"),
         _ => logging::init("warn"),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -262,6 +267,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             tracing::info!("scheduler stopped");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Web(args) => {
+            let config = match &args.action {
+                Some(web::WebAction::HashPassword) => None,
+                None => Some(Arc::new(load_config(&cli.config)?)),
+            };
+            match config {
+                Some(config) => web::run(config, &args).await,
+                None => web::run_hash_password(&mut stdout),
+            }
         }
         Command::Demo(args) => demo::run(&cli.config, &args, &mut stdout).await,
         Command::Sts(cmd) => {

@@ -432,3 +432,86 @@ async fn the_demo_starts_a_private_redis_when_none_answers_at_the_configured_url
         "stopped on exit"
     );
 }
+
+/// A plain HTTP/1.1 GET with Basic credentials; returns the whole response.
+fn http_get(addr: &str, path: &str, user: &str, password: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let token = {
+        // base64 of "user:password", by hand: the test needs no extra crate for it.
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let bytes = format!("{user}:{password}").into_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    };
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_its_dashboard_and_login_and_the_dashboard_answers_while_it_runs() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("test-demo-web-{}", uuid_like());
+    let mut child = Command::new(EXE)
+        .args(["demo", "--size", "xs", "--key-prefix", &prefix, "--dir"])
+        .arg(dir.path().join("demo"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut dashboard = None;
+    let mut still_running = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("Dashboard: http://") {
+            // "127.0.0.1:PORT/ (log in as demo, password HEX)"
+            let (addr, login) = rest.split_once("/ (log in as demo, password ").unwrap();
+            dashboard = Some((addr.to_owned(), login.trim_end_matches(')').to_owned()));
+        }
+        if line.starts_with("Still running") {
+            still_running = true;
+            break;
+        }
+    }
+    assert!(still_running);
+    let (addr, password) = dashboard.expect("the demo printed its dashboard");
+    let runs = http_get(&addr, "/api/runs", "demo", &password);
+    let wrong = http_get(&addr, "/api/runs", "demo", "wrong");
+    let health = http_get(&addr, "/health", "x", "y");
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli --scan --pattern '{prefix}:*' | xargs -r redis-cli del >/dev/null"
+        ))
+        .status();
+    assert!(runs.starts_with("HTTP/1.1 200"), "{runs}");
+    assert!(runs.contains("\"state\":\"succeeded\""), "{runs}");
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+}

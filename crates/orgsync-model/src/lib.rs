@@ -18,4 +18,5 @@ pub mod snapshot;
 pub mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 pub mod validate;

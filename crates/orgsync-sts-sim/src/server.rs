@@ -265,7 +265,7 @@ impl Simulator {
         municipalities: Vec<Snapshot>,
         options: SimOptions,
     ) -> Result<Simulator, SimError> {
-        let today = Utc::now().date_naive();
+        let today = orgsync_model::time::danish_date(&Utc::now());
         let shared = Arc::new(Shared {
             worlds: RwLock::new(HashMap::new()),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(options.seed)),

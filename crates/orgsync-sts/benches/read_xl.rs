@@ -69,7 +69,7 @@ async fn run() {
         .ok()
         .and_then(|s| s.parse().ok());
     let cvr = Cvr::parse("64942212").unwrap();
-    let today = chrono::Utc::now().date_naive();
+    let today = orgsync_model::time::danish_date(&chrono::Utc::now());
     let truth = generate(&cvr, size, 1, today);
     let n_functions: usize = truth.users.iter().map(|u| u.positions.len()).sum();
     println!(

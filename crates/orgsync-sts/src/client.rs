@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use orgsync_model::ids::{Cvr, UnitId, UserId};
 use orgsync_model::snapshot::{Position, Snapshot, Unit, UnitExtra, UnitKind, User};
 use serde::de::DeserializeOwned;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, Semaphore, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -19,6 +19,7 @@ use crate::error::{CallSite, StsError, TransportError};
 use crate::issues::{ReadIssue, ReadIssueCode};
 use crate::limits::SystemLimits;
 use crate::options::ClientOptions;
+use crate::pager::{OwnedWeight, PageItems, Pager, PagerEnd, Progress, ReadProgress};
 use crate::request::{self, Search};
 use crate::response::{HasStatus, HierarchyOutput, ListOutput, ObjectXml, SoegOutput};
 use crate::transport::{SoapCall, SoapResponse, Transport, UnsignedTransport};
@@ -40,8 +41,13 @@ struct Inner {
     options: ClientOptions,
     transport: Arc<dyn Transport>,
     limits: SystemLimits,
+    /// Call slots of `list` and `laes` calls.
     in_flight: Semaphore,
+    /// Call slots of paged searches (`soeg`, `FremsoegObjekthierarki`): their own budget, so
+    /// pages issued ahead do not starve the lists.
+    pages_in_flight: Semaphore,
     calls: AtomicU64,
+    progress: Arc<Progress>,
     organisation: OnceCell<Uuid>,
     /// The first error that ends every read (token refused, no service agreement, security).
     fatal: Mutex<Option<StsError>>,
@@ -153,10 +159,12 @@ impl StsClient {
             inner: Arc::new(Inner {
                 cvr,
                 in_flight: Semaphore::new(options.max_in_flight),
+                pages_in_flight: Semaphore::new(options.max_pages_in_flight),
                 options,
                 transport,
                 limits,
                 calls: AtomicU64::new(0),
+                progress: Arc::new(Progress::new()),
                 organisation,
                 fatal: Mutex::new(None),
             }),
@@ -171,6 +179,16 @@ impl StsClient {
     /// STS calls made by this client so far (every attempt counts).
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// The progress of the current (or last) read, updated after every call.
+    pub fn progress(&self) -> watch::Receiver<ReadProgress> {
+        self.inner.progress.subscribe()
+    }
+
+    /// The previous read's call count, so that the progress can estimate what is left.
+    pub fn expect_calls(&self, calls: u64) {
+        self.inner.progress.expect(calls);
     }
 
     /// The options in use (page and batch sizes clamped to the protocol's limits).
@@ -215,10 +233,12 @@ impl StsClient {
         }
         let mut attempt = 1;
         loop {
+            let budget = match operation {
+                Operation::Soeg | Operation::FremsoegObjekthierarki => &self.inner.pages_in_flight,
+                Operation::List | Operation::Laes => &self.inner.in_flight,
+            };
             let result = {
-                let _permit = self
-                    .inner
-                    .in_flight
+                let _permit = budget
                     .acquire()
                     .await
                     .map_err(|_| StsError::Config("the client was shut down".to_owned()))?;
@@ -247,6 +267,7 @@ impl StsClient {
                     Ok(Ok(response)) => interpret::<T>(&site, &response),
                 }
             };
+            self.inner.progress.publish(self.calls());
             match result {
                 Err(error) if error.is_retriable() && attempt < options.max_attempts => {
                     let delay = backoff(options, attempt);
@@ -328,6 +349,13 @@ impl StsClient {
     /// Reads the whole municipality: units, positions, users, names, e-mail and phone.
     pub async fn read_snapshot(&self) -> Result<SnapshotRead, StsError> {
         let calls_before = self.calls();
+        self.inner.progress.start(calls_before);
+        let read = self.read_snapshot_inner(calls_before).await;
+        self.inner.progress.finish(self.calls());
+        read
+    }
+
+    async fn read_snapshot_inner(&self, calls_before: u64) -> Result<SnapshotRead, StsError> {
         let now = Utc::now();
         let organisation = self.organisation_uuid().await.inspect_err(|_| {
             self.take_fatal();
@@ -420,54 +448,58 @@ impl StsClient {
         })
     }
 
-    /// All units, page by page. A failure here fails the read: without units nothing is usable.
+    /// All units, page by page. A failed page fails the read: without units nothing is usable.
     async fn read_units(
         &self,
         state: &ReadState,
         now: DateTime<Utc>,
     ) -> Result<Vec<UnitRecord>, StsError> {
-        let limit = self.inner.options.page_size;
-        let mut offset = 0u64;
         let mut units = Vec::new();
-        let mut seen = HashSet::new();
-        loop {
-            let page: Option<HierarchyOutput> = self
-                .call(
+        let end = self
+            .pager()
+            .run(
+                &self.inner.progress,
+                self.page_fetch::<HierarchyOutput>(
                     Service::OrganisationSystem,
                     Operation::FremsoegObjekthierarki,
-                    request::hierarchy(offset, limit),
-                )
-                .await?;
-            let objects = page
-                .and_then(|p| p.units)
-                .map(|u| u.objects)
-                .unwrap_or_default();
-            if objects.is_empty() {
-                break;
-            }
-            let mut issues = Vec::new();
-            let mut new = 0usize;
-            for object in &objects {
-                if let Some(unit) = bitemporal::unit(object, now, &mut issues) {
-                    if seen.insert(unit.uuid) {
-                        new += 1;
-                        units.push(unit);
+                    request::hierarchy,
+                ),
+                |page| {
+                    let objects = page
+                        .and_then(|p| p.units)
+                        .map(|u| u.objects)
+                        .unwrap_or_default();
+                    let mut issues = Vec::new();
+                    let returned = objects.len();
+                    let items = objects
+                        .into_iter()
+                        .filter_map(|o| {
+                            bitemporal::object_uuid(&o, "OrganisationEnhed", &mut issues)
+                                .map(|id| (id, o))
+                        })
+                        .collect();
+                    PageItems {
+                        returned,
+                        items,
+                        issues,
                     }
-                }
-            }
-            state.issues(issues);
-            if new == 0 && objects.len() as u64 >= u64::from(limit) {
-                return Err(StsError::Malformed {
-                    site: CallSite {
-                        service: Service::OrganisationSystem,
-                        operation: Operation::FremsoegObjekthierarki,
-                    },
-                    message: format!(
-                        "the page at FoersteResultatReference {offset} repeats earlier units; paging stopped"
-                    ),
-                });
-            }
-            offset += objects.len() as u64;
+                },
+                |objects, mut issues| {
+                    units.extend(
+                        objects
+                            .iter()
+                            .filter_map(|o| bitemporal::unit(o, now, &mut issues)),
+                    );
+                    state.issues(issues);
+                },
+            )
+            .await;
+        match end {
+            PagerEnd::Complete => {}
+            PagerEnd::Repeated { offset } => state.fail(format!(
+                "OrganisationSystem FremsoegObjekthierarki: the page at FoersteResultatReference {offset} brought no unit not seen before (does the server ignore the offset?); paging stopped"
+            )),
+            PagerEnd::Failed { error, .. } => return Err(error),
         }
         Ok(units)
     }
@@ -511,6 +543,7 @@ impl StsClient {
                     Service::OrganisationFunktion,
                     search,
                     state.clone(),
+                    1,
                     move |client, ids| {
                         let state = task_state.clone();
                         async move {
@@ -597,10 +630,12 @@ impl StsClient {
             ..Search::default()
         };
         let task_state = state.clone();
+        // One batch: Bruger list, Person list, and Adresse lists (e-mail and phone).
         self.search_then(
             Service::Bruger,
             search,
             state.clone(),
+            4,
             move |client, ids| {
                 let state = task_state.clone();
                 async move { client.user_batch(ids, &state, now).await }
@@ -750,75 +785,111 @@ impl StsClient {
         Ok(objects)
     }
 
+    /// The paging parameters of this client's searches.
+    fn pager(&self) -> Pager {
+        Pager {
+            page_size: self.inner.options.page_size,
+            ahead: self.inner.options.max_pages_in_flight,
+        }
+    }
+
+    /// Starts one page's call as a task, so that pages issued ahead run concurrently.
+    fn page_fetch<T>(
+        &self,
+        service: Service,
+        operation: Operation,
+        request: impl Fn(u64, u32) -> String,
+    ) -> impl FnMut(u64, u32) -> tokio::task::JoinHandle<Result<Option<T>, StsError>>
+    where
+        T: DeserializeOwned + HasStatus + Send + 'static,
+    {
+        let client = self.clone();
+        move |offset, limit| {
+            let client = client.clone();
+            let payload = request(offset, limit);
+            tokio::spawn(async move { client.call::<T>(service, operation, payload).await })
+        }
+    }
+
     /// Pages through a soeg and starts `task` on each page's UUIDs in batches, concurrently.
-    /// A failed page ends the search and marks the read partial.
+    /// `calls_per_batch` is what one batch is expected to cost, for the progress estimate.
+    /// A failed page, or one that brings nothing new, ends the search and marks the read partial.
     fn search_then<R, F, Fut>(
         &self,
         service: Service,
         search: Search,
         state: Arc<ReadState>,
+        calls_per_batch: i64,
         task: F,
     ) -> impl Future<Output = Vec<R>> + Send + 'static
     where
         R: Send + 'static,
-        F: Fn(StsClient, Vec<Uuid>) -> Fut + Send + 'static,
+        F: Fn(StsClient, Vec<Uuid>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send + 'static,
     {
         let client = self.clone();
         async move {
-            let limit = client.inner.options.page_size;
             let batch = client.inner.options.list_batch_size;
             let mut tasks = JoinSet::new();
-            let mut offset = 0u64;
-            let mut seen = HashSet::new();
-            loop {
-                let page: Result<Option<SoegOutput>, StsError> = client
-                    .call(
+            let end = client
+                .pager()
+                .run(
+                    &client.inner.progress,
+                    client.page_fetch::<SoegOutput>(
                         service,
                         Operation::Soeg,
-                        request::soeg(service, offset, limit, &search),
-                    )
-                    .await;
-                let raw = match page {
-                    Ok(page) => page.and_then(|p| p.ids).map(|l| l.ids).unwrap_or_default(),
-                    Err(error) => {
-                        state.fail(format!(
-                            "{} soeg stopped at offset {offset}: {error}",
-                            service.segment()
-                        ));
-                        break;
-                    }
-                };
-                if raw.is_empty() {
-                    break;
-                }
-                let mut ids = Vec::with_capacity(raw.len());
-                let mut issues = Vec::new();
-                for text in &raw {
-                    match Uuid::parse_str(text.trim()) {
-                        Ok(id) if seen.insert(id) => ids.push(id),
-                        Ok(_) => {}
-                        Err(_) => issues.push(ReadIssue {
-                            code: ReadIssueCode::Malformed,
-                            object_kind: service.segment().to_owned(),
-                            object: None,
-                            element: "IdListe/UUIDIdentifikator".to_owned(),
-                            message: format!("{text:?} is not a UUID; ignored"),
-                        }),
-                    }
-                }
-                state.issues(issues);
-                if ids.is_empty() && raw.len() as u64 >= u64::from(limit) {
-                    state.fail(format!(
-                        "{} soeg repeated its results at offset {offset}; paging stopped",
-                        service.segment()
-                    ));
-                    break;
-                }
-                for chunk in ids.chunks(batch) {
-                    tasks.spawn(task(client.clone(), chunk.to_vec()));
-                }
-                offset += raw.len() as u64;
+                        move |offset, limit| request::soeg(service, offset, limit, &search),
+                    ),
+                    |page| {
+                        let raw = page.and_then(|p| p.ids).map(|l| l.ids).unwrap_or_default();
+                        let mut issues = Vec::new();
+                        let items = raw
+                            .iter()
+                            .filter_map(|text| match Uuid::parse_str(text.trim()) {
+                                Ok(id) => Some((id, id)),
+                                Err(_) => {
+                                    issues.push(ReadIssue {
+                                        code: ReadIssueCode::Malformed,
+                                        object_kind: service.segment().to_owned(),
+                                        object: None,
+                                        element: "IdListe/UUIDIdentifikator".to_owned(),
+                                        message: format!("{text:?} is not a UUID; ignored"),
+                                    });
+                                    None
+                                }
+                            })
+                            .collect();
+                        PageItems {
+                            returned: raw.len(),
+                            items,
+                            issues,
+                        }
+                    },
+                    |ids: Vec<Uuid>, issues| {
+                        state.issues(issues);
+                        for chunk in ids.chunks(batch) {
+                            let weight =
+                                OwnedWeight::new(client.inner.progress.clone(), calls_per_batch);
+                            let work = task(client.clone(), chunk.to_vec());
+                            tasks.spawn(async move {
+                                let result = work.await;
+                                drop(weight);
+                                result
+                            });
+                        }
+                    },
+                )
+                .await;
+            match end {
+                PagerEnd::Complete => {}
+                PagerEnd::Repeated { offset } => state.fail(format!(
+                    "{} soeg: the page at FoersteResultatReference {offset} brought no UUID not seen before (does the server ignore the offset?); paging stopped",
+                    service.segment()
+                )),
+                PagerEnd::Failed { offset, error } => state.fail(format!(
+                    "{} soeg stopped at offset {offset}: {error}",
+                    service.segment()
+                )),
             }
             join_all(tasks, &state)
                 .await

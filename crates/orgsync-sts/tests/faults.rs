@@ -176,6 +176,7 @@ async fn the_client_stays_under_the_in_flight_and_per_second_limits() {
     .await;
     let options = ClientOptions {
         max_in_flight: 2,
+        max_pages_in_flight: 1,
         max_calls_per_second: 20.0,
         list_batch_size: 10,
         ..fast_options(&sim)
@@ -185,7 +186,7 @@ async fn the_client_stays_under_the_in_flight_and_per_second_limits() {
     let started = Instant::now();
     let read = client.read_snapshot().await.unwrap();
     let stats = sim.stats();
-    assert!(stats.max_in_flight <= 2, "{stats:?}");
+    assert!(stats.max_in_flight <= 3, "{stats:?}");
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
     assert!(read.calls > 40);
     let floor = Duration::from_secs_f64((read.calls - 1) as f64 / 20.0);

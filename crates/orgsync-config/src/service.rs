@@ -182,9 +182,13 @@ pub struct StsConfig {
     /// Renew a token this many seconds before it expires (tokens live 8 hours).
     #[serde(default = "default_token_margin_s")]
     pub token_expiry_margin_s: u64,
-    /// At most this many STS calls in flight per customer.
+    /// At most this many STS `list` calls in flight per customer.
     #[serde(default = "default_in_flight")]
     pub max_in_flight_per_customer: u32,
+    /// At most this many pages of STS searches in flight per customer, issued ahead of the page
+    /// being read; a budget of its own next to `max_in_flight_per_customer`.
+    #[serde(default = "default_in_flight")]
+    pub max_pages_in_flight_per_customer: u32,
     /// At most this many STS calls per second for the whole system (KOMBIT's capacity rule is 14).
     #[serde(default = "default_calls_per_second")]
     pub max_calls_per_second: u32,
@@ -215,6 +219,7 @@ impl Default for StsConfig {
             tls_ca_file: None,
             token_expiry_margin_s: default_token_margin_s(),
             max_in_flight_per_customer: default_in_flight(),
+            max_pages_in_flight_per_customer: default_in_flight(),
             max_calls_per_second: default_calls_per_second(),
             call_timeout_ms: default_call_timeout_ms(),
             max_response_bytes: default_max_response_bytes(),
@@ -641,6 +646,12 @@ fn check(
         problem(
             "sts.max_in_flight_per_customer",
             format!("{}; expected 1 to 64", sts.max_in_flight_per_customer),
+        );
+    }
+    if !(1..=64).contains(&sts.max_pages_in_flight_per_customer) {
+        problem(
+            "sts.max_pages_in_flight_per_customer",
+            format!("{}; expected 1 to 64", sts.max_pages_in_flight_per_customer),
         );
     }
     if !(1..=1000).contains(&sts.max_calls_per_second) {

@@ -32,6 +32,7 @@ pub(crate) fn options_for(config: &Config, cvr: &Cvr) -> ClientOptions {
             .customer(cvr.as_str())
             .and_then(|c| c.organisation_uuid),
         max_in_flight: sts.max_in_flight_per_customer as usize,
+        max_pages_in_flight: sts.max_pages_in_flight_per_customer as usize,
         max_calls_per_second: f64::from(sts.max_calls_per_second),
         call_timeout: Duration::from_millis(sts.call_timeout_ms),
         max_response_bytes: usize::try_from(sts.max_response_bytes).unwrap_or(usize::MAX),

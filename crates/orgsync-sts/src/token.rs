@@ -860,4 +860,14 @@ impl TokenCache {
     pub async fn forget(&self, cvr: &Cvr) {
         *self.slot(cvr).lock().await = None;
     }
+
+    /// Forgets the token of `cvr` if it is still the one with assertion ID `id` (a refused
+    /// token is renewed once, however many calls in flight were refused with it).
+    pub async fn forget_if(&self, cvr: &Cvr, id: &str) {
+        let slot = self.slot(cvr);
+        let mut guard = slot.lock().await;
+        if guard.as_ref().is_some_and(|t| t.id() == id) {
+            *guard = None;
+        }
+    }
 }

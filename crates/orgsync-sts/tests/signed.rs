@@ -129,3 +129,42 @@ async fn a_full_xl_read_with_require_signatures_succeeds_with_one_token() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_mid_read_is_renewed_once_and_the_read_completes() {
+    let truth = municipality(Size::S, 5);
+    let options = orgsync_sts_sim::server::SimOptions {
+        security: Some(orgsync_sts_sim::security::SimSecurity::new(pki(), true)),
+        latency: orgsync_sts_sim::server::LatencyModel::fixed(20),
+        ..orgsync_sts_sim::server::SimOptions::default()
+    };
+    let sim = orgsync_sts_sim::server::Simulator::start(vec![truth.clone()], options)
+        .await
+        .unwrap();
+    let session = session_with(token_options(&sim));
+    let client = signed_client(&sim, &session, &cvr());
+    let mut progress = client.progress();
+    let ledger = sim.options().security.unwrap().ledger;
+    let revoker = tokio::spawn(async move {
+        // Mid-read: once 10 calls are done, the STS revokes the token in use.
+        while progress.changed().await.is_ok() {
+            if progress.borrow_and_update().calls >= 10 {
+                return ledger.revoke_all();
+            }
+        }
+        0
+    });
+    let read = client.read_snapshot().await.unwrap();
+    assert_eq!(revoker.await.unwrap(), 1, "one token was revoked mid-read");
+    assert_eq!(read.snapshot.partial, None);
+    assert_eq!(
+        normalised(read.snapshot),
+        normalised(expected_read(&truth, today()))
+    );
+    let stats = sim.stats();
+    // Every call in flight with the revoked token was refused and repeated; one new token served all.
+    assert!(stats.security_refusals >= 1, "{stats:?}");
+    assert_eq!(session.tokens().issued(), 2);
+    assert_eq!(stats.tokens_issued.get(cvr().as_str()), Some(&2));
+    sim.shutdown().await;
+}

@@ -125,6 +125,8 @@ pub const ORGANISATION6_ENTITY_ID: &str = "http://stoettesystemerne.dk/service/o
 pub const SERVICEPLATFORMEN_ENTITY_ID: &str =
     "http://organisation.serviceplatformen.dk/service/organisation/5";
 /// Where the simulator's STS listens by default (`orgsync sim --require-signatures`).
+/// The SAML Issuer of `orgsync sim`'s STS.
+pub const SIM_STS_ISSUER: &str = "https://saml.sts-sim.orgsync.invalid/runtime";
 const SIM_STS_PATH: &str = "/runtime/services/kombittrust/14/certificatemixed";
 const SIM_STS_REST_PATH: &str = "/runtime/api/rest/wstrust/v1/issue";
 
@@ -157,6 +159,11 @@ pub struct StsConfig {
     /// The service's entity ID, the token's AppliesTo/audience. Default per profile.
     #[serde(default)]
     pub entity_id: Option<String>,
+    /// The SAML `Issuer` a token must name: the environment's STS. Defaults: KOMBIT's for
+    /// `exttest` and `production`, the simulator's for `sim`; none (not checked) for the
+    /// `serviceplatformen` profile unless set.
+    #[serde(default)]
+    pub sts_issuer: Option<String>,
     /// The system certificate: a PKCS#12 file (`.p12`/`.pfx`) or a PEM certificate.
     /// Relative paths are relative to the working directory.
     #[serde(default)]
@@ -211,6 +218,7 @@ impl Default for StsConfig {
             sts_rest_url: None,
             token_protocol: TokenProtocolSetting::default(),
             entity_id: None,
+            sts_issuer: None,
             certificate_file: None,
             private_key_file: None,
             certificate_password_env: default_password_env(),
@@ -297,6 +305,24 @@ impl StsConfig {
         let mut base = self.effective_base_url();
         base.set_path(path);
         Some(base)
+    }
+
+    /// The SAML Issuer tokens must name: configured, or the environment's STS (none known for
+    /// the `serviceplatformen` profile).
+    pub fn effective_sts_issuer(&self) -> Option<String> {
+        self.sts_issuer.clone().or_else(|| {
+            match (self.profile, self.environment) {
+                (_, StsEnvironment::Sim) => Some(SIM_STS_ISSUER),
+                (StsProfile::Stoettesystemerne, StsEnvironment::Exttest) => {
+                    Some("https://saml.n2adgangsstyring.eksterntest-stoettesystemerne.dk/runtime")
+                }
+                (StsProfile::Stoettesystemerne, StsEnvironment::Production) => {
+                    Some("https://saml.n2adgangsstyring.stoettesystemerne.dk/runtime")
+                }
+                (StsProfile::Serviceplatformen, _) => None,
+            }
+            .map(str::to_owned)
+        })
     }
 
     /// The entity ID: configured, or the profile's.

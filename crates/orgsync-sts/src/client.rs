@@ -260,10 +260,16 @@ impl StsClient {
                         limit,
                     }),
                     Ok(Err(TransportError::Refused(message))) => Err(StsError::Config(message)),
-                    Ok(Err(TransportError::Token(source))) => Err(StsError::Token {
+                    Ok(Err(TransportError::Token(cause))) => Err(StsError::Token {
                         site: site.clone(),
-                        source,
+                        cause,
                     }),
+                    Ok(Ok(response)) if response.status == 404 && !is_fault(&response) => {
+                        Err(StsError::NotFound {
+                            site: site.clone(),
+                            url: call.url.to_string(),
+                        })
+                    }
                     Ok(Ok(response)) => interpret::<T>(&site, &response),
                 }
             };
@@ -993,6 +999,11 @@ fn interpret<T: DeserializeOwned + HasStatus>(
             message: retur.message.clone().unwrap_or_default(),
         }),
     }
+}
+
+/// Whether the answer is a SOAP fault (which then says more than its HTTP status).
+fn is_fault(response: &SoapResponse) -> bool {
+    matches!(xml::read_body(&response.body), Ok(Body::Fault(_)))
 }
 
 fn first_id(found: Option<SoegOutput>) -> Option<Uuid> {

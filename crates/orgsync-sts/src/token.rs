@@ -58,6 +58,10 @@ pub struct TokenOptions {
     /// DER certificates the assertion's signature must verify with (the STS certificates of the
     /// environment). Empty = the assertion's signature is left to the service to verify.
     pub trusted_sts_certificates: Vec<Vec<u8>>,
+    /// The SAML `Issuer` the environment's STS signs its assertions as. `None` = not checked
+    /// (an assertion from any signer in `trusted_sts_certificates` is accepted, whatever its
+    /// issuer says).
+    pub issuer: Option<String>,
     /// Timeout of one token request.
     pub timeout: Duration,
     /// Added to the clock when stamping requests (tests; a host with a known skew).
@@ -75,6 +79,7 @@ impl TokenOptions {
             expiry_margin: Duration::from_secs(15 * 60),
             timestamp_validity: Duration::from_secs(5 * 60),
             trusted_sts_certificates: Vec::new(),
+            issuer: None,
             timeout: Duration::from_secs(60),
             clock_offset: chrono::Duration::zero(),
         }
@@ -244,6 +249,7 @@ impl SamlToken {
 #[derive(Default)]
 struct AssertionFields {
     id: String,
+    issuer: String,
     cvr: String,
     audience: String,
     not_on_or_after: DateTime<Utc>,
@@ -297,7 +303,9 @@ fn assertion_fields(xml: &str) -> Result<AssertionFields, TokenError> {
                         .all(|(a, b)| a == b)
                         && path.len() >= names.len()
                 };
-                if in_path(&["AudienceRestriction", "Audience"]) {
+                if path.len() == 2 && in_path(&["Assertion", "Issuer"]) {
+                    fields.issuer = value;
+                } else if in_path(&["AudienceRestriction", "Audience"]) {
                     fields.audience = value;
                 } else if in_path(&["Attribute", "AttributeValue"]) && attribute_name == CVR_CLAIM {
                     fields.cvr = value;
@@ -768,6 +776,17 @@ impl TokenClient {
             return Err(TokenError::Invalid(format!(
                 "it is for CVR {:?}, not the requested {cvr}",
                 fields.cvr
+            )));
+        }
+        if let Some(issuer) = self
+            .options
+            .issuer
+            .as_deref()
+            .filter(|i| *i != fields.issuer)
+        {
+            return Err(TokenError::Invalid(format!(
+                "it was issued by {:?}, not by this environment's STS {issuer:?} (check [sts] environment and sts_issuer)",
+                fields.issuer
             )));
         }
         if fields.audience != self.options.entity_id {

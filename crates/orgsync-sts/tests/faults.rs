@@ -334,3 +334,26 @@ async fn users_or_positions_that_soeg_found_but_list_did_not_return_make_the_rea
         sim.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_url_that_answers_404_names_the_url_and_the_usual_ending() {
+    let sim = start(municipality(Size::Xs, 2), SimOptions::default()).await;
+    let mut wrong = sim.base_url();
+    wrong.set_path("/");
+    let options = ClientOptions {
+        base_url: wrong,
+        ..fast_options(&sim)
+    };
+    let error = StsClient::new(cvr(), &options, SystemLimits::new(0.0))
+        .unwrap()
+        .read_snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StsError::NotFound { .. }), "{error:?}");
+    assert!(!error.is_retriable());
+    let text = error.to_string();
+    let called = format!("{}virksomhed/6/", sim.base_url().join("/").unwrap());
+    assert!(text.contains(&called), "{text}");
+    assert!(text.contains("usually ends in /organisation/"), "{text}");
+    sim.shutdown().await;
+}

@@ -168,3 +168,51 @@ async fn a_token_revoked_mid_read_is_renewed_once_and_the_read_completes() {
     assert_eq!(stats.tokens_issued.get(cvr().as_str()), Some(&2));
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_naming_another_issuer_is_refused_and_the_cause_is_stated_once() {
+    let truth = municipality(Size::Xs, 3);
+    let sim = start_secure(vec![truth.clone()]).await;
+    let issuer = sim.options().security.unwrap().issuer;
+
+    // The environment's issuer: accepted.
+    let mut options = token_options(&sim);
+    options.issuer = Some(issuer.clone());
+    let session = session_with(options);
+    let read = signed_client(&sim, &session, &cvr())
+        .read_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(read.snapshot.units.len(), truth.units.len());
+
+    // Signed by the trusted STS key, but naming another issuer than the environment's.
+    let mut options = token_options(&sim);
+    options.issuer = Some("https://saml.n2adgangsstyring.stoettesystemerne.dk/runtime".to_owned());
+    let session = session_with(options);
+    let error = signed_client(&sim, &session, &cvr())
+        .read_snapshot()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StsError::Token { cause, .. } if matches!(**cause, orgsync_sts::token::TokenError::Invalid(_))),
+        "{error:?}"
+    );
+    assert!(!error.is_retriable());
+    // The whole chain, as the binary prints it, names the cause exactly once.
+    let mut chain = vec![error.to_string()];
+    let mut source = std::error::Error::source(&error);
+    while let Some(next) = source {
+        chain.push(next.to_string());
+        source = next.source();
+    }
+    let chain = chain.join(": ");
+    assert_eq!(
+        chain
+            .matches(&format!("it was issued by {issuer:?}"))
+            .count(),
+        1,
+        "{chain}"
+    );
+    assert_eq!(chain.matches("cannot be used").count(), 1, "{chain}");
+    sim.shutdown().await;
+}

@@ -89,7 +89,7 @@ fn sessions() -> &'static Sessions {
 /// built on first use.
 pub(crate) fn signed_session(sts: &StsConfig) -> anyhow::Result<SignedSession> {
     let key = format!(
-        "{:?}|{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}",
+        "{:?}|{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}",
         sts.certificate_file,
         sts.private_key_file,
         sts.certificate_password_env,
@@ -99,7 +99,8 @@ pub(crate) fn signed_session(sts: &StsConfig) -> anyhow::Result<SignedSession> {
         sts.token_protocol,
         sts.sts_certificate_files,
         sts.tls_ca_file,
-        sts.token_expiry_margin_s
+        sts.token_expiry_margin_s,
+        sts.effective_sts_issuer()
     );
     let mut sessions = sessions().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(session) = sessions.get(&key) {
@@ -133,6 +134,7 @@ pub(crate) fn signed_session(sts: &StsConfig) -> anyhow::Result<SignedSession> {
     };
     token_options.expiry_margin = Duration::from_secs(sts.token_expiry_margin_s);
     token_options.trusted_sts_certificates = trusted;
+    token_options.issuer = sts.effective_sts_issuer();
     let session = SignedSession::new(identity, &extra_roots, token_options)
         .context("building the mutual TLS client from the system certificate")?;
     sessions.insert(key, session.clone());

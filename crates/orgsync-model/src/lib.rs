@@ -10,6 +10,7 @@
 //! [`plan::Plan`], which renders as text for people and JSON for scripts.
 
 pub mod apply;
+pub mod fields;
 pub mod ids;
 pub mod plan;
 pub mod policy;

@@ -4,7 +4,8 @@
 //! `ORGSYNC_BENCH_LATENCY` (`sizes` (default) or a fixed number of ms), `ORGSYNC_BENCH_PER_UNIT_MAX`
 //! (read at most this many units per unit and extrapolate; default: all; 0 = skip the per-unit
 //! read), `ORGSYNC_BENCH_BASELINE=1` (first a bulk read with the sequential pager, one page in
-//! flight, for comparison).
+//! flight, for comparison), `ORGSYNC_BENCH_IN_FLIGHT` and `ORGSYNC_BENCH_PAGES_IN_FLIGHT` (the two
+//! concurrency budgets; default: the client's defaults).
 //!
 //! The bulk read's wall time is printed next to its floor, calls ÷ the configured calls per
 //! second: no client keeping to the limit can read faster.
@@ -112,10 +113,22 @@ async fn run() {
     )
     .await
     .unwrap();
-    let options = ClientOptions::for_sim(sim.base_url());
+    let env_usize = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let defaults = ClientOptions::for_sim(sim.base_url());
+    let options = ClientOptions {
+        max_in_flight: env_usize("ORGSYNC_BENCH_IN_FLIGHT").unwrap_or(defaults.max_in_flight),
+        max_pages_in_flight: env_usize("ORGSYNC_BENCH_PAGES_IN_FLIGHT")
+            .unwrap_or(defaults.max_pages_in_flight),
+        ..defaults
+    };
     println!(
-        "client: {} in flight, {} calls/s, page {}, list batch {}",
+        "client: {} lists and {} pages in flight, {} calls/s, page {}, list batch {}",
         options.max_in_flight,
+        options.max_pages_in_flight,
         options.max_calls_per_second,
         options.page_size,
         options.list_batch_size

@@ -126,7 +126,7 @@ pub const SERVICEPLATFORMEN_ENTITY_ID: &str =
     "http://organisation.serviceplatformen.dk/service/organisation/5";
 /// Where the simulator's STS listens by default (`orgsync sim --require-signatures`).
 /// The SAML Issuer of `orgsync sim`'s STS.
-pub const SIM_STS_ISSUER: &str = "https://saml.sts-sim.orgsync.invalid/runtime";
+const SIM_STS_ISSUER: &str = "https://saml.sts-sim.orgsync.invalid/runtime";
 const SIM_STS_PATH: &str = "/runtime/services/kombittrust/14/certificatemixed";
 const SIM_STS_REST_PATH: &str = "/runtime/api/rest/wstrust/v1/issue";
 

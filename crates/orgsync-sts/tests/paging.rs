@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use orgsync_sts::client::StsClient;
-use orgsync_sts::error::TransportError;
 use orgsync_sts::limits::SystemLimits;
 use orgsync_sts::options::ClientOptions;
 use orgsync_sts::pager::ReadProgress;
@@ -50,8 +49,7 @@ impl Transport for Concurrency {
             max.fetch_max(current, Ordering::SeqCst);
             // A page cancelled by the pager is dropped mid-call: count it out then too.
             let _out = Out(now);
-            let response = self.inner.send(call).await;
-            Ok::<_, TransportError>(response?)
+            self.inner.send(call).await
         })
     }
 }

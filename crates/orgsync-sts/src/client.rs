@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -217,6 +217,18 @@ impl StsClient {
         operation: Operation,
         payload: String,
     ) -> Result<Option<T>, StsError> {
+        self.call_unless(service, operation, payload, None).await
+    }
+
+    /// [`StsClient::call`], given up before it takes a call slot once `cancelled` is set (a page
+    /// issued ahead beyond the end of its search). A call that has its slot is made and counted.
+    async fn call_unless<T: DeserializeOwned + HasStatus>(
+        &self,
+        service: Service,
+        operation: Operation,
+        payload: String,
+        cancelled: Option<&AtomicBool>,
+    ) -> Result<Option<T>, StsError> {
         let site = CallSite { service, operation };
         let options = &self.inner.options;
         let call = SoapCall {
@@ -242,6 +254,11 @@ impl StsClient {
                     .acquire()
                     .await
                     .map_err(|_| StsError::Config("the client was shut down".to_owned()))?;
+                if cancelled.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(StsError::Config(
+                        "the page is not needed any more".to_owned(),
+                    ));
+                }
                 self.inner.limits.admit().await;
                 self.inner.calls.fetch_add(1, Ordering::Relaxed);
                 match tokio::time::timeout(options.call_timeout, self.inner.transport.send(&call))
@@ -799,21 +816,26 @@ impl StsClient {
         }
     }
 
-    /// Starts one page's call as a task, so that pages issued ahead run concurrently.
+    /// Starts one page's call as a task, so that pages issued ahead run concurrently. Once
+    /// `cancelled` is set, pages that have no call slot yet are not sent.
     fn page_fetch<T>(
         &self,
         service: Service,
         operation: Operation,
         request: impl Fn(u64, u32) -> String,
-    ) -> impl FnMut(u64, u32) -> tokio::task::JoinHandle<Result<Option<T>, StsError>>
+    ) -> impl FnMut(u64, u32, Arc<AtomicBool>) -> tokio::task::JoinHandle<Result<Option<T>, StsError>>
     where
         T: DeserializeOwned + HasStatus + Send + 'static,
     {
         let client = self.clone();
-        move |offset, limit| {
+        move |offset, limit, cancelled| {
             let client = client.clone();
             let payload = request(offset, limit);
-            tokio::spawn(async move { client.call::<T>(service, operation, payload).await })
+            tokio::spawn(async move {
+                client
+                    .call_unless::<T>(service, operation, payload, Some(&cancelled))
+                    .await
+            })
         }
     }
 

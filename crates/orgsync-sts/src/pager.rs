@@ -5,8 +5,8 @@
 //!
 //! * an empty page ends the search (complete);
 //! * a short page (fewer entries than asked for) ends it too: no extra call for the empty page
-//!   after it; pages issued ahead beyond it are cancelled (those still waiting for a call slot
-//!   are never sent);
+//!   after it; of the pages issued ahead beyond it, those still waiting for a call slot are
+//!   never sent and those already sent are awaited and ignored;
 //! * a page that brings no UUID not seen before stops the search and marks it partial: a server
 //!   that ignores `FoersteResultatReference` returns the first page again and again, and must not
 //!   make the read loop;
@@ -76,7 +76,7 @@ impl Pager {
     pub(crate) async fn run<T, I>(
         self,
         progress: &Progress,
-        mut fetch: impl FnMut(u64, u32) -> JoinHandle<Result<Option<T>, StsError>>,
+        mut fetch: impl FnMut(u64, u32, Arc<AtomicBool>) -> JoinHandle<Result<Option<T>, StsError>>,
         split: impl Fn(Option<T>) -> PageItems<I>,
         mut on_page: impl FnMut(Vec<I>, Vec<ReadIssue>),
     ) -> PagerEnd {
@@ -87,9 +87,10 @@ impl Pager {
         let mut next_offset = 0u64;
         let mut in_flight: VecDeque<(u64, JoinHandle<_>, Weight<'_>)> = VecDeque::new();
         let mut seen: HashSet<Uuid> = HashSet::new();
+        let cancelled = Arc::new(AtomicBool::new(false));
         let end = loop {
             while in_flight.len() < window {
-                let handle = fetch(next_offset, limit);
+                let handle = fetch(next_offset, limit, cancelled.clone());
                 in_flight.push_back((next_offset, handle, progress.work(1, false)));
                 next_offset += u64::from(limit);
             }
@@ -125,8 +126,12 @@ impl Pager {
             }
             window = (window * 2).min(ahead);
         };
-        for (_, handle, _) in in_flight {
-            handle.abort();
+        // Pages issued beyond the end: those without a call slot are not sent; those already
+        // sent are awaited (and ignored), so every call counted was made.
+        cancelled.store(true, Ordering::Relaxed);
+        for (_, handle, weight) in in_flight {
+            let _ = handle.await;
+            drop(weight);
         }
         end
     }

@@ -134,6 +134,8 @@ pub const ORGANISATION6_ENTITY_ID: &str = "http://stoettesystemerne.dk/service/o
 pub const SERVICEPLATFORMEN_ENTITY_ID: &str =
     "http://organisation.serviceplatformen.dk/service/organisation/5";
 /// Where the simulator's STS listens by default (`orgsync sim --require-signatures`).
+/// The SAML Issuer of `orgsync sim`'s STS.
+const SIM_STS_ISSUER: &str = "https://saml.sts-sim.orgsync.invalid/runtime";
 const SIM_STS_PATH: &str = "/runtime/services/kombittrust/14/certificatemixed";
 const SIM_STS_REST_PATH: &str = "/runtime/api/rest/wstrust/v1/issue";
 
@@ -166,6 +168,11 @@ pub struct StsConfig {
     /// The service's entity ID, the token's AppliesTo/audience. Default per profile.
     #[serde(default)]
     pub entity_id: Option<String>,
+    /// The SAML `Issuer` a token must name: the environment's STS. Defaults: KOMBIT's for
+    /// `exttest` and `production`, the simulator's for `sim`; none (not checked) for the
+    /// `serviceplatformen` profile unless set.
+    #[serde(default)]
+    pub sts_issuer: Option<String>,
     /// The system certificate: a PKCS#12 file (`.p12`/`.pfx`) or a PEM certificate.
     /// Relative paths are relative to the working directory.
     #[serde(default)]
@@ -191,9 +198,13 @@ pub struct StsConfig {
     /// Renew a token this many seconds before it expires (tokens live 8 hours).
     #[serde(default = "default_token_margin_s")]
     pub token_expiry_margin_s: u64,
-    /// At most this many STS calls in flight per customer.
+    /// At most this many STS `list` calls in flight per customer.
     #[serde(default = "default_in_flight")]
     pub max_in_flight_per_customer: u32,
+    /// At most this many pages of STS searches in flight per customer, issued ahead of the page
+    /// being read; a budget of its own next to `max_in_flight_per_customer`.
+    #[serde(default = "default_in_flight")]
+    pub max_pages_in_flight_per_customer: u32,
     /// At most this many STS calls per second for the whole system (KOMBIT's capacity rule is 14).
     #[serde(default = "default_calls_per_second")]
     pub max_calls_per_second: u32,
@@ -216,6 +227,7 @@ impl Default for StsConfig {
             sts_rest_url: None,
             token_protocol: TokenProtocolSetting::default(),
             entity_id: None,
+            sts_issuer: None,
             certificate_file: None,
             private_key_file: None,
             certificate_password_env: default_password_env(),
@@ -224,6 +236,7 @@ impl Default for StsConfig {
             tls_ca_file: None,
             token_expiry_margin_s: default_token_margin_s(),
             max_in_flight_per_customer: default_in_flight(),
+            max_pages_in_flight_per_customer: default_in_flight(),
             max_calls_per_second: default_calls_per_second(),
             call_timeout_ms: default_call_timeout_ms(),
             max_response_bytes: default_max_response_bytes(),
@@ -301,6 +314,24 @@ impl StsConfig {
         let mut base = self.effective_base_url();
         base.set_path(path);
         Some(base)
+    }
+
+    /// The SAML Issuer tokens must name: configured, or the environment's STS (none known for
+    /// the `serviceplatformen` profile).
+    pub fn effective_sts_issuer(&self) -> Option<String> {
+        self.sts_issuer.clone().or_else(|| {
+            match (self.profile, self.environment) {
+                (_, StsEnvironment::Sim) => Some(SIM_STS_ISSUER),
+                (StsProfile::Stoettesystemerne, StsEnvironment::Exttest) => {
+                    Some("https://saml.n2adgangsstyring.eksterntest-stoettesystemerne.dk/runtime")
+                }
+                (StsProfile::Stoettesystemerne, StsEnvironment::Production) => {
+                    Some("https://saml.n2adgangsstyring.stoettesystemerne.dk/runtime")
+                }
+                (StsProfile::Serviceplatformen, _) => None,
+            }
+            .map(str::to_owned)
+        })
     }
 
     /// The entity ID: configured, or the profile's.
@@ -754,6 +785,12 @@ fn check(
         problem(
             "sts.max_in_flight_per_customer",
             format!("{}; expected 1 to 64", sts.max_in_flight_per_customer),
+        );
+    }
+    if !(1..=64).contains(&sts.max_pages_in_flight_per_customer) {
+        problem(
+            "sts.max_pages_in_flight_per_customer",
+            format!("{}; expected 1 to 64", sts.max_pages_in_flight_per_customer),
         );
     }
     if !(1..=1000).contains(&sts.max_calls_per_second) {

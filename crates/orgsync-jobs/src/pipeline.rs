@@ -399,7 +399,7 @@ impl Pipeline {
             &valid,
             &state,
             &customer.policy,
-            Utc::now().date_naive(),
+            orgsync_model::time::danish_date(&Utc::now()),
         ))
     }
 
@@ -657,8 +657,12 @@ impl Pipeline {
             .read_state()
             .await
             .map_err(|e| job_error(&SourceError::target(&e)))?;
-        let plan =
-            orgsync_model::plan::plan(&valid, &state, &customer.policy, Utc::now().date_naive());
+        let plan = orgsync_model::plan::plan(
+            &valid,
+            &state,
+            &customer.policy,
+            orgsync_model::time::danish_date(&Utc::now()),
+        );
         drop(state);
         report.durations.plan_ms = elapsed_ms(plan_started);
         report.summary = Some(plan.summary);

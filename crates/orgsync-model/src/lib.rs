@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod error_class;
+pub mod fields;
 pub mod ids;
 pub mod plan;
 pub mod policy;
@@ -19,4 +20,5 @@ pub mod snapshot;
 pub mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 pub mod validate;

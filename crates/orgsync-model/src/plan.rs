@@ -703,18 +703,11 @@ fn plan_departments(
                 changes: None,
             }),
             Some(current) => {
-                let mut changes = Changes::new();
-                diff(&mut changes, "title", &current.title, &fields.title);
-                diff(
-                    &mut changes,
-                    "custom_id",
-                    &current.custom_id,
-                    &fields.custom_id,
-                );
-                diff(&mut changes, "parent", &current.parent, &fields.parent);
-                if policy.mappings.manager {
-                    diff(&mut changes, "manager", &current.manager, &fields.manager);
-                }
+                let changes: Changes =
+                    crate::fields::department_differences(current, &fields, policy.mappings)
+                        .into_iter()
+                        .map(|field| (field.as_str().to_owned(), field.values(current, &fields)))
+                        .collect();
                 let action = if !current.active {
                     Action::Reactivate
                 } else if !changes.is_empty() {
@@ -994,62 +987,15 @@ pub fn in_domains(user: &TargetUser, policy: &Policy) -> bool {
 }
 
 fn user_changes(current: &TargetUser, id: UserId, fields: &UserFields, policy: &Policy) -> Changes {
-    let mut changes = Changes::new();
-    diff(&mut changes, "external_id", &current.external_id, &Some(id));
-    diff(
-        &mut changes,
-        "user_name",
-        &current.user_name,
-        &fields.user_name,
-    );
-    diff(&mut changes, "email", &current.email, &fields.email);
-    diff(
-        &mut changes,
-        "first_name",
-        &current.first_name,
-        &fields.first_name,
-    );
-    diff(
-        &mut changes,
-        "last_name",
-        &current.last_name,
-        &fields.last_name,
-    );
-    let memberships: Vec<UnitId> = current.memberships.iter().copied().collect();
-    diff(
-        &mut changes,
-        "memberships",
-        &memberships,
-        &fields.memberships,
-    );
-    diff(
-        &mut changes,
-        "primary_department",
-        &current.primary_department,
-        &fields.primary_department,
-    );
-    if policy.mappings.title {
-        diff(&mut changes, "title", &current.title, &fields.title);
-    }
-    if policy.mappings.phone {
-        diff(&mut changes, "phone", &current.phone, &fields.phone);
-    }
-    if policy.mappings.manager {
-        diff(&mut changes, "manager", &current.manager, &fields.manager);
-    }
-    changes
-}
-
-fn diff<T: PartialEq + Serialize>(changes: &mut Changes, field: &str, old: &T, new: &T) {
-    if old != new {
-        changes.insert(
-            field.to_owned(),
+    crate::fields::user_differences(current, Some(id), fields, policy.mappings)
+        .into_iter()
+        .map(|field| {
             (
-                serde_json::to_value(old).unwrap_or(Value::Null),
-                serde_json::to_value(new).unwrap_or(Value::Null),
-            ),
-        );
-    }
+                field.as_str().to_owned(),
+                field.values(current, Some(id), fields),
+            )
+        })
+        .collect()
 }
 
 fn apply_guards(plan: &mut Plan, valid: &ValidSnapshot, target: &TargetState, policy: &Policy) {

@@ -98,7 +98,7 @@ pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> Result<()
         options.security = Some(security);
         tracing::info!(pki_dir = %args.pki_dir.display(), "wrote the simulator's CA, STS and client certificates");
     }
-    let today = Utc::now().date_naive();
+    let today = orgsync_model::time::danish_date(&Utc::now());
     let mut municipalities = Vec::new();
     for path in &args.fixtures {
         municipalities.push(load_fixture(path)?);

@@ -46,6 +46,43 @@ pub struct SimSecurity {
     pub token_lifetime: Duration,
     /// Clock skew tolerated on timestamps and token validity.
     pub clock_skew: Duration,
+    /// The assertions issued and those revoked (shared by the clones of these options).
+    pub ledger: Arc<TokenLedger>,
+}
+
+/// The IDs of assertions the STS issued, and of those revoked since.
+#[derive(Debug, Default)]
+pub struct TokenLedger {
+    issued: std::sync::Mutex<Vec<String>>,
+    revoked: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl TokenLedger {
+    fn issued(&self, id: &str) {
+        self.issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(id.to_owned());
+    }
+
+    /// Revokes every assertion issued so far: the services refuse them as
+    /// `wsse:InvalidSecurityToken` from now on. Returns how many were revoked.
+    pub fn revoke_all(&self) -> usize {
+        let issued = std::mem::take(&mut *self.issued.lock().unwrap_or_else(|e| e.into_inner()));
+        let n = issued.len();
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(issued);
+        n
+    }
+
+    fn is_revoked(&self, id: &str) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
 }
 
 impl SimSecurity {
@@ -58,6 +95,7 @@ impl SimSecurity {
             issuer: "https://saml.sts-sim.orgsync.invalid/runtime".to_owned(),
             token_lifetime: Duration::from_secs(8 * 3600),
             clock_skew: Duration::from_secs(5 * 60),
+            ledger: Arc::new(TokenLedger::default()),
         }
     }
 
@@ -102,6 +140,7 @@ pub fn assertion(
     now: DateTime<Utc>,
 ) -> String {
     let id = format!("_{}", Uuid::new_v4());
+    security.ledger.issued(&id);
     let until = now + chrono::Duration::from_std(security.token_lifetime).unwrap_or_default();
     let (now_text, until_text) = (time(now), time(until));
     let (now_text, until_text) = (now_text.as_str(), until_text.as_str());
@@ -596,6 +635,15 @@ pub(crate) fn check_call(
         return Err(refuse(
             "InvalidSecurityToken",
             "the assertion is not valid now (NotBefore/NotOnOrAfter): get a new token",
+        ));
+    }
+    if security
+        .ledger
+        .is_revoked(assertion.attribute("ID").unwrap_or_default())
+    {
+        return Err(refuse(
+            "InvalidSecurityToken",
+            "the assertion was revoked: get a new token",
         ));
     }
     let audience = assertion

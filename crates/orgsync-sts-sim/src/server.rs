@@ -164,6 +164,9 @@ pub struct SimOptions {
     pub faults: FaultOptions,
     /// Ignore virkning filters and return every entry (history included), as some servers may.
     pub full_history: bool,
+    /// Ignore `FoersteResultatReference` and always answer with the first page, as a broken
+    /// server might (the client must stop, not loop).
+    pub ignore_offset: bool,
     /// Largest MaksimalAntalKvantitet accepted (default 500); above it StatusKode 40.
     pub max_page_size: u32,
     /// Most UUIDs accepted in one list (default 500); above it StatusKode 40.
@@ -181,6 +184,7 @@ impl Default for SimOptions {
             latency: LatencyModel::none(),
             faults: FaultOptions::default(),
             full_history: false,
+            ignore_offset: false,
             max_page_size: 500,
             max_list_ids: 500,
             seed: 1,
@@ -265,7 +269,7 @@ impl Simulator {
         municipalities: Vec<Snapshot>,
         options: SimOptions,
     ) -> Result<Simulator, SimError> {
-        let today = Utc::now().date_naive();
+        let today = orgsync_model::time::danish_date(&Utc::now());
         let shared = Arc::new(Shared {
             worlds: RwLock::new(HashMap::new()),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(options.seed)),
@@ -1264,6 +1268,7 @@ fn paging(
     limit: &Option<String>,
 ) -> Result<(usize, usize), String> {
     let offset = match offset.as_deref().map(str::trim) {
+        _ if options.ignore_offset => 0,
         None => 0,
         Some(t) => t
             .parse::<usize>()

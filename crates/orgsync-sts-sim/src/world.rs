@@ -77,14 +77,13 @@ impl Window {
 }
 
 fn day_start(date: NaiveDate) -> DateTime<Utc> {
-    // Dates are written with +01:00, so the day starts at 23:00 UTC the day before.
-    date.and_hms_opt(0, 0, 0)
-        .map(|t| t.and_utc() - chrono::Duration::hours(1))
-        .unwrap_or_default()
+    orgsync_model::time::danish_midnight(date)
 }
 
+/// A date's first instant, written in UTC as some STS fakes do (1 January starts at
+/// `…-12-31T23:00:00.000Z`), so a client that takes dates in UTC reads the day before.
 fn stamp(date: NaiveDate) -> String {
-    format!("{}T00:00:00.000+01:00", date.format("%Y-%m-%d"))
+    day_start(date).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A deterministic UUID derived from another UUID and a salt.

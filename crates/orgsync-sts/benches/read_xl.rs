@@ -2,7 +2,13 @@
 //!
 //! `cargo bench -p orgsync-sts` reads `xl`. Environment: `ORGSYNC_BENCH_SIZE` (xs|s|m|l|xl|stress),
 //! `ORGSYNC_BENCH_LATENCY` (`sizes` (default) or a fixed number of ms), `ORGSYNC_BENCH_PER_UNIT_MAX`
-//! (read at most this many units per unit and extrapolate; default: all).
+//! (read at most this many units per unit and extrapolate; default: all; 0 = skip the per-unit
+//! read), `ORGSYNC_BENCH_BASELINE=1` (first a bulk read with the sequential pager, one page in
+//! flight, for comparison), `ORGSYNC_BENCH_IN_FLIGHT` and `ORGSYNC_BENCH_PAGES_IN_FLIGHT` (the two
+//! concurrency budgets; default: the client's defaults).
+//!
+//! The bulk read's wall time is printed next to its floor, calls ÷ the configured calls per
+//! second: no client keeping to the limit can read faster.
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // a benchmark prints its table and may stop on failure
 
 use std::sync::Arc;
@@ -44,6 +50,26 @@ struct Row {
     peak_mib: f64,
 }
 
+fn print_rows(rows: &[Row], floor: impl Fn(u64) -> f64) {
+    println!();
+    println!(
+        "| strategy | STS calls | wall time (s) | floor: calls ÷ calls/s (s) | × floor | calls/s | peak RSS (MiB, client+sim) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} |",
+            row.name,
+            row.calls,
+            row.seconds,
+            floor(row.calls),
+            row.seconds / floor(row.calls),
+            row.calls as f64 / row.seconds,
+            row.peak_mib
+        );
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -69,7 +95,7 @@ async fn run() {
         .ok()
         .and_then(|s| s.parse().ok());
     let cvr = Cvr::parse("64942212").unwrap();
-    let today = chrono::Utc::now().date_naive();
+    let today = orgsync_model::time::danish_date(&chrono::Utc::now());
     let truth = generate(&cvr, size, 1, today);
     let n_functions: usize = truth.users.iter().map(|u| u.positions.len()).sum();
     println!(
@@ -87,14 +113,45 @@ async fn run() {
     )
     .await
     .unwrap();
-    let options = ClientOptions::for_sim(sim.base_url());
+    let env_usize = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let defaults = ClientOptions::for_sim(sim.base_url());
+    let options = ClientOptions {
+        max_in_flight: env_usize("ORGSYNC_BENCH_IN_FLIGHT").unwrap_or(defaults.max_in_flight),
+        max_pages_in_flight: env_usize("ORGSYNC_BENCH_PAGES_IN_FLIGHT")
+            .unwrap_or(defaults.max_pages_in_flight),
+        ..defaults
+    };
     println!(
-        "client: {} in flight, {} calls/s, page {}, list batch {}",
+        "client: {} lists and {} pages in flight, {} calls/s, page {}, list batch {}",
         options.max_in_flight,
+        options.max_pages_in_flight,
         options.max_calls_per_second,
         options.page_size,
         options.list_batch_size
     );
+    let mut rows = Vec::new();
+    if std::env::var("ORGSYNC_BENCH_BASELINE").is_ok_and(|v| v == "1") {
+        let sequential = ClientOptions {
+            max_pages_in_flight: 1,
+            ..options.clone()
+        };
+        let limits = SystemLimits::new(sequential.max_calls_per_second);
+        let client = StsClient::new(cvr.clone(), &sequential, limits).unwrap();
+        reset_peak();
+        let started = Instant::now();
+        let read = client.read_snapshot().await.unwrap();
+        rows.push(Row {
+            name: "bulk, sequential pager (1 page in flight)",
+            calls: read.calls,
+            seconds: started.elapsed().as_secs_f64(),
+            peak_mib: peak_rss_mib(),
+        });
+        sim.reset_stats();
+    }
     let limits = SystemLimits::new(options.max_calls_per_second);
     let client = StsClient::new(cvr.clone(), &options, limits).unwrap();
 
@@ -103,7 +160,7 @@ async fn run() {
     let started = Instant::now();
     let read = client.read_snapshot().await.unwrap();
     let bulk = Row {
-        name: "bulk",
+        name: "bulk (pages issued ahead)",
         calls: read.calls,
         seconds: started.elapsed().as_secs_f64(),
         peak_mib: peak_rss_mib(),
@@ -137,6 +194,25 @@ async fn run() {
         read.issues.len()
     );
     println!("bulk calls by operation: {:?}", sim.stats().by_operation);
+
+    rows.push(bulk);
+    let floor = |calls: u64| calls as f64 / options.max_calls_per_second;
+    if per_unit_max == Some(0) {
+        print_rows(&rows, floor);
+        for row in &rows {
+            println!(
+                "{}: {:.1} s = {:.2} × the floor ({:.1} s); within 1.15 × the floor: {}",
+                row.name,
+                row.seconds,
+                row.seconds / floor(row.calls),
+                floor(row.calls),
+                row.seconds <= 1.15 * floor(row.calls)
+            );
+        }
+        sim.shutdown().await;
+        return;
+    }
+    let bulk = rows.pop().unwrap();
 
     // Per unit: the hierarchy pages (as in the bulk read) plus one read_unit per unit.
     sim.reset_stats();
@@ -178,19 +254,10 @@ async fn run() {
         sample.len(),
         sim.stats().by_operation
     );
-    println!();
-    println!("| strategy | STS calls | wall time (s) | calls/s | peak RSS (MiB, client+sim) |");
-    println!("|---|---:|---:|---:|---:|");
-    for row in [&bulk, &per_unit] {
-        println!(
-            "| {} | {} | {:.1} | {:.2} | {:.0} |",
-            row.name,
-            row.calls,
-            row.seconds,
-            row.calls as f64 / row.seconds,
-            row.peak_mib
-        );
-    }
+    rows.push(bulk);
+    rows.push(per_unit);
+    print_rows(&rows, floor);
+    let (bulk, per_unit) = (&rows[rows.len() - 2], &rows[rows.len() - 1]);
     println!(
         "ratio of calls, per unit / bulk: {:.1}",
         per_unit.calls as f64 / bulk.calls as f64

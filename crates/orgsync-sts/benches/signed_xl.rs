@@ -60,7 +60,7 @@ async fn run() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0.0);
     let cvr = Cvr::parse("64942212").unwrap();
-    let today = chrono::Utc::now().date_naive();
+    let today = orgsync_model::time::danish_date(&chrono::Utc::now());
     let truth = generate(&cvr, size, 1, today);
     let want = sorted(expected_read(&truth, today));
     println!(

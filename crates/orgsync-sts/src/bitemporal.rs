@@ -13,6 +13,7 @@
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
 use orgsync_model::ids::UnitId;
 use orgsync_model::snapshot::Position;
+use orgsync_model::time::danish_date;
 use uuid::Uuid;
 
 use crate::issues::{ReadIssue, ReadIssueCode};
@@ -686,8 +687,8 @@ pub(crate) fn function(
                 unit_uuid: UnitId(unit),
                 title: title.clone(),
                 manager,
-                valid_from: period.from.map(|t| t.date_naive()),
-                valid_to: period.to.map(|t| t.date_naive()),
+                valid_from: period.from.map(|t| danish_date(&t)),
+                valid_to: period.to.map(|t| danish_date(&t)),
             },
         ));
     }

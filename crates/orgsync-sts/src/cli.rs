@@ -14,6 +14,7 @@ use crate::error::StsError;
 use crate::issues::ReadIssue;
 use crate::limits::SystemLimits;
 use crate::options::ClientOptions;
+use crate::pager::ReadProgress;
 
 /// Talk to STS Organisation directly.
 #[derive(Debug, Clone, Subcommand)]
@@ -31,6 +32,10 @@ pub struct SnapshotArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
     pub format: OutputFormat,
+    /// Print the read's progress (calls, objects, estimated calls left) to stderr every
+    /// second; on by default when stderr is a terminal.
+    #[arg(long)]
+    pub progress: bool,
 }
 
 /// How `orgsync sts snapshot` prints.
@@ -170,17 +175,96 @@ impl ClientSource for ClientOptions {
     }
 }
 
-/// Runs an `orgsync sts` command with clients from `source`, printing to `out`.
+/// Runs an `orgsync sts` command with clients from `source`, printing to `out` (progress, when
+/// asked for or when stderr is a terminal, to stderr).
 pub async fn run(
     command: &StsCommand,
     source: &impl ClientSource,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
+    let StsCommand::Snapshot(args) = command;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if args.progress || terminal {
+        let mut stderr = ProgressLines {
+            out: std::io::stderr(),
+            terminal,
+        };
+        let result = run_with_progress(command, source, out, Some(&mut stderr)).await;
+        if terminal {
+            // End the line rewritten in place.
+            writeln!(stderr.out)?;
+        }
+        result
+    } else {
+        run_with_progress(command, source, out, None).await
+    }
+}
+
+/// Where progress lines go: one per line, or, on a terminal, one line rewritten in place.
+struct ProgressLines<W: Write> {
+    out: W,
+    terminal: bool,
+}
+
+impl<W: Write> Write for ProgressLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.terminal && buf.ends_with(b"\n") {
+            self.out.write_all(b"\r\x1b[2K")?;
+            self.out.write_all(&buf[..buf.len() - 1])?;
+            self.out.flush()?;
+            return Ok(buf.len());
+        }
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// One progress line, for people.
+pub fn progress_line(progress: &ReadProgress) -> String {
+    let left = match (progress.done, progress.paging) {
+        (true, _) => "done".to_owned(),
+        (false, true) => format!("at least {} calls left", progress.remaining_estimate),
+        (false, false) => format!("about {} calls left", progress.remaining_estimate),
+    };
+    format!(
+        "reading STS: {} calls, {} objects found, {left}",
+        progress.calls, progress.objects
+    )
+}
+
+/// Like [`run`], with the progress lines (every second and at the end) written to `progress`.
+pub async fn run_with_progress(
+    command: &StsCommand,
+    source: &impl ClientSource,
+    out: &mut impl Write,
+    mut progress: Option<&mut dyn Write>,
+) -> Result<(), CliError> {
     match command {
         StsCommand::Snapshot(args) => {
             let limits = SystemLimits::new(source.max_calls_per_second());
             let client = source.client(&args.cvr, limits)?;
-            let read = client.read_snapshot().await?;
+            let watch = client.progress();
+            let reading = client.read_snapshot();
+            tokio::pin!(reading);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let read = loop {
+                tokio::select! {
+                    read = &mut reading => break read,
+                    _ = tick.tick() => {
+                        if let Some(progress) = progress.as_mut() {
+                            writeln!(progress, "{}", progress_line(&watch.borrow()))?;
+                        }
+                    }
+                }
+            };
+            if let Some(progress) = progress.as_mut() {
+                writeln!(progress, "{}", progress_line(&watch.borrow()))?;
+            }
+            let read = read?;
             match args.format {
                 OutputFormat::Json => {
                     serde_json::to_writer_pretty(&mut *out, &snapshot_json(&read)?)?;

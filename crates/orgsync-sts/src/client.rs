@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use orgsync_model::ids::{Cvr, UnitId, UserId};
 use orgsync_model::snapshot::{Position, Snapshot, Unit, UnitExtra, UnitKind, User};
 use serde::de::DeserializeOwned;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, Semaphore, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -19,6 +19,7 @@ use crate::error::{CallSite, StsError, TransportError};
 use crate::issues::{ReadIssue, ReadIssueCode};
 use crate::limits::SystemLimits;
 use crate::options::ClientOptions;
+use crate::pager::{OwnedWeight, PageItems, Pager, PagerEnd, Progress, ReadProgress};
 use crate::request::{self, Search};
 use crate::response::{HasStatus, HierarchyOutput, ListOutput, ObjectXml, SoegOutput};
 use crate::transport::{SoapCall, SoapResponse, Transport, UnsignedTransport};
@@ -40,8 +41,13 @@ struct Inner {
     options: ClientOptions,
     transport: Arc<dyn Transport>,
     limits: SystemLimits,
+    /// Call slots of `list` and `laes` calls.
     in_flight: Semaphore,
+    /// Call slots of paged searches (`soeg`, `FremsoegObjekthierarki`): their own budget, so
+    /// pages issued ahead do not starve the lists.
+    pages_in_flight: Semaphore,
     calls: AtomicU64,
+    progress: Arc<Progress>,
     organisation: OnceCell<Uuid>,
     /// The first error that ends every read (token refused, no service agreement, security).
     fatal: Mutex<Option<StsError>>,
@@ -153,10 +159,12 @@ impl StsClient {
             inner: Arc::new(Inner {
                 cvr,
                 in_flight: Semaphore::new(options.max_in_flight),
+                pages_in_flight: Semaphore::new(options.max_pages_in_flight),
                 options,
                 transport,
                 limits,
                 calls: AtomicU64::new(0),
+                progress: Arc::new(Progress::new()),
                 organisation,
                 fatal: Mutex::new(None),
             }),
@@ -171,6 +179,16 @@ impl StsClient {
     /// STS calls made by this client so far (every attempt counts).
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// The progress of the current (or last) read, updated after every call.
+    pub fn progress(&self) -> watch::Receiver<ReadProgress> {
+        self.inner.progress.subscribe()
+    }
+
+    /// The previous read's call count, so that the progress can estimate what is left.
+    pub fn expect_calls(&self, calls: u64) {
+        self.inner.progress.expect(calls);
     }
 
     /// The options in use (page and batch sizes clamped to the protocol's limits).
@@ -199,6 +217,18 @@ impl StsClient {
         operation: Operation,
         payload: String,
     ) -> Result<Option<T>, StsError> {
+        self.call_unless(service, operation, payload, None).await
+    }
+
+    /// [`StsClient::call`], given up before it takes a call slot once `cancelled` is set (a page
+    /// issued ahead beyond the end of its search). A call that has its slot is made and counted.
+    async fn call_unless<T: DeserializeOwned + HasStatus>(
+        &self,
+        service: Service,
+        operation: Operation,
+        payload: String,
+        cancelled: Option<&AtomicBool>,
+    ) -> Result<Option<T>, StsError> {
         let site = CallSite { service, operation };
         let options = &self.inner.options;
         let call = SoapCall {
@@ -215,13 +245,20 @@ impl StsClient {
         }
         let mut attempt = 1;
         loop {
+            let budget = match operation {
+                Operation::Soeg | Operation::FremsoegObjekthierarki => &self.inner.pages_in_flight,
+                Operation::List | Operation::Laes => &self.inner.in_flight,
+            };
             let result = {
-                let _permit = self
-                    .inner
-                    .in_flight
+                let _permit = budget
                     .acquire()
                     .await
                     .map_err(|_| StsError::Config("the client was shut down".to_owned()))?;
+                if cancelled.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(StsError::Config(
+                        "the page is not needed any more".to_owned(),
+                    ));
+                }
                 self.inner.limits.admit().await;
                 self.inner.calls.fetch_add(1, Ordering::Relaxed);
                 match tokio::time::timeout(options.call_timeout, self.inner.transport.send(&call))
@@ -240,13 +277,20 @@ impl StsClient {
                         limit,
                     }),
                     Ok(Err(TransportError::Refused(message))) => Err(StsError::Config(message)),
-                    Ok(Err(TransportError::Token(source))) => Err(StsError::Token {
+                    Ok(Err(TransportError::Token(cause))) => Err(StsError::Token {
                         site: site.clone(),
-                        source,
+                        cause,
                     }),
+                    Ok(Ok(response)) if response.status == 404 && !is_fault(&response) => {
+                        Err(StsError::NotFound {
+                            site: site.clone(),
+                            url: call.url.to_string(),
+                        })
+                    }
                     Ok(Ok(response)) => interpret::<T>(&site, &response),
                 }
             };
+            self.inner.progress.publish(self.calls());
             match result {
                 Err(error) if error.is_retriable() && attempt < options.max_attempts => {
                     let delay = backoff(options, attempt);
@@ -328,6 +372,13 @@ impl StsClient {
     /// Reads the whole municipality: units, positions, users, names, e-mail and phone.
     pub async fn read_snapshot(&self) -> Result<SnapshotRead, StsError> {
         let calls_before = self.calls();
+        self.inner.progress.start(calls_before);
+        let read = self.read_snapshot_inner(calls_before).await;
+        self.inner.progress.finish(self.calls());
+        read
+    }
+
+    async fn read_snapshot_inner(&self, calls_before: u64) -> Result<SnapshotRead, StsError> {
         let now = Utc::now();
         let organisation = self.organisation_uuid().await.inspect_err(|_| {
             self.take_fatal();
@@ -420,54 +471,58 @@ impl StsClient {
         })
     }
 
-    /// All units, page by page. A failure here fails the read: without units nothing is usable.
+    /// All units, page by page. A failed page fails the read: without units nothing is usable.
     async fn read_units(
         &self,
         state: &ReadState,
         now: DateTime<Utc>,
     ) -> Result<Vec<UnitRecord>, StsError> {
-        let limit = self.inner.options.page_size;
-        let mut offset = 0u64;
         let mut units = Vec::new();
-        let mut seen = HashSet::new();
-        loop {
-            let page: Option<HierarchyOutput> = self
-                .call(
+        let end = self
+            .pager()
+            .run(
+                &self.inner.progress,
+                self.page_fetch::<HierarchyOutput>(
                     Service::OrganisationSystem,
                     Operation::FremsoegObjekthierarki,
-                    request::hierarchy(offset, limit),
-                )
-                .await?;
-            let objects = page
-                .and_then(|p| p.units)
-                .map(|u| u.objects)
-                .unwrap_or_default();
-            if objects.is_empty() {
-                break;
-            }
-            let mut issues = Vec::new();
-            let mut new = 0usize;
-            for object in &objects {
-                if let Some(unit) = bitemporal::unit(object, now, &mut issues) {
-                    if seen.insert(unit.uuid) {
-                        new += 1;
-                        units.push(unit);
+                    request::hierarchy,
+                ),
+                |page| {
+                    let objects = page
+                        .and_then(|p| p.units)
+                        .map(|u| u.objects)
+                        .unwrap_or_default();
+                    let mut issues = Vec::new();
+                    let returned = objects.len();
+                    let items = objects
+                        .into_iter()
+                        .filter_map(|o| {
+                            bitemporal::object_uuid(&o, "OrganisationEnhed", &mut issues)
+                                .map(|id| (id, o))
+                        })
+                        .collect();
+                    PageItems {
+                        returned,
+                        items,
+                        issues,
                     }
-                }
-            }
-            state.issues(issues);
-            if new == 0 && objects.len() as u64 >= u64::from(limit) {
-                return Err(StsError::Malformed {
-                    site: CallSite {
-                        service: Service::OrganisationSystem,
-                        operation: Operation::FremsoegObjekthierarki,
-                    },
-                    message: format!(
-                        "the page at FoersteResultatReference {offset} repeats earlier units; paging stopped"
-                    ),
-                });
-            }
-            offset += objects.len() as u64;
+                },
+                |objects, mut issues| {
+                    units.extend(
+                        objects
+                            .iter()
+                            .filter_map(|o| bitemporal::unit(o, now, &mut issues)),
+                    );
+                    state.issues(issues);
+                },
+            )
+            .await;
+        match end {
+            PagerEnd::Complete => {}
+            PagerEnd::Repeated { offset } => state.fail(format!(
+                "OrganisationSystem FremsoegObjekthierarki: the page at FoersteResultatReference {offset} brought no unit not seen before (does the server ignore the offset?); paging stopped"
+            )),
+            PagerEnd::Failed { error, .. } => return Err(error),
         }
         Ok(units)
     }
@@ -511,6 +566,7 @@ impl StsClient {
                     Service::OrganisationFunktion,
                     search,
                     state.clone(),
+                    1,
                     move |client, ids| {
                         let state = task_state.clone();
                         async move {
@@ -597,10 +653,12 @@ impl StsClient {
             ..Search::default()
         };
         let task_state = state.clone();
+        // One batch: Bruger list, Person list, and Adresse lists (e-mail and phone).
         self.search_then(
             Service::Bruger,
             search,
             state.clone(),
+            4,
             move |client, ids| {
                 let state = task_state.clone();
                 async move { client.user_batch(ids, &state, now).await }
@@ -750,75 +808,116 @@ impl StsClient {
         Ok(objects)
     }
 
+    /// The paging parameters of this client's searches.
+    fn pager(&self) -> Pager {
+        Pager {
+            page_size: self.inner.options.page_size,
+            ahead: self.inner.options.max_pages_in_flight,
+        }
+    }
+
+    /// Starts one page's call as a task, so that pages issued ahead run concurrently. Once
+    /// `cancelled` is set, pages that have no call slot yet are not sent.
+    fn page_fetch<T>(
+        &self,
+        service: Service,
+        operation: Operation,
+        request: impl Fn(u64, u32) -> String,
+    ) -> impl FnMut(u64, u32, Arc<AtomicBool>) -> tokio::task::JoinHandle<Result<Option<T>, StsError>>
+    where
+        T: DeserializeOwned + HasStatus + Send + 'static,
+    {
+        let client = self.clone();
+        move |offset, limit, cancelled| {
+            let client = client.clone();
+            let payload = request(offset, limit);
+            tokio::spawn(async move {
+                client
+                    .call_unless::<T>(service, operation, payload, Some(&cancelled))
+                    .await
+            })
+        }
+    }
+
     /// Pages through a soeg and starts `task` on each page's UUIDs in batches, concurrently.
-    /// A failed page ends the search and marks the read partial.
+    /// `calls_per_batch` is what one batch is expected to cost, for the progress estimate.
+    /// A failed page, or one that brings nothing new, ends the search and marks the read partial.
     fn search_then<R, F, Fut>(
         &self,
         service: Service,
         search: Search,
         state: Arc<ReadState>,
+        calls_per_batch: i64,
         task: F,
     ) -> impl Future<Output = Vec<R>> + Send + 'static
     where
         R: Send + 'static,
-        F: Fn(StsClient, Vec<Uuid>) -> Fut + Send + 'static,
+        F: Fn(StsClient, Vec<Uuid>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send + 'static,
     {
         let client = self.clone();
         async move {
-            let limit = client.inner.options.page_size;
             let batch = client.inner.options.list_batch_size;
             let mut tasks = JoinSet::new();
-            let mut offset = 0u64;
-            let mut seen = HashSet::new();
-            loop {
-                let page: Result<Option<SoegOutput>, StsError> = client
-                    .call(
+            let end = client
+                .pager()
+                .run(
+                    &client.inner.progress,
+                    client.page_fetch::<SoegOutput>(
                         service,
                         Operation::Soeg,
-                        request::soeg(service, offset, limit, &search),
-                    )
-                    .await;
-                let raw = match page {
-                    Ok(page) => page.and_then(|p| p.ids).map(|l| l.ids).unwrap_or_default(),
-                    Err(error) => {
-                        state.fail(format!(
-                            "{} soeg stopped at offset {offset}: {error}",
-                            service.segment()
-                        ));
-                        break;
-                    }
-                };
-                if raw.is_empty() {
-                    break;
-                }
-                let mut ids = Vec::with_capacity(raw.len());
-                let mut issues = Vec::new();
-                for text in &raw {
-                    match Uuid::parse_str(text.trim()) {
-                        Ok(id) if seen.insert(id) => ids.push(id),
-                        Ok(_) => {}
-                        Err(_) => issues.push(ReadIssue {
-                            code: ReadIssueCode::Malformed,
-                            object_kind: service.segment().to_owned(),
-                            object: None,
-                            element: "IdListe/UUIDIdentifikator".to_owned(),
-                            message: format!("{text:?} is not a UUID; ignored"),
-                        }),
-                    }
-                }
-                state.issues(issues);
-                if ids.is_empty() && raw.len() as u64 >= u64::from(limit) {
-                    state.fail(format!(
-                        "{} soeg repeated its results at offset {offset}; paging stopped",
-                        service.segment()
-                    ));
-                    break;
-                }
-                for chunk in ids.chunks(batch) {
-                    tasks.spawn(task(client.clone(), chunk.to_vec()));
-                }
-                offset += raw.len() as u64;
+                        move |offset, limit| request::soeg(service, offset, limit, &search),
+                    ),
+                    |page| {
+                        let raw = page.and_then(|p| p.ids).map(|l| l.ids).unwrap_or_default();
+                        let mut issues = Vec::new();
+                        let items = raw
+                            .iter()
+                            .filter_map(|text| match Uuid::parse_str(text.trim()) {
+                                Ok(id) => Some((id, id)),
+                                Err(_) => {
+                                    issues.push(ReadIssue {
+                                        code: ReadIssueCode::Malformed,
+                                        object_kind: service.segment().to_owned(),
+                                        object: None,
+                                        element: "IdListe/UUIDIdentifikator".to_owned(),
+                                        message: format!("{text:?} is not a UUID; ignored"),
+                                    });
+                                    None
+                                }
+                            })
+                            .collect();
+                        PageItems {
+                            returned: raw.len(),
+                            items,
+                            issues,
+                        }
+                    },
+                    |ids: Vec<Uuid>, issues| {
+                        state.issues(issues);
+                        for chunk in ids.chunks(batch) {
+                            let weight =
+                                OwnedWeight::new(client.inner.progress.clone(), calls_per_batch);
+                            let work = task(client.clone(), chunk.to_vec());
+                            tasks.spawn(async move {
+                                let result = work.await;
+                                drop(weight);
+                                result
+                            });
+                        }
+                    },
+                )
+                .await;
+            match end {
+                PagerEnd::Complete => {}
+                PagerEnd::Repeated { offset } => state.fail(format!(
+                    "{} soeg: the page at FoersteResultatReference {offset} brought no UUID not seen before (does the server ignore the offset?); paging stopped",
+                    service.segment()
+                )),
+                PagerEnd::Failed { offset, error } => state.fail(format!(
+                    "{} soeg stopped at offset {offset}: {error}",
+                    service.segment()
+                )),
             }
             join_all(tasks, &state)
                 .await
@@ -923,6 +1022,11 @@ fn interpret<T: DeserializeOwned + HasStatus>(
             message: retur.message.clone().unwrap_or_default(),
         }),
     }
+}
+
+/// Whether the answer is a SOAP fault (which then says more than its HTTP status).
+fn is_fault(response: &SoapResponse) -> bool {
+    matches!(xml::read_body(&response.body), Ok(Body::Fault(_)))
 }
 
 fn first_id(found: Option<SoegOutput>) -> Option<Uuid> {

@@ -152,6 +152,18 @@ pub enum StsError {
         status: u16,
     },
 
+    /// HTTP 404 without a SOAP fault: no service at the URL called, nearly always a wrong
+    /// `base_url`. Not retriable.
+    #[error(
+        "{site}: HTTP 404 Not Found from {url}: there is no such service at that address; check [sts] base_url (the Organisation base usually ends in /organisation/)"
+    )]
+    NotFound {
+        /// The call.
+        site: CallSite,
+        /// The URL called.
+        url: String,
+    },
+
     /// A SOAP fault. `Receiver` faults (server-side trouble, throttling) are retriable;
     /// `Sender` faults and anything about the service agreement or security are not.
     #[error("{site}: SOAP fault {code}{}: {reason}{}", subcode.as_ref().map(|s| format!("/{s}")).unwrap_or_default(), kind.hint())]
@@ -212,12 +224,13 @@ pub enum StsError {
 
     /// No token could be had from the STS for this municipality (refused, unreachable, unusable).
     /// Retriable only when the STS was unreachable or had a transient server problem.
-    #[error("{site}: {source}")]
+    #[error("{site}: {cause}")]
     Token {
         /// The call that needed the token.
         site: CallSite,
-        /// Why.
-        source: Box<crate::token::TokenError>,
+        /// Why. Shown in the message and not also as the error's source, so that a printed
+        /// error chain states the cause once.
+        cause: Box<crate::token::TokenError>,
     },
 
     /// No Organisation was found for the CVR (no Virksomhed, or no Organisation pointing at it). Not retriable.
@@ -239,9 +252,10 @@ impl StsError {
             }
             StsError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             StsError::Fault { code, kind, .. } => code == "Receiver" && !kind.is_about_trust(),
-            StsError::Token { source, .. } => source.is_retriable(),
+            StsError::Token { cause, .. } => cause.is_retriable(),
             StsError::Status { code, .. } => *code >= 50,
             StsError::Config(_)
+            | StsError::NotFound { .. }
             | StsError::TooLarge { .. }
             | StsError::Malformed { .. }
             | StsError::OrganisationNotFound { .. } => false,
@@ -255,7 +269,7 @@ impl StsError {
     /// agreement, security checks, access outside the token's CVR).
     pub fn ends_read(&self) -> bool {
         match self {
-            StsError::Token { source, .. } => !source.is_retriable(),
+            StsError::Token { cause, .. } => !cause.is_retriable(),
             StsError::Fault { kind, .. } => kind.is_about_trust(),
             _ => false,
         }
@@ -282,8 +296,9 @@ impl StsError {
             StsError::Status { .. } | StsError::TooLarge { .. } | StsError::Malformed { .. } => {
                 ErrorClass::StsBadData
             }
-            StsError::Token { source, .. } => source.class(),
+            StsError::Token { cause, .. } => cause.class(),
             StsError::OrganisationNotFound { .. } => ErrorClass::StsOrganisationNotFound,
+            StsError::NotFound { .. } => ErrorClass::ConfigInvalid,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod identity;
 pub mod issues;
 pub mod limits;
 pub mod options;
+pub mod pager;
 mod request;
 mod response;
 pub mod signed;

@@ -26,8 +26,13 @@ pub struct ClientOptions {
     pub base_url: Url,
     /// The municipality's Organisation UUID; `None` = look it up from the CVR (2 calls).
     pub organisation_uuid: Option<Uuid>,
-    /// At most this many calls in flight per customer (default 4).
+    /// At most this many `list` calls in flight per customer (default 4).
     pub max_in_flight: usize,
+    /// At most this many pages of searches (`soeg`, `FremsoegObjekthierarki`) in flight per
+    /// customer, issued ahead of the page being read (default 4). A budget of its own, so that
+    /// pages do not starve the lists: a customer has at most `max_in_flight +
+    /// max_pages_in_flight` calls in flight; the calls per second hold regardless.
+    pub max_pages_in_flight: usize,
     /// At most this many calls per second for the whole system, shared by all customers
     /// (default 14: KOMBIT's 50,000 calls/hour capacity rule). Enforced by [`crate::limits::SystemLimits`].
     pub max_calls_per_second: f64,
@@ -62,6 +67,7 @@ impl ClientOptions {
         options.page_size = options.page_size.clamp(1, 500);
         options.list_batch_size = options.list_batch_size.clamp(1, 100);
         options.max_in_flight = options.max_in_flight.max(1);
+        options.max_pages_in_flight = options.max_pages_in_flight.max(1);
         options.max_attempts = options.max_attempts.max(1);
         options
     }
@@ -75,6 +81,7 @@ impl Default for ClientOptions {
                 .unwrap_or_else(|_| unreachable!()),
             organisation_uuid: None,
             max_in_flight: 4,
+            max_pages_in_flight: 4,
             max_calls_per_second: 14.0,
             call_timeout: Duration::from_secs(180),
             max_attempts: 4,

@@ -159,12 +159,19 @@ impl SignedTransport {
 
     /// The signed envelope for `call`, with the municipality's (cached) token.
     pub async fn envelope(&self, call: &SoapCall) -> Result<String, TransportError> {
-        let token = self
-            .tokens
+        let token = self.token(call).await?;
+        self.envelope_with(call, &token)
+    }
+
+    async fn token(&self, call: &SoapCall) -> Result<SamlToken, TransportError> {
+        self.tokens
             .token(&call.cvr)
             .await
-            .map_err(|e| TransportError::Token(Box::new(e)))?;
-        self.signed_envelope(call, &token)
+            .map_err(|e| TransportError::Token(Box::new(e)))
+    }
+
+    fn envelope_with(&self, call: &SoapCall, token: &SamlToken) -> Result<String, TransportError> {
+        self.signed_envelope(call, token)
             .map_err(|e| TransportError::Refused(e.to_string()))
     }
 
@@ -301,10 +308,37 @@ impl SignedTransport {
 }
 
 impl Transport for SignedTransport {
+    /// Sends the call with the municipality's cached token. When the service refuses the token
+    /// itself (`wsse:InvalidSecurityToken`: expired or revoked before its time), the token is
+    /// forgotten, a new one fetched and the call sent once more; a second refusal stands.
     fn send<'a>(&'a self, call: &'a SoapCall) -> TransportFuture<'a> {
         Box::pin(async move {
-            let envelope = self.envelope(call).await?;
-            self.post(call, envelope).await
+            let token = self.token(call).await?;
+            let response = self.post(call, self.envelope_with(call, &token)?).await?;
+            if !refuses_token(&response) {
+                return Ok(response);
+            }
+            // Only the first call to notice drops the token; the others find the new one.
+            self.tokens.forget_if(&call.cvr, token.id()).await;
+            let renewed = self.token(call).await?;
+            tracing::info!(
+                customer.cvr = %call.cvr,
+                call.service = call.service.segment(),
+                "the service refused the STS token (expired or revoked); the call is repeated once with a new token"
+            );
+            self.post(call, self.envelope_with(call, &renewed)?).await
         })
     }
+}
+
+/// Whether the answer is a SOAP fault refusing the security token itself (the fault's subcode,
+/// `wsse:InvalidSecurityToken`, not its wording).
+fn refuses_token(response: &SoapResponse) -> bool {
+    if (200..300).contains(&response.status) {
+        return false;
+    }
+    matches!(
+        crate::xml::read_body(&response.body),
+        Ok(crate::xml::Body::Fault(fault)) if fault.subcode.as_deref() == Some("InvalidSecurityToken")
+    )
 }

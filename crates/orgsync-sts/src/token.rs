@@ -60,6 +60,10 @@ pub struct TokenOptions {
     /// DER certificates the assertion's signature must verify with (the STS certificates of the
     /// environment). Empty = the assertion's signature is left to the service to verify.
     pub trusted_sts_certificates: Vec<Vec<u8>>,
+    /// The SAML `Issuer` the environment's STS signs its assertions as. `None` = not checked
+    /// (an assertion from any signer in `trusted_sts_certificates` is accepted, whatever its
+    /// issuer says).
+    pub issuer: Option<String>,
     /// Timeout of one token request.
     pub timeout: Duration,
     /// Added to the clock when stamping requests (tests; a host with a known skew).
@@ -77,6 +81,7 @@ impl TokenOptions {
             expiry_margin: Duration::from_secs(15 * 60),
             timestamp_validity: Duration::from_secs(5 * 60),
             trusted_sts_certificates: Vec::new(),
+            issuer: None,
             timeout: Duration::from_secs(60),
             clock_offset: chrono::Duration::zero(),
         }
@@ -230,6 +235,7 @@ impl SamlToken {
 #[derive(Default)]
 struct AssertionFields {
     id: String,
+    issuer: String,
     cvr: String,
     audience: String,
     not_on_or_after: DateTime<Utc>,
@@ -283,7 +289,9 @@ fn assertion_fields(xml: &str) -> Result<AssertionFields, TokenError> {
                         .all(|(a, b)| a == b)
                         && path.len() >= names.len()
                 };
-                if in_path(&["AudienceRestriction", "Audience"]) {
+                if path.len() == 2 && in_path(&["Assertion", "Issuer"]) {
+                    fields.issuer = value;
+                } else if in_path(&["AudienceRestriction", "Audience"]) {
                     fields.audience = value;
                 } else if in_path(&["Attribute", "AttributeValue"]) && attribute_name == CVR_CLAIM {
                     fields.cvr = value;
@@ -758,6 +766,17 @@ impl TokenClient {
                 fields.cvr
             )));
         }
+        if let Some(issuer) = self
+            .options
+            .issuer
+            .as_deref()
+            .filter(|i| *i != fields.issuer)
+        {
+            return Err(TokenError::Invalid(format!(
+                "it was issued by {:?}, not by this environment's STS {issuer:?} (check [sts] environment and sts_issuer)",
+                fields.issuer
+            )));
+        }
         if fields.audience != self.options.entity_id {
             return Err(TokenError::Invalid(format!(
                 "its audience is {:?}, not the entity ID {:?}",
@@ -847,5 +866,15 @@ impl TokenCache {
     /// Forgets the token of `cvr` (for example after the service refused it).
     pub async fn forget(&self, cvr: &Cvr) {
         *self.slot(cvr).lock().await = None;
+    }
+
+    /// Forgets the token of `cvr` if it is still the one with assertion ID `id` (a refused
+    /// token is renewed once, however many calls in flight were refused with it).
+    pub async fn forget_if(&self, cvr: &Cvr, id: &str) {
+        let slot = self.slot(cvr);
+        let mut guard = slot.lock().await;
+        if guard.as_ref().is_some_and(|t| t.id() == id) {
+            *guard = None;
+        }
     }
 }

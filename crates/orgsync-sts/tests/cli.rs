@@ -89,3 +89,57 @@ async fn snapshot_json_has_the_documented_keys_and_validation_issues() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_shows_the_reads_progress_every_second_and_at_the_end() {
+    let sim = start(
+        municipality(Size::S, 4),
+        SimOptions {
+            latency: orgsync_sts_sim::server::LatencyModel::fixed(200),
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let cli = Cli::try_parse_from([
+        "orgsync",
+        "snapshot",
+        "29189846",
+        "--format",
+        "summary",
+        "--progress",
+    ])
+    .unwrap();
+    assert!(matches!(cli.command, StsCommand::Snapshot(ref a) if a.progress));
+    let mut out = Vec::new();
+    let mut progress = Vec::new();
+    orgsync_sts::cli::run_with_progress(
+        &cli.command,
+        &fast_options(&sim),
+        &mut out,
+        Some(&mut progress),
+    )
+    .await
+    .unwrap();
+    let progress = String::from_utf8(progress).unwrap();
+    let lines: Vec<&str> = progress.lines().collect();
+    // The read takes more than a second: a line while reading, and the final one.
+    assert!(lines.len() >= 2, "{progress}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("calls left") && !l.starts_with("reading STS: 0 calls")),
+        "{progress}"
+    );
+    let calls = sim.stats().calls;
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with(&format!("reading STS: {calls} calls, ")) && last.ends_with(", done"),
+        "{last}"
+    );
+    let summary = String::from_utf8(out).unwrap();
+    assert!(
+        summary.contains(&format!("sts calls    {calls}")),
+        "{summary}"
+    );
+    sim.shutdown().await;
+}

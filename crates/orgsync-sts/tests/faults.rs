@@ -176,6 +176,7 @@ async fn the_client_stays_under_the_in_flight_and_per_second_limits() {
     .await;
     let options = ClientOptions {
         max_in_flight: 2,
+        max_pages_in_flight: 1,
         max_calls_per_second: 20.0,
         list_batch_size: 10,
         ..fast_options(&sim)
@@ -185,7 +186,7 @@ async fn the_client_stays_under_the_in_flight_and_per_second_limits() {
     let started = Instant::now();
     let read = client.read_snapshot().await.unwrap();
     let stats = sim.stats();
-    assert!(stats.max_in_flight <= 2, "{stats:?}");
+    assert!(stats.max_in_flight <= 3, "{stats:?}");
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
     assert!(read.calls > 40);
     let floor = Duration::from_secs_f64((read.calls - 1) as f64 / 20.0);
@@ -332,4 +333,27 @@ async fn users_or_positions_that_soeg_found_but_list_did_not_return_make_the_rea
         assert!(partial.contains(what), "{target}: {partial}");
         sim.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_url_that_answers_404_names_the_url_and_the_usual_ending() {
+    let sim = start(municipality(Size::Xs, 2), SimOptions::default()).await;
+    let mut wrong = sim.base_url();
+    wrong.set_path("/");
+    let options = ClientOptions {
+        base_url: wrong,
+        ..fast_options(&sim)
+    };
+    let error = StsClient::new(cvr(), &options, SystemLimits::new(0.0))
+        .unwrap()
+        .read_snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StsError::NotFound { .. }), "{error:?}");
+    assert!(!error.is_retriable());
+    let text = error.to_string();
+    let called = format!("{}virksomhed/6/", sim.base_url().join("/").unwrap());
+    assert!(text.contains(&called), "{text}");
+    assert!(text.contains("usually ends in /organisation/"), "{text}");
+    sim.shutdown().await;
 }

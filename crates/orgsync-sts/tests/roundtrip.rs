@@ -33,7 +33,8 @@ async fn reading_a_median_municipality_yields_exactly_the_generated_model() {
     let stats = sim.stats();
     assert_eq!(stats.calls, read.calls);
     assert!(
-        stats.max_in_flight <= 4,
+        // 4 lists and 4 pages issued ahead.
+        stats.max_in_flight <= 8,
         "{} calls in flight",
         stats.max_in_flight
     );
@@ -112,5 +113,40 @@ async fn a_per_unit_read_returns_the_unit_and_the_positions_in_it() {
         .await
         .unwrap();
     assert!(none.unit.is_none() && none.users.is_empty());
+    sim.shutdown().await;
+}
+
+/// The simulator writes every date as the instant Danish midnight begins, in UTC
+/// (`2026-12-31T23:00:00.000Z` for 1 January), like the independent fake that found the bug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_dates_are_danish_dates_across_both_dst_changes_and_new_year() {
+    let mut truth = municipality(Size::Xs, 5);
+    let date = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap();
+    // New Year (winter, UTC+1), the spring change day, summer (UTC+2), the autumn change day.
+    let boundaries = [
+        (date("2026-01-01"), Some(date("2099-01-01"))),
+        (date("2026-03-29"), Some(date("2099-03-29"))),
+        (date("2026-07-01"), Some(date("2099-07-01"))),
+        (date("2025-10-25"), Some(date("2099-10-26"))),
+    ];
+    let mut changed = 0;
+    for (user, (from, to)) in truth
+        .users
+        .iter_mut()
+        .filter(|u| u.active && !u.positions.is_empty())
+        .zip(boundaries.iter().cycle())
+        .take(8)
+    {
+        user.positions[0].valid_from = Some(*from);
+        user.positions[0].valid_to = *to;
+        changed += 1;
+    }
+    assert_eq!(changed, 8);
+    let sim = start(truth.clone(), SimOptions::default()).await;
+    let read = client(&sim).read_snapshot().await.unwrap();
+    assert_eq!(
+        normalised(read.snapshot),
+        normalised(expected_read(&truth, today()))
+    );
     sim.shutdown().await;
 }

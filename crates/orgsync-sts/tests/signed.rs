@@ -129,3 +129,90 @@ async fn a_full_xl_read_with_require_signatures_succeeds_with_one_token() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_mid_read_is_renewed_once_and_the_read_completes() {
+    let truth = municipality(Size::S, 5);
+    let options = orgsync_sts_sim::server::SimOptions {
+        security: Some(orgsync_sts_sim::security::SimSecurity::new(pki(), true)),
+        latency: orgsync_sts_sim::server::LatencyModel::fixed(20),
+        ..orgsync_sts_sim::server::SimOptions::default()
+    };
+    let sim = orgsync_sts_sim::server::Simulator::start(vec![truth.clone()], options)
+        .await
+        .unwrap();
+    let session = session_with(token_options(&sim));
+    let client = signed_client(&sim, &session, &cvr());
+    let mut progress = client.progress();
+    let ledger = sim.options().security.unwrap().ledger;
+    let revoker = tokio::spawn(async move {
+        // Mid-read: once 10 calls are done, the STS revokes the token in use.
+        while progress.changed().await.is_ok() {
+            if progress.borrow_and_update().calls >= 10 {
+                return ledger.revoke_all();
+            }
+        }
+        0
+    });
+    let read = client.read_snapshot().await.unwrap();
+    assert_eq!(revoker.await.unwrap(), 1, "one token was revoked mid-read");
+    assert_eq!(read.snapshot.partial, None);
+    assert_eq!(
+        normalised(read.snapshot),
+        normalised(expected_read(&truth, today()))
+    );
+    let stats = sim.stats();
+    // Every call in flight with the revoked token was refused and repeated; one new token served all.
+    assert!(stats.security_refusals >= 1, "{stats:?}");
+    assert_eq!(session.tokens().issued(), 2);
+    assert_eq!(stats.tokens_issued.get(cvr().as_str()), Some(&2));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_naming_another_issuer_is_refused_and_the_cause_is_stated_once() {
+    let truth = municipality(Size::Xs, 3);
+    let sim = start_secure(vec![truth.clone()]).await;
+    let issuer = sim.options().security.unwrap().issuer;
+
+    // The environment's issuer: accepted.
+    let mut options = token_options(&sim);
+    options.issuer = Some(issuer.clone());
+    let session = session_with(options);
+    let read = signed_client(&sim, &session, &cvr())
+        .read_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(read.snapshot.units.len(), truth.units.len());
+
+    // Signed by the trusted STS key, but naming another issuer than the environment's.
+    let mut options = token_options(&sim);
+    options.issuer = Some("https://saml.n2adgangsstyring.stoettesystemerne.dk/runtime".to_owned());
+    let session = session_with(options);
+    let error = signed_client(&sim, &session, &cvr())
+        .read_snapshot()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StsError::Token { cause, .. } if matches!(**cause, orgsync_sts::token::TokenError::Invalid(_))),
+        "{error:?}"
+    );
+    assert!(!error.is_retriable());
+    // The whole chain, as the binary prints it, names the cause exactly once.
+    let mut chain = vec![error.to_string()];
+    let mut source = std::error::Error::source(&error);
+    while let Some(next) = source {
+        chain.push(next.to_string());
+        source = next.source();
+    }
+    let chain = chain.join(": ");
+    assert_eq!(
+        chain
+            .matches(&format!("it was issued by {issuer:?}"))
+            .count(),
+        1,
+        "{chain}"
+    );
+    assert_eq!(chain.matches("cannot be used").count(), 1, "{chain}");
+    sim.shutdown().await;
+}

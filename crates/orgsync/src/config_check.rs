@@ -59,10 +59,11 @@ async fn print_summary(
     )?;
     writeln!(
         out,
-        "  sts    {} at {} ({} calls in flight per customer, {} calls/s in all, {} s timeout)",
+        "  sts    {} at {} ({} list calls and {} pages in flight per customer, {} calls/s in all, {} s timeout)",
         service.sts.environment,
         service.sts.effective_base_url(),
         service.sts.max_in_flight_per_customer,
+        service.sts.max_pages_in_flight_per_customer,
         service.sts.max_calls_per_second,
         service.sts.call_timeout_ms / 1000
     )?;

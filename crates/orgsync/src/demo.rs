@@ -207,7 +207,12 @@ pub(crate) async fn run(
 
     // The simulator.
     let cvr = Cvr::parse(DEMO_CVR).context("the demo CVR")?;
-    let municipality = generate(&cvr, args.size, args.seed, chrono::Utc::now().date_naive());
+    let municipality = generate(
+        &cvr,
+        args.size,
+        args.seed,
+        orgsync_model::time::danish_date(&chrono::Utc::now()),
+    );
     let (n_units, n_users) = (municipality.units.len(), municipality.users.len());
     let options = SimOptions {
         latency: if args.latency {

@@ -32,6 +32,7 @@ pub(crate) fn options_for(config: &Config, cvr: &Cvr) -> ClientOptions {
             .customer(cvr.as_str())
             .and_then(|c| c.organisation_uuid),
         max_in_flight: sts.max_in_flight_per_customer as usize,
+        max_pages_in_flight: sts.max_pages_in_flight_per_customer as usize,
         max_calls_per_second: f64::from(sts.max_calls_per_second),
         call_timeout: Duration::from_millis(sts.call_timeout_ms),
         max_response_bytes: usize::try_from(sts.max_response_bytes).unwrap_or(usize::MAX),
@@ -88,7 +89,7 @@ fn sessions() -> &'static Sessions {
 /// built on first use.
 pub(crate) fn signed_session(sts: &StsConfig) -> anyhow::Result<SignedSession> {
     let key = format!(
-        "{:?}|{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}",
+        "{:?}|{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}",
         sts.certificate_file,
         sts.private_key_file,
         sts.certificate_password_env,
@@ -98,7 +99,8 @@ pub(crate) fn signed_session(sts: &StsConfig) -> anyhow::Result<SignedSession> {
         sts.token_protocol,
         sts.sts_certificate_files,
         sts.tls_ca_file,
-        sts.token_expiry_margin_s
+        sts.token_expiry_margin_s,
+        sts.effective_sts_issuer()
     );
     let mut sessions = sessions().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(session) = sessions.get(&key) {
@@ -132,6 +134,7 @@ pub(crate) fn signed_session(sts: &StsConfig) -> anyhow::Result<SignedSession> {
     };
     token_options.expiry_margin = Duration::from_secs(sts.token_expiry_margin_s);
     token_options.trusted_sts_certificates = trusted;
+    token_options.issuer = sts.effective_sts_issuer();
     let session = SignedSession::new(identity, &extra_roots, token_options)
         .context("building the mutual TLS client from the system certificate")?;
     sessions.insert(key, session.clone());

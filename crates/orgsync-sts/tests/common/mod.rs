@@ -22,7 +22,7 @@ pub fn cvr() -> Cvr {
 }
 
 pub fn today() -> chrono::NaiveDate {
-    chrono::Utc::now().date_naive()
+    orgsync_model::time::danish_date(&chrono::Utc::now())
 }
 
 pub fn municipality(size: Size, seed: u64) -> Snapshot {

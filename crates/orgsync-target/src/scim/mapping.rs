@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use orgsync_model::fields::UserField;
 use orgsync_model::ids::{UnitId, UserId};
 use orgsync_model::plan::{CreateDefaults, DepartmentItem, UserFields};
 use orgsync_model::policy::Mappings;
@@ -132,10 +133,10 @@ pub(crate) fn new_user(
     value
 }
 
-/// A PATCH that writes the named changed user fields (names as [`crate::user_changes`] gives them).
+/// A PATCH that writes the changed user fields (as [`crate::user_changes`] gives them).
 pub(crate) fn user_patch(
     current: &Value,
-    changed: &[&str],
+    changed: &[UserField],
     external_id: Option<UserId>,
     fields: &UserFields,
     manager_scim_id: Option<&str>,
@@ -143,11 +144,11 @@ pub(crate) fn user_patch(
     let mut replace = Map::new();
     let mut removes = Vec::new();
     for field in changed {
-        match *field {
-            "active" => {
+        match field {
+            UserField::Active => {
                 replace.insert("active".into(), json!(true));
             }
-            "external_id" => {
+            UserField::ExternalId => {
                 if let Some(id) = external_id {
                     replace.insert("externalId".into(), json!(id.to_string()));
                     // Adopted: from now on the user carries orgsync's marker.
@@ -157,10 +158,10 @@ pub(crate) fn user_patch(
                     );
                 }
             }
-            "user_name" => {
+            UserField::UserName => {
                 replace.insert("userName".into(), json!(fields.user_name));
             }
-            "email" => {
+            UserField::Email => {
                 // Replace only orgsync's work address; other addresses stay (not primary).
                 let mut list = others(current, "emails", fields.email.as_deref());
                 if let Some(email) = &fields.email {
@@ -172,7 +173,7 @@ pub(crate) fn user_patch(
                     replace.insert("emails".into(), Value::Array(list));
                 }
             }
-            "first_name" | "last_name" => {
+            UserField::FirstName | UserField::LastName => {
                 replace.insert(
                     "name".into(),
                     serde_json::to_value(name(fields)).unwrap_or(Value::Null),
@@ -181,19 +182,19 @@ pub(crate) fn user_patch(
                     replace.insert("displayName".into(), json!(display));
                 }
             }
-            "primary_department" => {
+            UserField::PrimaryDepartment => {
                 replace.insert(
                     USER_EXTENSION.into(),
                     json!({"primaryDepartment": fields.primary_department.map(|d| d.to_string())}),
                 );
             }
-            "title" => match &fields.title {
+            UserField::Title => match &fields.title {
                 Some(title) => {
                     replace.insert("title".into(), json!(title));
                 }
                 None => removes.push("title"),
             },
-            "phone" => {
+            UserField::Phone => {
                 // Replace only the work number; mobile and other numbers stay.
                 let mut list = others(current, "phoneNumbers", None);
                 if let Some(phone) = &fields.phone {
@@ -205,7 +206,7 @@ pub(crate) fn user_patch(
                     replace.insert("phoneNumbers".into(), Value::Array(list));
                 }
             }
-            "manager" => match manager_scim_id {
+            UserField::Manager => match manager_scim_id {
                 Some(id) => {
                     replace.insert(
                         schema_urns::ENTERPRISE_USER.into(),
@@ -215,7 +216,7 @@ pub(crate) fn user_patch(
                 None => removes
                     .push("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"),
             },
-            _ => {} // memberships are written on the Groups
+            UserField::Memberships => {} // memberships are written on the Groups
         }
     }
     patch(replace, &removes)

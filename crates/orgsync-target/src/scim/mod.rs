@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use orgsync_model::fields::UserField;
 use orgsync_model::ids::{UnitId, UserId};
 use orgsync_model::plan::{Action, DepartmentItem, UserItem};
 use orgsync_model::target::{TargetDepartment, TargetState, TargetUser};
@@ -454,7 +455,7 @@ impl ScimTarget {
                 if f.manager.is_some() && manager.is_none() {
                     // The manager is not in the target (yet): leave the reference as it is
                     // rather than removing it; a later run sets it once the manager exists.
-                    changed.retain(|c| *c != "manager");
+                    changed.retain(|c| *c != UserField::Manager);
                     if changed.is_empty() {
                         return Ok(WriteOutcome::Unchanged);
                     }
@@ -477,7 +478,7 @@ impl ScimTarget {
                         )
                         .await?;
                 }
-                if changed.contains(&"memberships") {
+                if changed.contains(&UserField::Memberships) {
                     self.sync_memberships(&object, &id, &current.memberships, &desired)
                         .await?;
                 }

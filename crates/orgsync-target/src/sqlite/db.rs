@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use orgsync_model::fields::UserField;
 use orgsync_model::ids::{UnitId, UserId};
 use orgsync_model::plan::{Action, DepartmentItem, UserItem};
 use orgsync_model::policy::Mappings;
@@ -384,7 +385,7 @@ pub(crate) fn write_user(
                     ],
                 )
                 .map_err(|e| write_error(object.clone(), e))?;
-                if changed.contains(&"memberships") {
+                if changed.contains(&UserField::Memberships) {
                     replace_memberships(&tx, id, &f.memberships.iter().copied().collect())
                         .map_err(|e| write_error(object, e))?;
                 }

@@ -13,6 +13,7 @@
 
 pub mod classes;
 mod error;
+mod observer;
 mod outcome;
 pub mod scrub;
 pub mod sentry;

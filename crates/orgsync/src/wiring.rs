@@ -184,8 +184,20 @@ pub(crate) async fn pipeline(config: Arc<Config>) -> anyhow::Result<Arc<Pipeline
         data_ttl: Duration::from_secs(u64::from(runs.data_ttl_hours) * 3_600),
         ..PipelineOptions::default()
     };
+    // Ended runs reach the support desk's ticket logic (`[support]`: Zendesk or a JSON-lines log).
+    let tickets = orgsync_support::Tickets::from_config(
+        &config.service.support,
+        config.service.web.public_url.as_ref(),
+        queue.clone(),
+    )
+    .context("cannot set up support tickets ([support])")?;
     let sources = Arc::new(ConfigSources::new(config, queue.clone()));
-    Ok(Pipeline::new(queue, sources, options))
+    Ok(Pipeline::with_observer(
+        queue,
+        sources,
+        options,
+        Some(Arc::new(tickets)),
+    ))
 }
 
 /// Worker settings from `[worker]`.

@@ -231,7 +231,7 @@ pub async fn revert(
         &cvr,
         "revert",
         run_id,
-        revert_locked(pipeline, report, by),
+        Box::pin(revert_locked(pipeline, report, by)),
     )
     .await
 }

@@ -1,5 +1,9 @@
-//! The known error classes' human text and the support action for each. A class is an opaque
-//! dotted string everywhere else; an unknown class gets a generic text.
+//! The known error classes' human text for tickets. What support does about a class, and
+//! whether it is on KOMBIT's side, come from `orgsync_model::error_class::ErrorClass` (one
+//! source with README's table); this table adds the sentence saying what failed, whether a
+//! ticket opens at once, and the priority. An unknown class gets a generic text.
+
+use orgsync_model::error_class::ErrorClass;
 
 /// What the ticket says about one error class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +45,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "sts.auth",
         "STS refused orgsync's system certificate or token.",
-        "Check the system certificate (`orgsync config check` shows its expiry) and that it is registered with KOMBIT for this service.",
+        "",
         false,
         false,
         "high",
@@ -49,7 +53,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "sts.agreement_missing",
         "The municipality has not approved the service agreement for orgsync in KOMBIT's administration module, so STS refuses to issue a token.",
-        "Ask the municipality to approve the service agreement (serviceaftale) in KOMBIT's administration module; the next run then works without further action.",
+        "",
         true,
         false,
         "high",
@@ -57,7 +61,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "sts.unavailable",
         "STS Organisation did not answer, or answered with server errors, through every retry.",
-        "Nothing to do on our side if it passes; if it persists, send the KOMBIT text below to KOMBIT's service desk.",
+        "",
         false,
         true,
         "normal",
@@ -65,7 +69,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "sts.bad_data",
         "STS Organisation returned data orgsync cannot use (a broken unit tree or malformed objects).",
-        "Send the KOMBIT text below to KOMBIT's service desk and tell the municipality which units are affected.",
+        "",
         false,
         true,
         "normal",
@@ -73,7 +77,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "sts.partial_read",
         "Part of the municipality could not be read from STS, so deactivations were held.",
-        "Check the run report; when the next run reads everything, release or let the next run decide.",
+        "",
         false,
         false,
         "normal",
@@ -81,7 +85,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "target.auth",
         "The HR system refused orgsync's credentials.",
-        "Renew the target's token (the variable the customer file's token_env names) and replay the dead letters.",
+        "",
         false,
         false,
         "high",
@@ -89,7 +93,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "target.unavailable",
         "The HR system did not answer, or answered with server errors, through every retry.",
-        "Check the HR system's status; replay the dead letters when it is back.",
+        "",
         false,
         false,
         "normal",
@@ -97,7 +101,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "target.rejected",
         "The HR system refused some objects.",
-        "Read the rejected objects in the run report and fix them in STS or in the HR system.",
+        "",
         false,
         false,
         "low",
@@ -105,7 +109,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "target.storage",
         "The target database could not be written (full disk, locked or corrupt database).",
-        "Check the database host's disk and the database file; replay the dead letters afterwards.",
+        "",
         false,
         false,
         "high",
@@ -113,7 +117,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "guard.mass_deactivation",
         "The run would deactivate more users or departments than the customer's guards allow, so every deactivation was held.",
-        "Check the held deactivations (`orgsync runs show`, `orgsync explain`); if they are right, release the run.",
+        "",
         true,
         false,
         "high",
@@ -121,7 +125,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "guard.source_drop",
         "STS returned markedly fewer active units or users than the last trusted run, so every deactivation was held.",
-        "Ask the municipality whether the drop is real; if it is, release the run, else wait for the next run.",
+        "",
         true,
         false,
         "high",
@@ -129,7 +133,7 @@ pub const KNOWN: &[ClassInfo] = &[
     info(
         "config.invalid",
         "The customer's configuration is invalid.",
-        "Run `orgsync config check` and fix the problems it names.",
+        "",
         false,
         false,
         "normal",
@@ -144,9 +148,10 @@ pub const KNOWN: &[ClassInfo] = &[
     ),
 ];
 
-/// The text of `class`: its own, or a generic one for a class this table does not know.
+/// The text of `class`: its own, or a generic one for a class this table does not know; the
+/// action and the KOMBIT side from [`ErrorClass`] when it is one.
 pub fn class_info(class: &str) -> ClassInfo {
-    KNOWN
+    let mut info = KNOWN
         .iter()
         .find(|info| info.class == class)
         .copied()
@@ -157,12 +162,42 @@ pub fn class_info(class: &str) -> ClassInfo {
             at_once: class.starts_with("guard."),
             kombit: false,
             priority: "normal",
-        })
+        });
+    if let Ok(typed) = class.parse::<ErrorClass>() {
+        info.action = typed.action();
+        info.kombit = typed.is_sts_side();
+        info.at_once |= matches!(
+            typed,
+            ErrorClass::StsAgreementMissing
+                | ErrorClass::GuardMassDeactivation
+                | ErrorClass::GuardSourceDrop
+                | ErrorClass::GuardHeld
+        );
+    }
+    info
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_class_gets_the_action_its_type_gives_and_the_table_repeats_none() {
+        for class in ErrorClass::ALL {
+            let info = class_info(class.as_str());
+            assert_eq!(info.action, class.action(), "{class}");
+            assert_eq!(info.kombit, class.is_sts_side(), "{class}");
+        }
+        for info in KNOWN {
+            if info.class.parse::<ErrorClass>().is_ok() {
+                assert_eq!(
+                    info.action, "",
+                    "{}: the action lives in ErrorClass",
+                    info.class
+                );
+            }
+        }
+    }
 
     #[test]
     fn known_classes_have_their_own_text_and_unknown_ones_a_generic_one() {

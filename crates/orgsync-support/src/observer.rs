@@ -88,3 +88,56 @@ impl orgsync_jobs::RunObserver for Tickets {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use orgsync_jobs::report::{FailedDepartment, RunReport, RunState, Trigger};
+    use orgsync_model::error_class::ErrorClass;
+
+    use super::*;
+
+    fn report(state: RunState) -> RunReport {
+        let mut r = RunReport::queued(
+            "29189846-20261207T010000-s",
+            "29189846",
+            "Test Kommune",
+            Trigger::Manual { by: "x".into() },
+        );
+        r.state = state;
+        r
+    }
+
+    #[test]
+    fn a_report_maps_onto_the_ticket_input_with_its_class_and_dead_letters() {
+        assert!(RunOutcome::of_report(&report(RunState::Users)).is_none());
+        let mut partly = report(RunState::PartlyFailed);
+        partly.error_class = Some(ErrorClass::TargetAuth);
+        partly.failed_departments.push(FailedDepartment {
+            unit: uuid::Uuid::nil(),
+            title: "Kantine".into(),
+            job_id: "job-1".into(),
+            error: "401".into(),
+            error_class: Some(ErrorClass::TargetAuth),
+            users: 2,
+            recovered_at: None,
+        });
+        let outcome = RunOutcome::of_report(&partly).unwrap();
+        assert_eq!(outcome.kind, OutcomeKind::PartlyFailed);
+        assert_eq!(outcome.error_class.as_deref(), Some("target.auth"));
+        assert_eq!(outcome.failed_jobs, ["job-1"]);
+        assert!(outcome.message.as_deref().unwrap().contains("Kantine"));
+        assert_eq!(outcome.ticket_class().as_deref(), Some("target.auth"));
+
+        let mut failed = report(RunState::Failed);
+        failed.error_class = Some(ErrorClass::StsAgreementMissing);
+        failed.job_id = Some("job-9".into());
+        failed.error = Some("no agreement".into());
+        let outcome = RunOutcome::of_report(&failed).unwrap();
+        assert_eq!(outcome.failed_jobs, ["job-9"]);
+        assert_eq!(outcome.message.as_deref(), Some("no agreement"));
+
+        let released = RunOutcome::of_report(&report(RunState::Released)).unwrap();
+        assert_eq!(released.kind, OutcomeKind::Succeeded);
+        assert_eq!(released.ticket_class(), None);
+    }
+}

@@ -188,10 +188,9 @@ async fn run() -> i32 {
         );
     }
     let (entries, bytes) = rows[0].log;
-    if entries > 0 {
+    if let Some(per_entry) = bytes.checked_div(entries) {
         println!(
-            "provisioning log: {} bytes per entry after the first run; the no-change run added {} entries and {} bytes",
-            bytes / entries,
+            "provisioning log: {per_entry} bytes per entry after the first run; the no-change run added {} entries and {} bytes",
             rows[1].log.0.saturating_sub(entries),
             rows[1].log.1.saturating_sub(bytes)
         );

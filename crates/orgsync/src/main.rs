@@ -198,7 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Runs(args) => {
             let pipeline = wiring::pipeline(Arc::new(load_config(&cli.config)?)).await?;
-            runs::runs(&pipeline, &args, &mut stdout).await
+            Box::pin(runs::runs(&pipeline, &args, &mut stdout)).await
         }
         Command::Explain(args) => {
             let pipeline = wiring::pipeline(Arc::new(load_config(&cli.config)?)).await?;

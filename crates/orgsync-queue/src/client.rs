@@ -78,6 +78,10 @@ impl<'a> ScriptJob<'a> {
 impl QueueHandle {
     /// Connects and checks that Redis answers. The error names the URL, password masked.
     pub async fn connect(config: QueueConfig) -> Result<Self, QueueError> {
+        // rustls picks its crypto provider from crate features; with more than one compiled in
+        // (aws-lc-rs arrives with other dependencies) it cannot, and a rediss:// connection
+        // would panic. orgsync uses ring everywhere; a provider installed earlier stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let masked_url = mask_url(&config.redis_url);
         let invalid = |source| QueueError::InvalidUrl {
             url: masked_url.clone(),

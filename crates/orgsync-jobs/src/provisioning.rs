@@ -284,28 +284,17 @@ pub fn user_writes(
     items: &[UserItem],
     batch: &BatchReport,
 ) -> Vec<ProvisioningEntry> {
-    let rejected: HashMap<&str, &str> = batch
-        .rejected
-        .iter()
-        .map(|r| (r.external_id.as_str(), r.message.as_str()))
-        .collect();
-    items
-        .iter()
-        .map(|item| {
-            let id = item
-                .external_id
-                .map_or_else(|| item.fields.user_name.clone(), |id| id.to_string());
-            match rejected.get(id.as_str()) {
-                Some(answer) => {
-                    let mut e = ProvisioningEntry::user(run_id, cvr, item, LogAction::Rejected);
-                    e.reason = Some(format!("{} refused", action_name(item.action)));
-                    e.target_answer = Some((*answer).to_owned());
-                    e
-                }
-                None => ProvisioningEntry::user(run_id, cvr, item, LogAction::of(item.action)),
-            }
-        })
-        .collect()
+    writes(items, batch, |item, action| {
+        let id = item
+            .external_id
+            .map_or_else(|| item.fields.user_name.clone(), |id| id.to_string());
+        let action = action.unwrap_or(LogAction::of(item.action));
+        (
+            id,
+            item.action,
+            ProvisioningEntry::user(run_id, cvr, item, action),
+        )
+    })
 }
 
 /// Entries for a batch of department writes, as [`user_writes`].
@@ -315,6 +304,24 @@ pub fn department_writes(
     items: &[DepartmentItem],
     batch: &BatchReport,
 ) -> Vec<ProvisioningEntry> {
+    writes(items, batch, |item, action| {
+        let action = action.unwrap_or(LogAction::of(item.action));
+        (
+            item.external_id.to_string(),
+            item.action,
+            ProvisioningEntry::department(run_id, cvr, item, action),
+        )
+    })
+}
+
+/// One entry per item: `entry(item, None)` gives the item's id (as the batch reports
+/// rejections), its planned action and its entry; a rejected item's entry is made with
+/// `Some(Rejected)` and carries the target's answer.
+fn writes<T>(
+    items: &[T],
+    batch: &BatchReport,
+    entry: impl Fn(&T, Option<LogAction>) -> (String, Action, ProvisioningEntry),
+) -> Vec<ProvisioningEntry> {
     let rejected: HashMap<&str, &str> = batch
         .rejected
         .iter()
@@ -322,20 +329,18 @@ pub fn department_writes(
         .collect();
     items
         .iter()
-        .map(
-            |item| match rejected.get(item.external_id.to_string().as_str()) {
+        .map(|item| {
+            let (id, action, written) = entry(item, None);
+            match rejected.get(id.as_str()) {
+                None => written,
                 Some(answer) => {
-                    let mut e =
-                        ProvisioningEntry::department(run_id, cvr, item, LogAction::Rejected);
-                    e.reason = Some(format!("{} refused", action_name(item.action)));
+                    let (_, _, mut e) = entry(item, Some(LogAction::Rejected));
+                    e.reason = Some(format!("{} refused", action_name(action)));
                     e.target_answer = Some((*answer).to_owned());
                     e
                 }
-                None => {
-                    ProvisioningEntry::department(run_id, cvr, item, LogAction::of(item.action))
-                }
-            },
-        )
+            }
+        })
         .collect()
 }
 

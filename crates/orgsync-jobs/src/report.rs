@@ -182,6 +182,34 @@ pub struct Release {
     pub rejected: Vec<String>,
 }
 
+/// One line for what a person did (a release, a revert), then what was skipped and rejected.
+#[allow(clippy::too_many_arguments)]
+fn person_action(
+    out: &mut String,
+    label: &str,
+    by: &str,
+    at: DateTime<Utc>,
+    applied: u64,
+    applied_as: &str,
+    skipped_as: &str,
+    skipped: &[String],
+    rejected: &[String],
+) {
+    let _ = writeln!(
+        out,
+        "{label}by {by} at {}: {applied} {applied_as}, {} {skipped_as}, {} rejected",
+        at.to_rfc3339(),
+        skipped.len(),
+        rejected.len()
+    );
+    for s in skipped {
+        let _ = writeln!(out, "  {s}");
+    }
+    for s in rejected {
+        let _ = writeln!(out, "  REJECTED {s}");
+    }
+}
+
 /// What a revert did (`orgsync runs revert`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revert {
@@ -627,38 +655,30 @@ impl RunReport {
             }
         }
         if let Some(r) = &self.release {
-            let _ = writeln!(
-                out,
-                "released:     by {} at {}: {} applied, {} no longer needed, {} rejected",
-                r.by,
-                r.at.to_rfc3339(),
+            person_action(
+                &mut out,
+                "released:     ",
+                &r.by,
+                r.at,
                 r.applied,
-                r.skipped.len(),
-                r.rejected.len()
+                "applied",
+                "no longer needed",
+                &r.skipped,
+                &r.rejected,
             );
-            for s in &r.skipped {
-                let _ = writeln!(out, "  {s}");
-            }
-            for s in &r.rejected {
-                let _ = writeln!(out, "  REJECTED {s}");
-            }
         }
         if let Some(r) = &self.revert {
-            let _ = writeln!(
-                out,
-                "reverted:     by {} at {}: {} reactivated, {} skipped, {} rejected",
-                r.by,
-                r.at.to_rfc3339(),
+            person_action(
+                &mut out,
+                "reverted:     ",
+                &r.by,
+                r.at,
                 r.applied,
-                r.skipped.len(),
-                r.rejected.len()
+                "reactivated",
+                "skipped",
+                &r.skipped,
+                &r.rejected,
             );
-            for s in &r.skipped {
-                let _ = writeln!(out, "  {s}");
-            }
-            for s in &r.rejected {
-                let _ = writeln!(out, "  REJECTED {s}");
-            }
         }
         for r in &self.rejections {
             let _ = writeln!(out, "rejected:     {}: {}", r.external_id, r.message);

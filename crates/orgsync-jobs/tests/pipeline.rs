@@ -6,34 +6,15 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{TestApp, department, user};
+use common::{TestApp, department, fixture, user};
 use orgsync_jobs::report::RunState;
 use orgsync_model::ids::Domain;
 use orgsync_model::plan::{Action, HoldReason};
-use orgsync_model::snapshot::Snapshot;
 use orgsync_model::target::TargetState;
-use orgsync_model::testing::{
-    inactive, p, policy, small_tree, snapshot, u, unit, user as sts_user,
-};
+use orgsync_model::testing::{inactive, p, policy, u, unit, user as sts_user};
 use orgsync_model::validate::validate;
 use orgsync_queue::DeadLetterFilter;
 use orgsync_sts_sim::generate::{Size, domain_of, generate};
-
-fn fixture() -> Snapshot {
-    let mut units = small_tree();
-    units.push(unit(5, "Arkiv", Some(1)));
-    snapshot(
-        units,
-        vec![
-            sts_user(1, "Anne Hansen", "anne@kommune.dk", &[2]),
-            sts_user(2, "Bo Jensen", "bo@kommune.dk", &[3]),
-            sts_user(3, "Carl Nielsen", "carl@kommune.dk", &[4]),
-            sts_user(4, "Dorthe Berg", "dorthe@kommune.dk", &[3, 2]),
-            sts_user(5, "Eva Lund", "eva@andet-firma.dk", &[4]),
-            sts_user(6, "Finn Holm", "finn@kommune.dk", &[5]),
-        ],
-    )
-}
 
 /// The fields a sync decides, sorted, for comparing targets.
 fn essentials(state: &TargetState) -> (Vec<String>, Vec<String>) {

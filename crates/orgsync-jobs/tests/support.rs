@@ -4,29 +4,12 @@
 
 mod common;
 
-use common::{TestApp, user};
+use common::{TestApp, fixture, user};
 use orgsync_jobs::provisioning::{LogAction, LogFilter, Matched};
 use orgsync_jobs::report::RunState;
 use orgsync_model::error_class::ErrorClass;
-use orgsync_model::snapshot::Snapshot;
-use orgsync_model::testing::{p, policy, small_tree, snapshot, u, unit, user as sts_user};
+use orgsync_model::testing::{p, policy, u, user as sts_user};
 use orgsync_queue::DeadLetterFilter;
-
-fn fixture() -> Snapshot {
-    let mut units = small_tree();
-    units.push(unit(5, "Arkiv", Some(1)));
-    snapshot(
-        units,
-        vec![
-            sts_user(1, "Anne Hansen", "anne@kommune.dk", &[2]),
-            sts_user(2, "Bo Jensen", "bo@kommune.dk", &[3]),
-            sts_user(3, "Carl Nielsen", "carl@kommune.dk", &[4]),
-            sts_user(4, "Dorthe Berg", "dorthe@kommune.dk", &[3, 2]),
-            sts_user(5, "Eva Lund", "eva@andet-firma.dk", &[4]),
-            sts_user(6, "Finn Holm", "finn@kommune.dk", &[5]),
-        ],
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_names_the_run_and_reason_of_a_deactivation_and_revert_undoes_exactly_it() {

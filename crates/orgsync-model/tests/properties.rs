@@ -223,7 +223,10 @@ fn build(case: &Case) -> Option<(Snapshot, TargetState, Policy)> {
             continue;
         }
         target.users.push(TargetUser {
-            external_id: with_external_id.then(|| p(900 + *local as u128)),
+            // One external id per user: two target users sharing one is not a state orgsync
+            // makes, and `TargetState::apply` (the test model) finds users by it.
+            external_id: with_external_id
+                .then(|| p(900 + (*local * DOMAINS.len() + *domain) as u128)),
             ..target_user(None, &email, "Manuel", "Bruger", &[])
         });
     }

@@ -17,6 +17,7 @@ use orgsync_model::plan::{DepartmentItem, UserItem};
 use orgsync_model::policy::Policy;
 use orgsync_model::snapshot::Snapshot;
 use orgsync_model::target::{TargetDepartment, TargetState, TargetUser};
+use orgsync_model::testing::{small_tree, snapshot, unit, user as sts_user};
 use orgsync_queue::{QueueConfig, QueueHandle};
 use orgsync_sts::client::StsClient;
 use orgsync_sts::limits::SystemLimits;
@@ -367,6 +368,24 @@ impl TestApp {
         }
         self.queue.purge_all_keys().await.unwrap();
     }
+}
+
+/// Kommune (1) with Økonomi (2), Skole (3), Kantine (4) under Skole, and Arkiv (5); six
+/// people, Eva outside the customer's domains.
+pub fn fixture() -> Snapshot {
+    let mut units = small_tree();
+    units.push(unit(5, "Arkiv", Some(1)));
+    snapshot(
+        units,
+        vec![
+            sts_user(1, "Anne Hansen", "anne@kommune.dk", &[2]),
+            sts_user(2, "Bo Jensen", "bo@kommune.dk", &[3]),
+            sts_user(3, "Carl Nielsen", "carl@kommune.dk", &[4]),
+            sts_user(4, "Dorthe Berg", "dorthe@kommune.dk", &[3, 2]),
+            sts_user(5, "Eva Lund", "eva@andet-firma.dk", &[4]),
+            sts_user(6, "Finn Holm", "finn@kommune.dk", &[5]),
+        ],
+    )
 }
 
 /// A user in the target, by external id.

@@ -68,29 +68,6 @@ impl LogAction {
     }
 }
 
-impl std::str::FromStr for LogAction {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            LogAction::Create,
-            LogAction::Update,
-            LogAction::Deactivate,
-            LogAction::Reactivate,
-            LogAction::Skip,
-            LogAction::Held,
-            LogAction::Rejected,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
-        .ok_or_else(|| {
-            format!(
-                "{s:?} is not an action (create, update, deactivate, reactivate, skip, held, rejected)"
-            )
-        })
-    }
-}
-
 /// A department or a user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -453,11 +430,6 @@ impl ProvisioningLog {
             }
         }
         Ok((out, before))
-    }
-
-    /// Entries and bytes Redis holds for a customer's log.
-    pub async fn usage(&self, cvr: &str) -> Result<(u64, u64), QueueError> {
-        self.queue.object_log_usage(&log_name(cvr)).await
     }
 }
 

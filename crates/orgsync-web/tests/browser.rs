@@ -34,6 +34,10 @@ fn fixture() -> orgsync_model::snapshot::Snapshot {
     )
 }
 
+/// How long a page may take to show an element after a click or navigation: generous, since a
+/// loaded two-core CI machine renders slowly, and a wait ends as soon as the element is there.
+const WAIT: Duration = Duration::from_secs(30);
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -163,32 +167,45 @@ async fn shot(c: &Client, name: &str) {
 async fn login(c: &Client, base: &str, name: &str, password: &str) {
     c.delete_all_cookies().await.unwrap();
     c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Id("name"))
+    find(c, Locator::Id("name"))
         .await
-        .unwrap()
         .send_keys(name)
         .await
         .unwrap();
-    c.find(Locator::Id("password"))
+    find(c, Locator::Id("password"))
         .await
-        .unwrap()
         .send_keys(password)
         .await
         .unwrap();
-    c.find(Locator::Id("login"))
+    find(c, Locator::Id("login")).await.click().await.unwrap();
+    // The login POST hashes the password (argon2), so the overview may take a moment.
+    if let Err(e) = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("live"))
         .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Id("live")).await.unwrap();
+    {
+        panic!(
+            "{name} did not reach the overview after logging in: {e}\n{}",
+            c.source().await.unwrap_or_default()
+        );
+    }
+}
+
+/// The element, waiting for it to appear (after a click, the next page may still be loading).
+async fn find(c: &Client, locator: Locator<'_>) -> fantoccini::elements::Element {
+    match c.wait().at_most(WAIT).for_element(locator).await {
+        Ok(e) => e,
+        Err(e) => panic!("{locator:?}: {e}\n{}", c.source().await.unwrap_or_default()),
+    }
 }
 
 /// The element's text; found again when the live overview replaced it meanwhile.
 async fn text(c: &Client, css: &str) -> String {
     let mut last = None;
-    for _ in 0..20 {
-        match c.find(Locator::Css(css)).await {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        match c.wait().at_most(WAIT).for_element(Locator::Css(css)).await {
             Ok(e) => match e.text().await {
                 Ok(t) => return t,
                 Err(err) => last = Some(err),
@@ -311,15 +328,13 @@ async fn operators_find_replay_and_release_a_failed_run_in_a_real_browser() {
     // Support: filter by customer, then by error class (the classes the queue holds).
     login(c, &base, "sam", "sam-pw").await;
     c.goto(&format!("{base}/dead-letters")).await.unwrap();
-    c.find(Locator::Id("filter-cvr"))
+    find(c, Locator::Id("filter-cvr"))
         .await
-        .unwrap()
         .select_by_value(common::CVR)
         .await
         .unwrap();
-    c.find(Locator::Id("apply-filter"))
+    find(c, Locator::Id("apply-filter"))
         .await
-        .unwrap()
         .click()
         .await
         .unwrap();
@@ -332,15 +347,13 @@ async fn operators_find_replay_and_release_a_failed_run_in_a_real_browser() {
             .contains("cvr=11111111")
     );
     c.goto(&format!("{base}/dead-letters")).await.unwrap();
-    c.find(Locator::Id("filter-error_class"))
+    find(c, Locator::Id("filter-error_class"))
         .await
-        .unwrap()
         .select_by_value(&class)
         .await
         .unwrap();
-    c.find(Locator::Id("apply-filter"))
+    find(c, Locator::Id("apply-filter"))
         .await
-        .unwrap()
         .click()
         .await
         .unwrap();
@@ -362,15 +375,16 @@ async fn operators_find_replay_and_release_a_failed_run_in_a_real_browser() {
     c.goto(&format!("{base}/dead-letters?cvr=11111111"))
         .await
         .unwrap();
-    c.find(Locator::Css(&format!("input[name=id][value='{dead_id}']")))
+    find(
+        c,
+        Locator::Css(&format!("input[name=id][value='{dead_id}']")),
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
+    find(c, Locator::Id("replay-selected"))
         .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Id("replay-selected"))
-        .await
-        .unwrap()
         .click()
         .await
         .unwrap();
@@ -380,12 +394,7 @@ async fn operators_find_replay_and_release_a_failed_run_in_a_real_browser() {
             .contains("Replay 1 dead letter?")
     );
     shot(c, "confirm-replay").await;
-    c.find(Locator::Id("confirm"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    find(c, Locator::Id("confirm")).await.click().await.unwrap();
     assert!(text(c, "#result").await.contains("Replayed 1"));
     let chain = app
         .queue
@@ -436,18 +445,12 @@ async fn operators_find_replay_and_release_a_failed_run_in_a_real_browser() {
     };
     assert_eq!(held, vec!["bo@kommune.dk".to_owned()]);
     shot(c, "release").await;
-    c.find(Locator::Id("confirm-release"))
+    find(c, Locator::Id("confirm-release"))
         .await
-        .unwrap()
         .click()
         .await
         .unwrap();
-    c.find(Locator::Id("release"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    find(c, Locator::Id("release")).await.click().await.unwrap();
     assert_eq!(text(c, "#run-state").await, "released");
     let state = app.state().await;
     assert!(
@@ -462,7 +465,7 @@ async fn operators_find_replay_and_release_a_failed_run_in_a_real_browser() {
         ("/jobs?state=retrying", "jobs"),
     ] {
         c.goto(&format!("{base}{path}")).await.unwrap();
-        c.find(Locator::Css("main h1")).await.unwrap();
+        find(c, Locator::Css("main h1")).await;
         shot(c, name).await;
     }
 

@@ -569,6 +569,7 @@ impl Pipeline {
             };
             let total_ms = elapsed_ms(started);
             let class = class_of(error);
+            let sts_failure = report.sts_failure.take();
             // Never downgrade a report that has ended meanwhile.
             let _ = self
                 .store
@@ -578,6 +579,12 @@ impl Pipeline {
                     }
                     r.error = Some(message);
                     r.error_class = Some(class);
+                    if let Some(call) = sts_failure {
+                        match &mut r.sts_failure {
+                            Some(earlier) => earlier.merge(*call),
+                            None => r.sts_failure = Some(call),
+                        }
+                    }
                     if last {
                         r.state = RunState::Failed;
                         r.finished_at = Some(Utc::now());
@@ -616,7 +623,10 @@ impl Pipeline {
             .sources
             .read_snapshot(&customer.cvr)
             .await
-            .map_err(|e| job_error(&e))?;
+            .map_err(|e| {
+                report.sts_failure = e.sts_failure.clone();
+                job_error(&e)
+            })?;
         report.durations.read_ms = elapsed_ms(started);
         report.sts_calls = read.calls;
         let counts = SourceCounts::of(&read.snapshot);

@@ -55,13 +55,15 @@ pub async fn release(
     by: &str,
 ) -> Result<RunReport, PipelineError> {
     let cvr = pipeline.report(run_id).await?.cvr;
-    with_customer_lock(
+    // Boxed: the locked release holds reports across awaits, too large a future to embed in
+    // every caller's (a web handler's, the CLI's).
+    Box::pin(with_customer_lock(
         pipeline,
         &cvr,
         "release",
         run_id,
         release_locked(pipeline, run_id, by),
-    )
+    ))
     .await
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orgsync_model::error_class::ErrorClass;
+use orgsync_model::error_class::{ErrorClass, FailedStsCall};
 use orgsync_model::ids::Cvr;
 use orgsync_model::policy::Policy;
 use orgsync_model::snapshot::Snapshot;
@@ -50,6 +50,8 @@ pub struct SourceError {
     pub retry_not_before: Option<Duration>,
     /// What failed and why, for people (never a secret).
     pub message: String,
+    /// The STS call that failed for good, when STS failed (for KOMBIT's service desk).
+    pub sts_failure: Option<Box<FailedStsCall>>,
 }
 
 impl SourceError {
@@ -60,6 +62,7 @@ impl SourceError {
             retriable: false,
             retry_not_before: None,
             message: message.into(),
+            sts_failure: None,
         }
     }
 
@@ -70,6 +73,7 @@ impl SourceError {
             retriable: error.is_retriable(),
             retry_not_before: error.retry_not_before(),
             message: error.to_string(),
+            sts_failure: None,
         }
     }
 }
@@ -98,5 +102,27 @@ pub trait Sources: Send + Sync + std::fmt::Debug + 'static {
             .read_state()
             .await
             .map_err(|e| SourceError::target(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orgsync_model::error_class::ErrorClass;
+    use orgsync_queue::class;
+
+    /// The queue's own classes reach the same reports, filters and tickets as the pipeline's,
+    /// so each must be one of the documented classes, not `unclassified` by accident.
+    #[test]
+    fn every_class_the_queue_gives_is_a_documented_class() {
+        for name in [
+            class::UNDECODABLE,
+            class::PANICKED,
+            class::ABANDONED,
+            class::ABORTED,
+            class::UNCLASSIFIED,
+        ] {
+            let parsed: ErrorClass = name.parse().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parsed.as_str(), name);
+        }
     }
 }

@@ -274,3 +274,49 @@ async fn a_target_refusing_credentials_is_target_auth_everywhere_and_the_report_
     );
     app.finish().await;
 }
+
+/// An STS outage that outlasts the job's retries: the run fails as `sts.unavailable`, and its
+/// report carries what KOMBIT's service desk needs (the operation, the endpoint, when, STS's
+/// answer and the TransactionUUID of every attempt over all of the job's attempts), which the
+/// support ticket's text for KOMBIT quotes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_records_the_sts_calls_transaction_uuids_for_kombit() {
+    use orgsync_sts_sim::server::{FaultKind, ScriptedFault};
+    let app = TestApp::start(fixture(), policy()).await;
+    app.sim.inject(ScriptedFault {
+        target: "fremsoegobjekthierarki".to_owned(),
+        after: 0,
+        times: 1000,
+        kind: FaultKind::Http(503),
+    });
+    let report = app.sync().await;
+    assert_eq!(report.state, RunState::Failed, "{}", report.to_text());
+    assert_eq!(report.error_class, Some(ErrorClass::StsUnavailable));
+    let call = report.sts_failure.as_ref().expect("the failed STS call");
+    assert!(call.operation.contains("fremsoeg"), "{}", call.operation);
+    assert!(call.answer.contains("503"), "{}", call.answer);
+    assert!(
+        call.endpoint.starts_with("http://127.0.0.1:"),
+        "{}",
+        call.endpoint
+    );
+    // Every call the simulator refused is one transaction the record names, none twice.
+    let refused = app.sim.stats().faults_injected as usize;
+    let mut ids = call.transaction_ids.clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), call.transaction_ids.len(), "no id twice");
+    assert_eq!(call.transaction_ids.len(), refused.min(20), "{call:?}");
+    assert!(
+        refused >= 2,
+        "the job and the client both retried: {refused}"
+    );
+    assert!(call.first_at <= call.last_at);
+    // `runs show` prints them for support to copy.
+    let text = report.to_text();
+    assert!(
+        text.contains(&format!("transactions: {}", call.transaction_ids[0])),
+        "{text}"
+    );
+    app.finish().await;
+}

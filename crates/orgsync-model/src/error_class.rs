@@ -147,6 +147,10 @@ error_classes! {
     /// Workers died too often while running the job (killed, out of memory).
     JobAbandoned = "job.abandoned", Run,
         "Check the workers' memory limits and restarts; then replay the dead letter.";
+    /// A handler gave up on the job for good by its own decision (apalis' `AbortError`):
+    /// dead-lettered at once, without retries.
+    JobAborted = "job.aborted", Run,
+        "The job refused to go on: read the dead letter's error chain for why, fix the cause, then replay it.";
     /// A failure orgsync did not classify (a bug: every failure should have a class).
     Unclassified = "unclassified", Run,
         "Send the dead letter's error chain to the developers.";
@@ -174,6 +178,54 @@ impl ErrorClass {
     /// service desk.
     pub fn is_sts_side(self) -> bool {
         matches!(self, ErrorClass::StsUnavailable | ErrorClass::StsBadData)
+    }
+}
+
+/// An STS call that failed for good (after its retries), recorded for KOMBIT's service desk:
+/// a supplier reports STS-side problems there, and KOMBIT traces a request by its
+/// `TransactionUUID`. Holds no credentials (STS endpoints carry none in their URLs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedStsCall {
+    /// The service and operation called, e.g. `organisationenhed fremsoeg`.
+    pub operation: String,
+    /// The URL called.
+    pub endpoint: String,
+    /// When the first failing attempt was made.
+    pub first_at: chrono::DateTime<chrono::Utc>,
+    /// When the last failing attempt was made.
+    pub last_at: chrono::DateTime<chrono::Utc>,
+    /// The `TransactionUUID` of each failing attempt, oldest first (at most
+    /// [`FailedStsCall::MAX_TRANSACTIONS`], the newest kept).
+    pub transaction_ids: Vec<uuid::Uuid>,
+    /// What STS answered (the fault, status or transport failure), as the error states it.
+    pub answer: String,
+}
+
+impl FailedStsCall {
+    /// How many transaction UUIDs a record keeps: enough for KOMBIT to find the calls, few
+    /// enough for a ticket.
+    pub const MAX_TRANSACTIONS: usize = 20;
+
+    /// Folds a later failure of the same run into this one: the first time stays, the later
+    /// call's operation, endpoint, answer and time replace these, and its transactions are
+    /// added (the newest [`FailedStsCall::MAX_TRANSACTIONS`] kept). Merging a record into itself
+    /// (a run's attempt that read its own stored record back) changes nothing.
+    pub fn merge(&mut self, later: FailedStsCall) {
+        self.first_at = self.first_at.min(later.first_at);
+        self.last_at = self.last_at.max(later.last_at);
+        self.operation = later.operation;
+        self.endpoint = later.endpoint;
+        self.answer = later.answer;
+        for id in later.transaction_ids {
+            if !self.transaction_ids.contains(&id) {
+                self.transaction_ids.push(id);
+            }
+        }
+        let excess = self
+            .transaction_ids
+            .len()
+            .saturating_sub(Self::MAX_TRANSACTIONS);
+        self.transaction_ids.drain(..excess);
     }
 }
 
@@ -288,5 +340,32 @@ mod tests {
             ErrorClass::StsPartialRead
         );
         assert_eq!(ErrorClass::TargetRejected.scope(), Scope::Object);
+    }
+
+    #[test]
+    fn a_failed_call_merged_keeps_the_first_time_and_the_newest_transactions() {
+        let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap_or_default();
+        let call = |first: i64, ids: std::ops::Range<u128>| FailedStsCall {
+            operation: format!("bruger list {first}"),
+            endpoint: "https://sts.example/organisation/bruger/6".to_owned(),
+            first_at: at(first),
+            last_at: at(first + 10),
+            transaction_ids: ids.map(uuid::Uuid::from_u128).collect(),
+            answer: format!("HTTP status 503 at {first}"),
+        };
+        let mut night = call(100, 0..3);
+        night.merge(call(200, 3..25));
+        let once = night.clone();
+        night.merge(once.clone());
+        assert_eq!(
+            night, once,
+            "merging the record into itself changes nothing"
+        );
+        assert_eq!(night.first_at, at(100));
+        assert_eq!(night.last_at, at(210));
+        assert_eq!(night.answer, "HTTP status 503 at 200");
+        assert_eq!(night.transaction_ids.len(), FailedStsCall::MAX_TRANSACTIONS);
+        assert_eq!(night.transaction_ids[0], uuid::Uuid::from_u128(5));
+        assert_eq!(night.transaction_ids[19], uuid::Uuid::from_u128(24));
     }
 }

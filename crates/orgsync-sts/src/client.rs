@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use orgsync_model::error_class::FailedStsCall;
 use orgsync_model::ids::{Cvr, UnitId, UserId};
 use orgsync_model::snapshot::{Position, Snapshot, Unit, UnitExtra, UnitKind, User};
 use serde::de::DeserializeOwned;
@@ -51,6 +52,8 @@ struct Inner {
     organisation: OnceCell<Uuid>,
     /// The first error that ends every read (token refused, no service agreement, security).
     fatal: Mutex<Option<StsError>>,
+    /// The last call that failed for good, for KOMBIT's service desk.
+    failed_call: Mutex<Option<FailedStsCall>>,
 }
 
 /// The result of a bulk read: the snapshot and what was noticed on the way.
@@ -167,6 +170,7 @@ impl StsClient {
                 progress: Arc::new(Progress::new()),
                 organisation,
                 fatal: Mutex::new(None),
+                failed_call: Mutex::new(None),
             }),
         }
     }
@@ -179,6 +183,17 @@ impl StsClient {
     /// STS calls made by this client so far (every attempt counts).
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// The last call that failed for good (after its retries): its operation, endpoint, the
+    /// `TransactionUUID` of every attempt and STS's answer, which KOMBIT's service desk needs
+    /// to trace it. `None` while every call has succeeded.
+    pub fn failed_call(&self) -> Option<FailedStsCall> {
+        self.inner
+            .failed_call
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The progress of the current (or last) read, updated after every call.
@@ -231,7 +246,7 @@ impl StsClient {
     ) -> Result<Option<T>, StsError> {
         let site = CallSite { service, operation };
         let options = &self.inner.options;
-        let call = SoapCall {
+        let mut call = SoapCall {
             cvr: self.inner.cvr.clone(),
             service,
             operation,
@@ -244,6 +259,9 @@ impl StsClient {
             return Err(fatal);
         }
         let mut attempt = 1;
+        // Each attempt is its own request with its own TransactionUUID (KOMBIT traces requests).
+        let first_at = Utc::now();
+        let mut transaction_ids = Vec::new();
         loop {
             let budget = match operation {
                 Operation::Soeg | Operation::FremsoegObjekthierarki => &self.inner.pages_in_flight,
@@ -261,6 +279,10 @@ impl StsClient {
                 }
                 self.inner.limits.admit().await;
                 self.inner.calls.fetch_add(1, Ordering::Relaxed);
+                if !transaction_ids.is_empty() {
+                    call.transaction_id = Uuid::new_v4();
+                }
+                transaction_ids.push(call.transaction_id);
                 match tokio::time::timeout(options.call_timeout, self.inner.transport.send(&call))
                     .await
                 {
@@ -299,14 +321,42 @@ impl StsClient {
                     attempt += 1;
                 }
                 Err(error) if error.ends_read() => {
+                    self.record_failure(&call, &site, first_at, transaction_ids, &error);
                     tracing::warn!(call = %site, customer.cvr = %self.inner.cvr, error = %error, "STS refused the call; the read stops");
                     let mut fatal = self.inner.fatal.lock().unwrap_or_else(|e| e.into_inner());
                     fatal.get_or_insert_with(|| error.clone());
                     return Err(error);
                 }
-                other => return other,
+                Err(error) => {
+                    self.record_failure(&call, &site, first_at, transaction_ids, &error);
+                    return Err(error);
+                }
+                ok => return ok,
             }
         }
+    }
+
+    fn record_failure(
+        &self,
+        call: &SoapCall,
+        site: &CallSite,
+        first_at: DateTime<Utc>,
+        transaction_ids: Vec<Uuid>,
+        error: &StsError,
+    ) {
+        let record = FailedStsCall {
+            operation: site.to_string(),
+            endpoint: call.url.to_string(),
+            first_at,
+            last_at: Utc::now(),
+            transaction_ids,
+            answer: error.to_string(),
+        };
+        *self
+            .inner
+            .failed_call
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(record);
     }
 
     fn fatal(&self) -> Option<StsError> {

@@ -357,3 +357,51 @@ async fn a_base_url_that_answers_404_names_the_url_and_the_usual_ending() {
     assert!(text.contains("usually ends in /organisation/"), "{text}");
     sim.shutdown().await;
 }
+
+/// What KOMBIT's service desk needs of a call that failed for good: its operation, endpoint,
+/// times and the `TransactionUUID` of every attempt, exactly the ones that went on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_fails_for_good_is_recorded_with_every_attempts_transaction_uuid() {
+    let sim = start(municipality(Size::Xs, 2), SimOptions::default()).await;
+    sim.inject(script(
+        "fremsoegobjekthierarki",
+        0,
+        100,
+        FaultKind::Http(503),
+    ));
+    let options = fast_options(&sim);
+    let recording = Recording::new(&options);
+    let client =
+        StsClient::with_transport(cvr(), &options, SystemLimits::new(0.0), recording.clone());
+    assert!(client.failed_call().is_none());
+    let before = chrono::Utc::now();
+    let error = client.read_snapshot().await.unwrap_err();
+    assert!(
+        matches!(error, StsError::Http { status: 503, .. }),
+        "{error}"
+    );
+    let failed = client.failed_call().expect("the failed call is recorded");
+    let sent: Vec<uuid::Uuid> = recording
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(call, status, _)| *status == 503 && call.action.contains("fremsoeg"))
+        .map(|(call, _, _)| call.transaction_id)
+        .collect();
+    assert_eq!(sent.len(), options.max_attempts as usize, "{sent:?}");
+    assert_eq!(failed.transaction_ids, sent, "one fresh UUID per attempt");
+    assert!(
+        failed.operation.contains("fremsoeg"),
+        "{}",
+        failed.operation
+    );
+    assert!(
+        failed.endpoint.starts_with(sim.base_url().as_str()),
+        "{}",
+        failed.endpoint
+    );
+    assert!(failed.answer.contains("503"), "{}", failed.answer);
+    assert!(before <= failed.first_at && failed.first_at <= failed.last_at);
+    sim.shutdown().await;
+}

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use orgsync_jobs::report::{RunReport, RunState};
 use tracing::{info, warn};
 
-use crate::outcome::{OutcomeKind, RunOutcome};
+use crate::outcome::{OutcomeKind, RunOutcome, StsIncident};
 use crate::tickets::{TicketAction, Tickets};
 
 impl RunOutcome {
@@ -64,7 +64,18 @@ impl RunOutcome {
                         .flatten(),
                 )
                 .collect(),
-            sts: None,
+            sts: report.sts_failure.as_ref().map(|call| StsIncident {
+                operation: call.operation.clone(),
+                endpoint: Some(call.endpoint.clone()),
+                first_call_at: Some(call.first_at),
+                last_call_at: Some(call.last_at),
+                fault: Some(call.answer.clone()),
+                transaction_ids: call
+                    .transaction_ids
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            }),
         })
     }
 }
@@ -135,6 +146,32 @@ mod tests {
         let outcome = RunOutcome::of_report(&failed).unwrap();
         assert_eq!(outcome.failed_jobs, ["job-9"]);
         assert_eq!(outcome.message.as_deref(), Some("no agreement"));
+
+        // A failed read's STS call becomes the incident a KOMBIT text quotes.
+        let mut sts_down = failed.clone();
+        sts_down.error_class = Some(ErrorClass::StsUnavailable);
+        sts_down.sts_failure = Some(Box::new(orgsync_model::error_class::FailedStsCall {
+            operation: "organisationsystem fremsoegobjekthierarki".into(),
+            endpoint: "https://organisation.eksterntest-stottesystemerne.dk/organisation/organisationsystem/6/".into(),
+            first_at: chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap(),
+            last_at: chrono::DateTime::from_timestamp(1_796_000_600, 0).unwrap(),
+            transaction_ids: vec![uuid::Uuid::from_u128(7), uuid::Uuid::from_u128(8)],
+            answer: "HTTP status 503".into(),
+        }));
+        let incident = RunOutcome::of_report(&sts_down).unwrap().sts.unwrap();
+        assert_eq!(
+            incident.operation,
+            "organisationsystem fremsoegobjekthierarki"
+        );
+        assert_eq!(incident.fault.as_deref(), Some("HTTP status 503"));
+        assert_eq!(
+            incident.transaction_ids,
+            [
+                "00000000-0000-0000-0000-000000000007",
+                "00000000-0000-0000-0000-000000000008"
+            ]
+        );
+        assert!(incident.first_call_at < incident.last_call_at);
 
         let released = RunOutcome::of_report(&report(RunState::Released)).unwrap();
         assert_eq!(released.kind, OutcomeKind::Succeeded);

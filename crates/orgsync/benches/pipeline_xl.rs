@@ -195,6 +195,23 @@ async fn run() -> i32 {
             rows[1].log.1.saturating_sub(bytes)
         );
     }
+    // The read against its floor: STS calls ÷ the configured calls per second (the default
+    // 14/s, which this benchmark's configuration keeps). The no-change run against its read.
+    const CALLS_PER_SECOND: f64 = 14.0;
+    for row in &rows {
+        let calls = row.report["sts_calls"].as_f64().unwrap_or(f64::NAN);
+        let read_s = row.report["durations"]["read_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+            / 1000.0;
+        let floor = calls / CALLS_PER_SECOND;
+        println!(
+            "{}: read {read_s:.1} s for {calls} calls; floor {floor:.1} s ({calls} ÷ {CALLS_PER_SECOND}/s); read ÷ floor = {:.2}; run wall time ÷ read = {:.2}",
+            row.name,
+            read_s / floor,
+            row.seconds / read_s
+        );
+    }
     for row in &rows {
         let d = &row.report["durations"];
         println!(

@@ -106,6 +106,7 @@ impl Sources for ConfigSources {
             retriable: e.is_retriable(),
             retry_not_before: None,
             message: format!("reading STS Organisation for {cvr}: {e}"),
+            sts_failure: client.failed_call().map(Box::new),
         })?;
         let mut issues: Vec<String> = read
             .issues

@@ -141,6 +141,7 @@ impl Sources for TestSources {
             retriable: e.is_retriable(),
             retry_not_before: None,
             message: e.to_string(),
+            sts_failure: client.failed_call().map(Box::new),
         })?;
         Ok(SourceRead {
             snapshot: read.snapshot,

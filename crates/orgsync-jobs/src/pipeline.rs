@@ -22,8 +22,8 @@ use orgsync_model::ids::{Cvr, UnitId};
 use orgsync_model::plan::{Action, HoldReason, Plan, UserItem};
 use orgsync_model::validate::{SourceCounts, validate};
 use orgsync_queue::{
-    BatchStatus, JobContext, JobError, JobId, JobState, LockAttempt, NewBatch, NewJob, QueueError,
-    QueueHandle,
+    BatchStatus, DeathNotice, Job, JobContext, JobError, JobId, JobState, LockAttempt, NewBatch,
+    NewJob, QueueError, QueueHandle,
 };
 use orgsync_target::Target;
 use orgsync_target::batch::{write_departments, write_users};
@@ -289,7 +289,8 @@ impl Pipeline {
         };
         let mut new = NewJob::new(&job)?
             .customer(customer.cvr.as_str())
-            .run(&run_id);
+            .run(&run_id)
+            .notify_on_death();
         if let Some(key) = idempotency_key {
             new = new.idempotency_key(key);
         }
@@ -788,7 +789,8 @@ impl Pipeline {
         })
         .map_err(queue_error)?
         .customer(cvr)
-        .idempotency_key(format!("run:{run_id}:finish"));
+        .idempotency_key(format!("run:{run_id}:finish"))
+        .notify_on_death();
         let batch = self
             .store
             .queue
@@ -1024,6 +1026,62 @@ impl Pipeline {
             }
         }
         result
+    }
+
+    /// The queue's [`DeathNotice`] of a `SyncCustomer` or `FinishRun` job: a run whose job
+    /// died without its handler ending the run (workers killed during the last attempt, a
+    /// payload that no longer decodes, a panic) would otherwise stay `reading` or `users` for
+    /// ever. Ends it as failed, naming the dead letter, and releases its lock. A run that has
+    /// ended (the handler saw its last attempt) is left alone; a replay of the dead letter
+    /// still runs it.
+    pub async fn job_died(&self, notice: DeathNotice) -> Result<(), JobError> {
+        let Some(run_id) = notice.run.as_deref() else {
+            return Ok(());
+        };
+        let record = self
+            .store
+            .queue
+            .job(&notice.job_id)
+            .await
+            .map_err(queue_error)?;
+        let class = record
+            .as_ref()
+            .and_then(|r| r.final_error_class.as_deref())
+            .and_then(|c| c.parse::<ErrorClass>().ok())
+            .unwrap_or(ErrorClass::Unclassified);
+        let why = record
+            .as_ref()
+            .and_then(|r| r.last_error.clone())
+            .unwrap_or_else(|| "no error was recorded".to_owned());
+        let message = format!(
+            "the {} job {} was dead-lettered ({class}: {why}); nothing was deactivated. Fix the cause, then `orgsync dlq replay {}`",
+            notice.job_type, notice.job_id, notice.job_id
+        );
+        let mut ended = None;
+        self.store
+            .update_report(run_id, |r| {
+                if r.state.is_final() {
+                    return;
+                }
+                r.state = RunState::Failed;
+                r.error = Some(message.clone());
+                r.error_class = Some(class);
+                r.finished_at = Some(Utc::now());
+                if notice.job_type == SyncCustomer::JOB_TYPE {
+                    r.job_id = Some(notice.job_id.as_str().to_owned());
+                }
+                ended = Some(r.clone());
+            })
+            .await
+            .map_err(queue_error)?;
+        let Some(report) = ended else {
+            return Ok(());
+        };
+        warn!(customer.cvr = %report.cvr, run.id = %run_id, "run {run_id} failed: {message}");
+        // Owner-checked: only this run's lock is released.
+        let _ = self.store.release_lock(&report.cvr, run_id).await;
+        self.store.notify_ended(&report);
+        Ok(())
     }
 
     async fn finish_run_inner(&self, job: &FinishRun, replay: bool) -> Result<(), JobError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::*;
-use orgsync_queue::{JobContext, JobError, RetryPolicy, WorkerOptions};
+use orgsync_queue::{DeathNotice, JobContext, JobError, RetryPolicy, WorkerOptions};
 
 use crate::pipeline::Pipeline;
 use crate::{FinishRun, SyncCustomer, SyncDepartment};
@@ -96,7 +96,15 @@ async fn finish_run(
     pipeline.finish_run(job, ctx).await
 }
 
-/// Runs the three workers until `shutdown` resolves; running jobs finish first (their results
+async fn death_notice(
+    notice: DeathNotice,
+    _ctx: JobContext,
+    pipeline: Data<Arc<Pipeline>>,
+) -> Result<(), JobError> {
+    pipeline.job_died(notice).await
+}
+
+/// Runs the workers (one per job type, and one for the queue's death notices) until `shutdown` resolves; running jobs finish first (their results
 /// are recorded) and fetched jobs that did not start are handed back.
 pub async fn run(
     pipeline: Arc<Pipeline>,
@@ -104,10 +112,15 @@ pub async fn run(
     shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let queue = pipeline.queue().clone();
-    let (q1, q2, q3) = (queue.clone(), queue.clone(), queue);
-    let (p1, p2, p3) = (pipeline.clone(), pipeline.clone(), pipeline);
+    let (q1, q2, q3, q4) = (queue.clone(), queue.clone(), queue.clone(), queue);
+    let (p1, p2, p3, p4) = (
+        pipeline.clone(),
+        pipeline.clone(),
+        pipeline.clone(),
+        pipeline,
+    );
     let s = Arc::new(settings);
-    let (s1, s2, s3) = (s.clone(), s.clone(), s);
+    let (s1, s2, s3, s4) = (s.clone(), s.clone(), s.clone(), s);
     Monitor::new()
         .register(move |_restarts| {
             let backend = q1.backend::<SyncCustomer>(s1.customer_options.clone());
@@ -132,6 +145,16 @@ pub async fn run(
                 .concurrency(s3.finishes.max(1))
                 .data(p3.clone())
                 .build(finish_run)
+        })
+        .register(move |_restarts| {
+            // Ending a run whose SyncCustomer or FinishRun died is quick Redis work; the
+            // finish options' retries cover a Redis hiccup.
+            let backend = q4.backend::<DeathNotice>(s4.finish_options.clone());
+            WorkerBuilder::new(backend.worker_name().to_owned())
+                .backend(backend)
+                .concurrency(1)
+                .data(p4.clone())
+                .build(death_notice)
         })
         .run_with_signal(shutdown)
         .await

@@ -55,6 +55,8 @@ pub(crate) struct ScriptJob<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     idem: Option<&'a str>,
     delay_ms: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    notify_dead: bool,
 }
 
 impl<'a> ScriptJob<'a> {
@@ -71,6 +73,7 @@ impl<'a> ScriptJob<'a> {
                 .run_after
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                 .unwrap_or(0),
+            notify_dead: j.notify_on_death,
         }
     }
 }

@@ -65,6 +65,7 @@ pub struct NewJob {
     pub(crate) run: Option<String>,
     pub(crate) idempotency_key: Option<String>,
     pub(crate) run_after: Option<Duration>,
+    pub(crate) notify_on_death: bool,
 }
 
 impl NewJob {
@@ -87,7 +88,17 @@ impl NewJob {
             run: None,
             idempotency_key: None,
             run_after: None,
+            notify_on_death: false,
         })
+    }
+
+    /// When this job is dead-lettered, by whatever path (its handler's last attempt, a
+    /// payload that does not decode, a panic, or workers dying while they held it), the queue
+    /// enqueues a [`DeathNotice`] for it in the same script, so that whoever waits for the job
+    /// learns it will not finish. A replay of the job keeps the mark.
+    pub fn notify_on_death(mut self) -> Self {
+        self.notify_on_death = true;
+        self
     }
 
     /// The customer (CVR) the job is for, so dead letters and the error log can be filtered.
@@ -575,5 +586,29 @@ mod ms_time {
             Raw::Number(n) => n,
         };
         super::parse_ms(&ms.to_string()).ok_or_else(|| serde::de::Error::custom("bad time"))
+    }
+}
+
+/// The job the queue enqueues when a job marked [`NewJob::notify_on_death`] is dead-lettered.
+/// Its id is the dead job's id with `.died` appended, so one death gives one notice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeathNotice {
+    /// The dead letter's id.
+    pub job_id: JobId,
+    /// Its job type.
+    pub job_type: String,
+    /// Its customer, when it had one.
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// Its run, when it had one.
+    #[serde(default)]
+    pub run: Option<String>,
+}
+
+impl Job for DeathNotice {
+    const JOB_TYPE: &'static str = "DeathNotice";
+
+    fn run_id(&self) -> Option<String> {
+        self.run.clone()
     }
 }

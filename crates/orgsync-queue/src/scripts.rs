@@ -34,6 +34,7 @@ local function enqueue_job(p, idem_ttl, j, now, per_type)
   if j.idem then table.insert(fields, 'idem'); table.insert(fields, j.idem) end
   if j.batch then table.insert(fields, 'batch'); table.insert(fields, j.batch) end
   if j.run or j.batch then table.insert(fields, 'run'); table.insert(fields, j.run or j.batch) end
+  if j.notify_dead then table.insert(fields, 'notify_dead'); table.insert(fields, '1') end
   if j.delay_ms > 0 then
     table.insert(fields, 'state'); table.insert(fields, 'scheduled')
     table.insert(fields, 'run_at'); table.insert(fields, d(now + j.delay_ms))
@@ -101,7 +102,20 @@ end
 -- The batch countdown. Call when job `jid` has just become succeeded (`ok`) or dead. Counts
 -- only when the job is still in its batch's pending set (a replayed job never is, nor is a
 -- job counted before), and enqueues the completion job when that set is empty.
+-- A dead job marked `notify_dead` gets its DeathNotice job (id `<jid>.died`, so once).
+local function death_notice(p, jid, now)
+  local v = redis.call('HMGET', p .. ':job:' .. jid, 'notify_dead', 'type', 'customer', 'run')
+  if not v[1] then return end
+  local customer = v[3] or nil
+  local run = v[4] or nil
+  local per_type = {}
+  enqueue_job(p, 0, {id = jid .. '.died', type = 'DeathNotice', customer = customer, run = run, delay_ms = 0,
+    payload = cjson.encode({job_id = jid, job_type = v[2], customer = customer, run = run})}, now, per_type)
+  count_enqueued(p, per_type)
+end
+
 local function batch_terminal(p, jid, ok, now)
+  if not ok then death_notice(p, jid, now) end
   local bid = redis.call('HGET', p .. ':job:' .. jid, 'batch')
   if not bid then return end
   local pk = p .. ':batch-pending:' .. bid
@@ -529,7 +543,7 @@ pub(crate) static REPLAY: LazyLock<Script> = LazyLock::new(|| {
         r"
 local p, old, new, by, ret = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local h = p .. ':job:' .. old
-local v = redis.call('HMGET', h, 'type', 'payload', 'customer', 'final_class', 'state', 'batch', 'run')
+local v = redis.call('HMGET', h, 'type', 'payload', 'customer', 'final_class', 'state', 'batch', 'run', 'notify_dead')
 if not v[1] then return 'missing' end
 if redis.call('ZREM', p .. ':dead', old) == 0 then return v[5] or 'unknown' end
 dead_index(p, old, false)
@@ -540,6 +554,7 @@ redis.call('HSET', nh, 'type', v[1], 'payload', v[2], 'attempts', 0, 'enqueued_a
 if v[3] then redis.call('HSET', nh, 'customer', v[3]) end
 if v[6] then redis.call('HSET', nh, 'batch', v[6]) end
 if v[7] then redis.call('HSET', nh, 'run', v[7]) end
+if v[8] then redis.call('HSET', nh, 'notify_dead', v[8]) end
 redis.call('XADD', p .. ':stream:' .. v[1], '*', 'j', new)
 redis.call('HSET', h, 'state', 'replayed', 'replayed_as', new, 'replayed_by', by, 'replayed_at', now)
 redis.call('PEXPIRE', h, ret)

@@ -247,3 +247,54 @@ async fn a_heartbeat_hands_back_entries_its_worker_fetched_but_never_received() 
     assert_eq!(again[0].1, lost[0].1, "the lost job is back in the stream");
     q.purge_all_keys().await.expect("purge");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_job_that_asked_for_it_gets_one_death_notice_and_its_replay_keeps_the_mark() {
+    let q = queue("death-notice").await;
+    let id = q
+        .enqueue(job(1).customer("11111111").run("run-7").notify_on_death())
+        .await
+        .expect("enqueue")
+        .job_id()
+        .clone();
+    let plain = q.enqueue(job(2)).await.expect("enqueue").job_id().clone();
+    let held = fetch_as(&q, "crashed", 2).await;
+    assert_eq!(held.len(), 2);
+    for entry in &held {
+        assert_eq!(start_as(&q, "crashed", entry).await, "ok");
+    }
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(reclaim_as(&q, "other", 1).await, (0, 2));
+    assert_eq!(
+        q.job(&plain).await.expect("read").expect("exists").state,
+        JobState::Dead
+    );
+
+    // The marked job's death enqueued its notice, with what the job was for; the plain one's
+    // did not.
+    let notice_id = JobId::new(format!("{id}.died").as_str());
+    let notice = q.job(&notice_id).await.expect("read").expect("a notice");
+    assert_eq!(notice.job_type, "DeathNotice");
+    assert_eq!(notice.state, JobState::Waiting);
+    let payload: crate::model::DeathNotice =
+        serde_json::from_value(notice.payload.clone()).expect("decodes");
+    assert_eq!(payload.job_id, id);
+    assert_eq!(payload.job_type, "script_test");
+    assert_eq!(payload.customer.as_deref(), Some("11111111"));
+    assert_eq!(payload.run.as_deref(), Some("run-7"));
+    let plain_notice = JobId::new(format!("{plain}.died").as_str());
+    assert!(q.job(&plain_notice).await.expect("read").is_none());
+
+    // A replay keeps the mark: when it dies too, it gets its own notice.
+    let replayed = q.replay(&id, "support").await.expect("replay").new_job;
+    let mut conn = q.conn.clone();
+    let mark: Option<String> = conn
+        .hget(
+            format!("{}:job:{replayed}", q.config().key_prefix),
+            "notify_dead",
+        )
+        .await
+        .expect("hget");
+    assert_eq!(mark.as_deref(), Some("1"));
+    q.purge_all_keys().await.expect("purge");
+}

@@ -49,18 +49,19 @@ async fn a_lock_has_one_owner_and_only_the_owner_extends_or_releases_it() {
 async fn an_expired_lock_is_free_for_others_and_no_longer_the_old_owners() {
     let t = TestQueue::new("state-lock-expiry").await;
     let q = &t.queue;
-    let short = Duration::from_millis(200);
+    // Margins of 400 ms either side: a loaded CI machine oversleeps by tens of milliseconds.
+    let short = Duration::from_millis(1000);
     assert_eq!(
         q.try_lock("run:1", "old", short).await.unwrap(),
         LockAttempt::Acquired
     );
     // Extending keeps it alive past its first expiry.
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(q.extend_lock("run:1", "old", short).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(q.lock_owner("run:1").await.unwrap().as_deref(), Some("old"));
     // Without a heartbeat it expires.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(q.lock_owner("run:1").await.unwrap(), None);
     assert!(!q.extend_lock("run:1", "old", short).await.unwrap());
     assert_eq!(

@@ -180,9 +180,11 @@ impl QueueHandle {
     /// filter's customer, job type, error class, run and free-text words is scanned, the rest
     /// is checked per candidate. Free text matches whole words, case-insensitively: every word
     /// of `text` must be a word of the dead letter's error message, final error class or
-    /// customer (`quota exceeded` finds "... quota exceeded ...", `quot` does not). A page may
-    /// hold fewer than `limit` with a `next_cursor` when the other filters matched little among
-    /// the 5,000 candidates one page examines: search on from there.
+    /// customer (`quota exceeded` finds "... quota exceeded ...", `quot` does not). A word of
+    /// more than 5,000 dead letters is common: it has no zset (memory) and is checked per
+    /// candidate, which finds its many matches quickly. A page may hold fewer than `limit`
+    /// with a `next_cursor` when the filters matched little among the 5,000 candidates one
+    /// page examines: search on from there.
     pub async fn dead_letter_page(
         &self,
         filter: &DeadLetterFilter,

@@ -12,7 +12,9 @@
 //! `P:state:` (`lock:NAME`, `pacer:NAME`, `value:NAME`, `map:NAME`, `rec:COLLECTION:{doc:ID,all,by:INDEX}`).
 //! The dead-letter index: `P:dead-by:KIND:VALUE` zsets (KIND `type`, `customer`, `class`,
 //! `run`; dead-letter ids by time of death; and `word`, one per word of the error text, class
-//! and customer, at most 32 words a dead letter), `P:dead-facets:KIND` hashes (value → count),
+//! and customer, at most 32 words a dead letter; a word of more than 5,000 dead letters goes to
+//! the set `P:dead-words-common` instead and is checked per candidate), `P:dead-facets:KIND`
+//! hashes (value → count),
 //! `P:dead-indexed:2` (set once older dead letters were indexed, words included); `P:hourly:DAY` hashes
 //! (`succeeded:HOUR`, `failed:HOUR`, `dead:HOUR` → count; 8 days), all written by the scripts.
 //! Caller-given names come last in a key, after a fixed kind, so two kinds never collide.

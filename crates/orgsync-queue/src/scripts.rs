@@ -81,6 +81,8 @@ end
 -- stay whole), 2 to 40 bytes, distinct, at most 32 per dead letter (the first ones). The free
 -- text search matches whole words of this set, so index and check agree.
 local MAX_WORDS = 32
+-- More dead letters than this with one word make it common: no zset, checked per candidate.
+local COMMON_WORD = 5000
 local function words(text)
   local out, seen, n = {}, {}, 0
   for w in string.gmatch(string.lower(text), '[^%s%p%c]+') do
@@ -120,7 +122,17 @@ local function dead_index(p, jid, add)
   end
   for _, w in ipairs((words(dead_text(v)))) do
     local z = p .. ':dead-by:word:' .. w
-    if add then redis.call('ZADD', z, score, jid) else redis.call('ZREM', z, jid) end
+    if not add then
+      redis.call('ZREM', z, jid)
+    elseif redis.call('SISMEMBER', p .. ':dead-words-common', w) == 0 then
+      redis.call('ZADD', z, score, jid)
+      -- A word this common selects nothing a scan would not find as fast: drop its zset
+      -- and check it per candidate from now on (bounds the index's memory).
+      if redis.call('ZCARD', z) > COMMON_WORD then
+        redis.call('SADD', p .. ':dead-words-common', w)
+        redis.call('DEL', z)
+      end
+    end
   end
 end
 
@@ -755,7 +767,7 @@ return out
 /// ARGV: prefix, JSON filter `{type?, customer?, class?, run?, q?}` (`q` lower-cased), min
 /// score, max score, cursor score (`''`: none), cursor id, limit, budget. One page of dead
 /// letters, newest first: scans the smallest of the filter's index zsets, the free text's
-/// word zsets among them (or all dead letters) from the cursor down, checks the other
+/// word zsets among them (a common word has none; or all dead letters) from the cursor down, checks the other
 /// filters and that every word of the free text is a word of the candidate's text, and stops at `limit` matches or after examining `budget` candidates. Returns
 /// `{status, cursor score, cursor id, ids...}`: status `full` (page filled; the cursor is the
 /// last match), `more` (budget spent; continue from the cursor) or `done` (index exhausted).
@@ -774,7 +786,11 @@ end
 local qwords = {}
 if f.q then
   qwords = words(f.q)
-  for _, w in ipairs(qwords) do table.insert(candidates, p .. ':dead-by:word:' .. w) end
+  for _, w in ipairs(qwords) do
+    if redis.call('SISMEMBER', p .. ':dead-words-common', w) == 0 then
+      table.insert(candidates, p .. ':dead-by:word:' .. w)
+    end
+  end
 end
 for _, k in ipairs(candidates) do
   local n = redis.call('ZCARD', k)

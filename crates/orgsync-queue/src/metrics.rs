@@ -1,9 +1,9 @@
 //! The one Prometheus renderer of orgsync: the text exposition format (0.0.4) written by
 //! [`family`] and [`Family::sample`], and the queue's series ([`render_prometheus`],
 //! [`render_dead_letter_facets`]). The worker's and scheduler's `--metrics-bind` `/metrics` and
-//! the dashboard's `/metrics` all render through it, so a series has the same name and labels
-//! wherever it is scraped; each adds its own families (the dashboard: runs; the roles: the
-//! process) with the same writer.
+//! the dashboard's `/metrics` render the queue's series through it, so a series has the same
+//! name and labels wherever it is scraped; the dashboard writes its run series with [`family`]
+//! too, the roles append their process series after it.
 //!
 //! Hand-written rather than `prometheus-client`: every value is read from Redis at scrape time
 //! (no process-local registry to update), so the crate would only be a text writer, and this

@@ -382,6 +382,16 @@ impl Pipeline {
         Ok(Progress { report, batch })
     }
 
+    /// The departments a run synced, parents first, with the users of each (see
+    /// [`orgsync_model::plan::department_tree`]); `None` when the run never got to planning or
+    /// its data has expired (kept as long as its fan-out data).
+    pub async fn department_tree(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<Vec<orgsync_model::plan::TreeDepartment>>, PipelineError> {
+        Ok(self.store.tree(run_id).await?)
+    }
+
     /// The run holding the customer's lock, if any.
     pub async fn active_run(&self, cvr: &str) -> Result<Option<String>, PipelineError> {
         Ok(self.store.lock_owner(cvr).await?)
@@ -668,13 +678,14 @@ impl Pipeline {
             .read_state()
             .await
             .map_err(|e| job_error(&SourceError::target(&e)))?;
-        let plan = orgsync_model::plan::plan(
-            &valid,
-            &state,
-            &customer.policy,
-            orgsync_model::time::danish_date(&Utc::now()),
-        );
+        let today = orgsync_model::time::danish_date(&Utc::now());
+        let plan = orgsync_model::plan::plan(&valid, &state, &customer.policy, today);
+        let tree = orgsync_model::plan::department_tree(&valid, &state, &customer.policy, today);
         drop(state);
+        self.store
+            .put_tree(&run_id, &tree)
+            .await
+            .map_err(queue_error)?;
         report.durations.plan_ms = elapsed_ms(plan_started);
         report.summary = Some(plan.summary);
         report.skipped = plan

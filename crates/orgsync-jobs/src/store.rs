@@ -249,6 +249,29 @@ impl Store {
             .transpose()
     }
 
+    /// The run's department tree (what the dashboard draws), kept as long as the run's data.
+    pub(crate) async fn put_tree(
+        &self,
+        run_id: &str,
+        tree: &[orgsync_model::plan::TreeDepartment],
+    ) -> Result<(), QueueError> {
+        let json = serde_json::to_vec(tree).unwrap_or_default();
+        self.queue
+            .put_value(&format!("run-tree:{run_id}"), &json, Some(self.data_ttl))
+            .await
+    }
+
+    pub(crate) async fn tree(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<Vec<orgsync_model::plan::TreeDepartment>>, QueueError> {
+        self.queue
+            .get_value(&format!("run-tree:{run_id}"))
+            .await?
+            .map(|v| decode(&v, &format!("department tree of run {run_id}")))
+            .transpose()
+    }
+
     pub(crate) async fn put_result(
         &self,
         run_id: &str,

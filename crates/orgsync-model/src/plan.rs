@@ -406,6 +406,46 @@ pub fn plan(
     plan
 }
 
+/// One synced department of a run's department tree (what the dashboard draws).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeDepartment {
+    /// The unit.
+    pub uuid: UnitId,
+    /// Its title.
+    pub title: String,
+    /// Its parent department; `None` for the root (the top unit).
+    pub parent: Option<UnitId>,
+    /// Eligible users whose primary department it is.
+    pub users: u64,
+}
+
+/// The departments a run syncs (active, in scope, not excluded), parents first and siblings by
+/// title, each with the number of eligible users whose primary department it is. The same rules
+/// as [`plan`], so the tree shows exactly the departments the target gets.
+pub fn department_tree(
+    valid: &ValidSnapshot,
+    target: &TargetState,
+    policy: &Policy,
+    today: NaiveDate,
+) -> Vec<TreeDepartment> {
+    let snapshot = valid.snapshot();
+    let tree = Tree::new(&snapshot.units, policy);
+    let eligibility = Eligibility::classify(&snapshot.users, &tree, target, today);
+    let mut users: HashMap<UnitId, u64> = HashMap::new();
+    for e in &eligibility.eligible {
+        *users.entry(e.primary.unit_uuid).or_default() += 1;
+    }
+    tree.synced
+        .iter()
+        .map(|unit| TreeDepartment {
+            uuid: unit.uuid,
+            title: unit.name.clone(),
+            parent: tree.department_fields(unit, None).parent,
+            users: users.get(&unit.uuid).copied().unwrap_or(0),
+        })
+        .collect()
+}
+
 /// The unit tree as the customer's scope sees it.
 struct Tree<'a> {
     by_id: HashMap<UnitId, &'a Unit>,

@@ -799,3 +799,48 @@ fn a_user_name_freed_by_a_rename_can_be_taken_in_the_same_run() {
          user create p2 x@kommune.dk first=\"Bo\" last=\"Ek\" in=u2",
     );
 }
+
+// ---- The department tree (what the dashboard draws) -----------------------------------------
+
+#[test]
+fn the_department_tree_has_the_synced_departments_parents_first_with_their_primary_users() {
+    let mut units = small_tree();
+    units.push(unit(5, "Arkiv", Some(1)));
+    units.push(inactive(unit(6, "Lukket", Some(1))));
+    let mut policy = policy();
+    policy.excluded_units.insert(u(5));
+    let snapshot = snapshot(
+        units,
+        vec![
+            user(1, "Anne Hansen", "anne@kommune.dk", &[2]),
+            user(2, "Bo Jensen", "bo@kommune.dk", &[4, 2]),
+            user(3, "Carl Nielsen", "carl@kommune.dk", &[4]),
+            user(4, "Eva Lund", "eva@andet-firma.dk", &[4]),
+        ],
+    );
+    let valid = orgsync_model::validate::validate(snapshot.clone(), &policy, None).unwrap();
+    let tree = orgsync_model::plan::department_tree(&valid, &Default::default(), &policy, today());
+    let compact: Vec<String> = tree
+        .iter()
+        .map(|d| {
+            let parent = d.parent.map_or("-".to_owned(), |p| p.to_string());
+            format!("{} parent={parent} users={}", d.title, d.users)
+        })
+        .collect();
+    assert_eq!(
+        compact,
+        vec![
+            "Kommune parent=- users=0".to_owned(),
+            format!("Skole parent={} users=0", u(1)),
+            format!("Kantine parent={} users=2", u(3)),
+            format!("Økonomi parent={} users=2", u(1)),
+        ],
+        "the excluded Arkiv and the inactive Lukket are left out; Bo counts once, in his primary department (the lowest UUID of equal positions)"
+    );
+    let plan = make_plan(&snapshot, &Default::default(), &policy);
+    assert_eq!(plan.summary.departments.create as usize, tree.len());
+    assert_eq!(
+        tree.iter().map(|d| d.users).sum::<u64>(),
+        plan.summary.users.create
+    );
+}

@@ -457,6 +457,7 @@ impl QueueHandle {
                 failed_attempts: counter("failed_attempts"),
                 dead: counter("dead"),
                 oldest_waiting_ms,
+                attempt_durations: crate::model::DurationHistogram::from_counters(&counters),
             });
         }
         Ok(out)

@@ -107,7 +107,7 @@ fn filter_json(filter: &DeadLetterFilter) -> String {
     put("customer", &filter.customer);
     put("class", &filter.error_class);
     put("run", &filter.run);
-    put("q", &filter.text.as_ref().map(|q| q.to_lowercase()));
+    put("q", &filter.text.as_ref().map(|q| q.to_ascii_lowercase()));
     serde_json::Value::Object(f).to_string()
 }
 
@@ -177,9 +177,14 @@ impl QueueHandle {
 
     /// One page of dead letters matching `filter`, newest first, from `cursor` (a previous
     /// page's `next_cursor`) on. Uses the dead-letter index: the smallest index of the
-    /// filter's customer, job type, error class and run is scanned, the rest is checked per
-    /// candidate. A page may hold fewer than `limit` with a `next_cursor` when the free text
-    /// matched little among the 5,000 candidates one page examines: search on from there.
+    /// filter's customer, job type, error class, run and free-text words is scanned, the rest
+    /// is checked per candidate. Free text matches whole words, case-insensitively: every word
+    /// of `text` must be a word of the dead letter's error message, final error class or
+    /// customer (`quota exceeded` finds "... quota exceeded ...", `quot` does not). A word of
+    /// more than 5,000 dead letters is common: it has no zset (memory) and is checked per
+    /// candidate, which finds its many matches quickly. A page may hold fewer than `limit`
+    /// with a `next_cursor` when the filters matched little among the 5,000 candidates one
+    /// page examines: search on from there.
     pub async fn dead_letter_page(
         &self,
         filter: &DeadLetterFilter,

@@ -11,8 +11,11 @@
 //! list (batches; the Lua scripts build these names too), and the run-state store under
 //! `P:state:` (`lock:NAME`, `pacer:NAME`, `value:NAME`, `map:NAME`, `rec:COLLECTION:{doc:ID,all,by:INDEX}`).
 //! The dead-letter index: `P:dead-by:KIND:VALUE` zsets (KIND `type`, `customer`, `class`,
-//! `run`; dead-letter ids by time of death), `P:dead-facets:KIND` hashes (value → count),
-//! `P:dead-indexed` (set once older dead letters were indexed); `P:hourly:DAY` hashes
+//! `run`; dead-letter ids by time of death; and `word`, one per word of the error text, class
+//! and customer, at most 32 words a dead letter; a word of more than 5,000 dead letters goes to
+//! the set `P:dead-words-common` instead and is checked per candidate), `P:dead-facets:KIND`
+//! hashes (value → count),
+//! `P:dead-indexed:2` (set once older dead letters were indexed, words included); `P:hourly:DAY` hashes
 //! (`succeeded:HOUR`, `failed:HOUR`, `dead:HOUR` → count; 8 days), all written by the scripts.
 //! Caller-given names come last in a key, after a fixed kind, so two kinds never collide.
 
@@ -136,9 +139,10 @@ impl Keys {
         format!("{}:dead-facets:{kind}", self.prefix)
     }
 
-    /// Set once the dead-letter index covers every dead letter.
+    /// Set once the dead-letter index covers every dead letter (version 2: with the words of
+    /// the free-text search; an older installation indexes its dead letters once more).
     pub(crate) fn dead_indexed(&self) -> String {
-        format!("{}:dead-indexed", self.prefix)
+        format!("{}:dead-indexed:2", self.prefix)
     }
 
     /// The dashboard's hourly counts of one UTC day (days since the epoch).

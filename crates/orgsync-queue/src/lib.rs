@@ -60,9 +60,9 @@ pub use config::{Backoff, QueueConfig, RetryPolicy, WorkerOptions};
 pub use dashboard::{AuditPage, DeadLetterFacets, DeadLetterPage, Facet, HourCount};
 pub use error::{BoxDynError, JobError, QueueError, class, mask_url};
 pub use model::{
-    AttemptRecord, AuditEntry, DeadLetterFilter, DeathNotice, Enqueued, ErrorLogEntry,
-    ErrorLogQuery, Job, JobContext, JobId, JobRecord, JobState, JobTypeStats, NewJob, QueueStats,
-    Replayed, WorkerInfo,
+    ATTEMPT_DURATION_BUCKETS_MS, AttemptRecord, AuditEntry, DeadLetterFilter, DeathNotice,
+    DurationHistogram, Enqueued, ErrorLogEntry, ErrorLogQuery, Job, JobContext, JobId, JobRecord,
+    JobState, JobTypeStats, NewJob, QueueStats, Replayed, WorkerInfo,
 };
 pub use object_log::{ObjectLogEntry, StoredLogEntry};
 pub use state::LockAttempt;

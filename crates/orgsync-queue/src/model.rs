@@ -405,8 +405,8 @@ pub struct DeadLetterFilter {
     pub until: Option<DateTime<Utc>>,
     /// The run (see [`NewJob::run`]).
     pub run: Option<String>,
-    /// Free text, matched case-insensitively against the last error message, the error class,
-    /// the job id and the customer.
+    /// Free text: every word of it (case-insensitive) must be a whole word of the last error
+    /// message, the final error class or the customer (see the dashboard's `dead_letter_page`).
     pub text: Option<String>,
 }
 
@@ -422,18 +422,34 @@ impl DeadLetterFilter {
             && self.until.is_none_or(|u| r.dead_at.is_some_and(|d| d <= u))
             && eq(&self.run, r.run.as_ref())
             && self.text.as_ref().is_none_or(|q| {
-                let q = q.to_lowercase();
-                [
-                    r.last_error.as_deref(),
-                    r.final_error_class.as_deref(),
-                    Some(r.job_id.as_str()),
-                    r.customer.as_deref(),
-                ]
-                .iter()
-                .flatten()
-                .any(|t| t.to_lowercase().contains(&q))
+                let text = format!(
+                    "{} {} {}",
+                    r.last_error.as_deref().unwrap_or(""),
+                    r.final_error_class.as_deref().unwrap_or(""),
+                    r.customer.as_deref().unwrap_or("")
+                );
+                let have = search_words(&text);
+                search_words(q).iter().all(|w| have.contains(w))
             })
     }
+}
+
+/// The words of a dead letter's searchable text, as the index keeps them (the scripts'
+/// `words`): runs, ASCII letters lower-cased, of characters other than ASCII whitespace, punctuation and
+/// control characters, 2 to 40 bytes long, distinct, the first 32.
+pub(crate) fn search_words(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in text.to_ascii_lowercase().split(|c: char| {
+        c.is_ascii_whitespace() || c.is_ascii_punctuation() || c.is_ascii_control()
+    }) {
+        if (2..=40).contains(&w.len()) && !out.iter().any(|o| o == w) {
+            out.push(w.to_owned());
+            if out.len() >= 32 {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// The result of replaying one dead letter.
@@ -527,6 +543,48 @@ pub struct JobTypeStats {
     pub oldest_waiting_ms: Option<u64>,
     /// Workers of this type that sent a heartbeat recently.
     pub live_workers: u64,
+    /// How long its attempts took (succeeded and failed), all time.
+    pub attempt_durations: DurationHistogram,
+}
+
+/// The upper bounds (ms) of the attempt-duration histogram's buckets; one more, unbounded,
+/// follows. From a department job's milliseconds to a large customer's STS read of minutes.
+pub const ATTEMPT_DURATION_BUCKETS_MS: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000, 600_000,
+    1_800_000,
+];
+
+/// Attempt durations of one job type as a histogram over [`ATTEMPT_DURATION_BUCKETS_MS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DurationHistogram {
+    /// Per bucket bound of [`ATTEMPT_DURATION_BUCKETS_MS`]: attempts that took at most that long
+    /// (cumulative, as Prometheus buckets are).
+    pub cumulative: Vec<u64>,
+    /// All attempts (the `+Inf` bucket).
+    pub count: u64,
+    /// Their total duration, in milliseconds.
+    pub sum_ms: u64,
+}
+
+impl DurationHistogram {
+    /// From the job type's stored counters (`dur_le:B`, non-cumulative; `dur_count`;
+    /// `dur_sum_ms`).
+    pub(crate) fn from_counters(counters: &std::collections::HashMap<String, i64>) -> Self {
+        let get = |k: &str| u64::try_from(*counters.get(k).unwrap_or(&0)).unwrap_or(0);
+        let mut running = 0;
+        let cumulative = ATTEMPT_DURATION_BUCKETS_MS
+            .iter()
+            .map(|b| {
+                running += get(&format!("dur_le:{b}"));
+                running
+            })
+            .collect();
+        DurationHistogram {
+            cumulative,
+            count: get("dur_count"),
+            sum_ms: get("dur_sum_ms"),
+        }
+    }
 }
 
 /// A live worker.
@@ -610,5 +668,31 @@ impl Job for DeathNotice {
 
     fn run_id(&self) -> Option<String> {
         self.run.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_words_split_on_ascii_punctuation_keep_danish_words_whole_and_are_bounded() {
+        assert_eq!(
+            search_words("Target said: 401 Unauthorized (token revoked); Økonomi-afdeling a"),
+            [
+                "target",
+                "said",
+                "401",
+                "unauthorized",
+                "token",
+                "revoked",
+                "Økonomi",
+                "afdeling"
+            ]
+        );
+        let long: String = (0..100).map(|n| format!("w{n} w{n} ")).collect();
+        let words = search_words(&long);
+        assert_eq!(words.len(), 32, "at most 32, each once");
+        assert_eq!(words[31], "w31");
     }
 }

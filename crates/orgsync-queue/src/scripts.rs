@@ -77,12 +77,36 @@ local function hourly(p, kind, now, n)
   redis.call('PEXPIRE', k, 8 * 86400000)
 end
 
+-- The words of a dead letter's searchable text (error message, final class, customer):
+-- lower-cased runs of letters and digits (bytes beyond ASCII count as letters, so Danish words
+-- stay whole), 2 to 40 bytes, distinct, at most 32 per dead letter (the first ones). The free
+-- text search matches whole words of this set, so index and check agree.
+local MAX_WORDS = 32
+-- More dead letters than this with one word make it common: no zset, checked per candidate.
+local COMMON_WORD = 5000
+local function words(text)
+  local out, seen, n = {}, {}, 0
+  for w in string.gmatch(string.lower(text), '[^%s%p%c]+') do
+    if #w >= 2 and #w <= 40 and not seen[w] then
+      seen[w] = true
+      n = n + 1
+      out[n] = w
+      if n >= MAX_WORDS then break end
+    end
+  end
+  return out, seen
+end
+
+local function dead_text(v)
+  return (v[6] or '') .. ' ' .. (v[3] or '') .. ' ' .. (v[2] or '')
+end
+
 -- The dead-letter index: per customer, job type, final error class and run, a zset of dead
--- letter ids by time of death, plus a hash per kind counting the values (the facets). Call
--- with `add` once the job hash says `dead` (with `final_class`), and with not `add` before a
--- replay or delete changes it.
+-- letter ids by time of death, plus a hash per kind counting the values (the facets); and per
+-- word of the searchable text a zset `dead-by:word:W` (no facet). Call with `add` once the job
+-- hash says `dead` (with `final_class`), and with not `add` before a replay or delete changes it.
 local function dead_index(p, jid, add)
-  local v = redis.call('HMGET', p .. ':job:' .. jid, 'type', 'customer', 'final_class', 'run', 'dead_at')
+  local v = redis.call('HMGET', p .. ':job:' .. jid, 'type', 'customer', 'final_class', 'run', 'dead_at', 'last_message')
   local vals = {type = v[1], customer = v[2], class = v[3], run = v[4]}
   local score = v[5] or d(now_ms())
   for _, kind in ipairs({'type', 'customer', 'class', 'run'}) do
@@ -94,6 +118,20 @@ local function dead_index(p, jid, add)
         if redis.call('ZADD', z, score, jid) == 1 then redis.call('HINCRBY', f, val, 1) end
       elseif redis.call('ZREM', z, jid) == 1 then
         if redis.call('HINCRBY', f, val, -1) <= 0 then redis.call('HDEL', f, val) end
+      end
+    end
+  end
+  for _, w in ipairs((words(dead_text(v)))) do
+    local z = p .. ':dead-by:word:' .. w
+    if not add then
+      redis.call('ZREM', z, jid)
+    elseif redis.call('SISMEMBER', p .. ':dead-words-common', w) == 0 then
+      redis.call('ZADD', z, score, jid)
+      -- A word this common selects nothing a scan would not find as fast: drop its zset
+      -- and check it per candidate from now on (bounds the index's memory).
+      if redis.call('ZCARD', z) > COMMON_WORD then
+        redis.call('SADD', p .. ':dead-words-common', w)
+        redis.call('DEL', z)
       end
     end
   end
@@ -134,7 +172,33 @@ end
 ";
 
 pub(crate) fn script(body: &str) -> Script {
-    Script::new(&format!("{HELPERS}{body}"))
+    Script::new(&format!("{HELPERS}{}{body}", duration_helper()))
+}
+
+/// `observe_duration(cnt, started, finished)`: counts one attempt's duration in the job type's
+/// counters hash: `dur_count`, `dur_sum_ms`, and `dur_le:B` for the first bucket bound `B`
+/// (ms) it does not exceed (`dur_le:inf` beyond the last). Buckets are stored non-cumulative.
+fn duration_helper() -> String {
+    let bounds: Vec<String> = crate::model::ATTEMPT_DURATION_BUCKETS_MS
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    format!(
+        r"
+local DURATION_BUCKETS_MS = {{{}}}
+local function observe_duration(cnt, started, finished)
+  local ms = math.max(0, (tonumber(finished) or 0) - (tonumber(started) or 0))
+  local field = 'dur_le:inf'
+  for _, b in ipairs(DURATION_BUCKETS_MS) do
+    if ms <= b then field = 'dur_le:' .. d(b); break end
+  end
+  redis.call('HINCRBY', cnt, field, 1)
+  redis.call('HINCRBY', cnt, 'dur_count', 1)
+  redis.call('HINCRBY', cnt, 'dur_sum_ms', d(ms))
+end
+",
+        bounds.join(", ")
+    )
 }
 
 /// ARGV: prefix, idempotency ttl ms, JSON array of jobs.
@@ -320,6 +384,7 @@ for i = 8, #ARGV, 5 do
     redis.call('PEXPIRE', h, ret)
     if haslog == '1' then redis.call('PEXPIRE', p .. ':log:' .. jid, ret) end
     redis.call('ZADD', p .. ':succeeded:' .. ty, d(now), jid)
+    observe_duration(cnt, started, finished)
     batch_terminal(p, jid, true, now)
     succeeded = succeeded + 1
     table.insert(res, 'ok')
@@ -342,6 +407,7 @@ for _, o in ipairs(fails) do
       'last_failed_at', o.finished_at)
     redis.call('HDEL', h, 'worker')
     redis.call('HINCRBY', cnt, 'failed_attempts', 1)
+    observe_duration(cnt, o.started_at, o.finished_at)
     hourly(p, 'failed', now)
     redis.call('XADD', p .. ':errors', 'MAXLEN', '~', maxlen, '*', 'time', o.finished_at, 'job_id', o.jid,
       'job_type', ty, 'customer', customer, 'attempt', o.attempt, 'class', o.class, 'message', o.message)
@@ -715,9 +781,9 @@ return out
 
 /// ARGV: prefix, JSON filter `{type?, customer?, class?, run?, q?}` (`q` lower-cased), min
 /// score, max score, cursor score (`''`: none), cursor id, limit, budget. One page of dead
-/// letters, newest first: scans the smallest of the filter's index zsets (or all dead
-/// letters) from the cursor down, checks the other filters and the free text on each
-/// candidate, and stops at `limit` matches or after examining `budget` candidates. Returns
+/// letters, newest first: scans the smallest of the filter's index zsets, the free text's
+/// word zsets among them (a common word has none; or all dead letters) from the cursor down, checks the other
+/// filters and that every word of the free text is a word of the candidate's text, and stops at `limit` matches or after examining `budget` candidates. Returns
 /// `{status, cursor score, cursor id, ids...}`: status `full` (page filled; the cursor is the
 /// last match), `more` (budget spent; continue from the cursor) or `done` (index exhausted).
 pub(crate) static DEAD_PAGE: LazyLock<Script> = LazyLock::new(|| {
@@ -728,13 +794,22 @@ local min, max, cs, cid = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[8])
 local z = p .. ':dead'
 local best = -1
+local candidates = {}
 for _, kind in ipairs({'type', 'customer', 'class', 'run'}) do
-  local val = f[kind]
-  if val then
-    local k = p .. ':dead-by:' .. kind .. ':' .. val
-    local n = redis.call('ZCARD', k)
-    if best < 0 or n < best then best = n; z = k end
+  if f[kind] then table.insert(candidates, p .. ':dead-by:' .. kind .. ':' .. f[kind]) end
+end
+local qwords = {}
+if f.q then
+  qwords = words(f.q)
+  for _, w in ipairs(qwords) do
+    if redis.call('SISMEMBER', p .. ':dead-words-common', w) == 0 then
+      table.insert(candidates, p .. ':dead-by:word:' .. w)
+    end
   end
+end
+for _, k in ipairs(candidates) do
+  local n = redis.call('ZCARD', k)
+  if best < 0 or n < best then best = n; z = k end
 end
 if best == 0 then return {'done', '', ''} end
 if cs ~= '' then
@@ -753,12 +828,14 @@ while examined < budget do
     if not skip then
       examined = examined + 1
       last_s, last_id = s, id
-      local v = redis.call('HMGET', p .. ':job:' .. id, 'type', 'customer', 'final_class', 'run', 'last_message')
+      local v = redis.call('HMGET', p .. ':job:' .. id, 'type', 'customer', 'final_class', 'run', 'dead_at', 'last_message')
       local ok = (not f.type or v[1] == f.type) and (not f.customer or v[2] == f.customer)
         and (not f.class or v[3] == f.class) and (not f.run or v[4] == f.run)
-      if ok and f.q then
-        local text = string.lower((v[5] or '') .. ' ' .. (v[3] or '') .. ' ' .. id .. ' ' .. (v[2] or ''))
-        ok = string.find(text, f.q, 1, true) ~= nil
+      if ok and #qwords > 0 then
+        local _, has = words(dead_text(v))
+        for _, w in ipairs(qwords) do
+          if not has[w] then ok = false; break end
+        end
       end
       if ok then
         table.insert(out, id)
@@ -782,7 +859,7 @@ pub(crate) static INDEX_DEAD: LazyLock<Script> = LazyLock::new(|| {
 local p, start, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local ids = redis.call('ZRANGE', p .. ':dead', start, start + count - 1)
 for _, id in ipairs(ids) do dead_index(p, id, true) end
-if #ids < count then redis.call('SET', p .. ':dead-indexed', '1') end
+if #ids < count then redis.call('SET', p .. ':dead-indexed:2', '1') end
 return #ids
 ",
     )

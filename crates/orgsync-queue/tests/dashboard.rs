@@ -247,6 +247,63 @@ async fn dead_letters_are_found_by_index_paged_newest_first_and_replay_chains_re
     let n_run_a = (0..30u32).count() - usize::from(seen[0].run.as_deref() == Some("run-a"));
     assert_eq!(listed.as_array().unwrap().len(), n_run_a);
 
+    // Free text matches whole words, any case, through the word index; replays and deletes
+    // take their words out of it.
+    let words = |q: &str| DeadLetterFilter {
+        text: Some(q.into()),
+        ..filter()
+    };
+    let number = |r: &orgsync_queue::JobRecord| {
+        r.last_error
+            .as_deref()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let first_n = number(&seen[0]);
+    assert_eq!(
+        t.queue.count_dead_letters(&words(&first_n)).await.unwrap(),
+        0,
+        "{first_n}: the replayed dead letters left the word index"
+    );
+    let quota = t
+        .queue
+        .count_dead_letters(&words("QUOTA Word3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        quota,
+        (0..60u32).filter(|n| n % 5 == 3).count() as u64
+            - u64::from(number(&seen[0]).parse::<u32>().unwrap() % 5 == 3)
+    );
+    assert_eq!(
+        t.queue.count_dead_letters(&words("quot")).await.unwrap(),
+        0,
+        "a fragment is no word"
+    );
+    let other = &seen[1];
+    let other_n = number(other);
+    assert_eq!(
+        t.queue
+            .dead_letter_page(&words(&other_n), None, 50)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    t.queue
+        .delete_dead_letter(&other.job_id, "anna")
+        .await
+        .unwrap();
+    assert_eq!(
+        t.queue.count_dead_letters(&words(&other_n)).await.unwrap(),
+        0,
+        "a deleted dead letter left the word index"
+    );
+
     stop();
     join.await.unwrap();
     t.cleanup().await;

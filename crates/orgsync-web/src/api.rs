@@ -19,6 +19,18 @@ use crate::{WebError, WebState};
 
 type Params = Query<HashMap<String, String>>;
 
+/// The OpenAPI 3.0 document of this API (`docs/openapi.yaml`; a test checks that it names
+/// exactly the router's `/api/` routes).
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
+
+/// `GET /api/openapi.yaml`.
+pub async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        OPENAPI,
+    )
+}
+
 fn param<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
     q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
 }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod metrics;
 pub mod pages;
+pub mod tree;
 mod view;
 
 use std::net::SocketAddr;
@@ -208,6 +209,8 @@ pub fn router(state: Arc<WebState>) -> Router {
         )
         .route("/customers", get(pages::customers))
         .route("/customers/{cvr}/sync", post(pages::run_now))
+        .route("/customers/{cvr}/tree", get(tree::customer_page))
+        .route("/runs/{id}/tree", get(tree::run_page))
         .route("/logout", post(auth::logout))
         .route("/metrics", get(metrics::handler))
         .route("/api/overview", get(api::overview))
@@ -223,6 +226,9 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/api/runs/{id}/release", post(api::release))
         .route("/api/customers", get(api::customers))
         .route("/api/customers/{cvr}/sync", post(api::run_now))
+        .route("/api/customers/{cvr}/tree", get(tree::customer_api))
+        .route("/api/runs/{id}/tree", get(tree::run_api))
+        .route("/api/openapi.yaml", get(api::openapi))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_user,
@@ -260,6 +266,66 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `(method, path)` of every `/api/` route, read from this file's router.
+    fn routes_in_router() -> std::collections::BTreeSet<(String, String)> {
+        let source = include_str!("lib.rs");
+        let mut out = std::collections::BTreeSet::new();
+        for line in source.lines().map(str::trim) {
+            let Some(rest) = line.strip_prefix(".route(\"/api/") else {
+                continue;
+            };
+            let (path, handlers) = rest.split_once('"').unwrap_or_else(|| unreachable!());
+            for method in ["get", "post"] {
+                if handlers.contains(&format!("{method}(")) {
+                    out.insert((method.to_owned(), format!("/api/{path}")));
+                }
+            }
+        }
+        out
+    }
+
+    /// `(method, path)` of every operation in docs/openapi.yaml.
+    fn routes_in_openapi() -> std::collections::BTreeSet<(String, String)> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut path = None;
+        let mut in_paths = false;
+        for line in api::OPENAPI.lines() {
+            if line == "paths:" {
+                in_paths = true;
+            } else if in_paths && line.starts_with("  /") && line.ends_with(':') {
+                path = Some(line.trim().trim_end_matches(':').to_owned());
+            } else if let (true, Some(p)) = (in_paths, &path) {
+                for method in ["get", "post", "put", "patch", "delete"] {
+                    if line == format!("    {method}:") {
+                        out.insert((method.to_owned(), p.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_api_route_is_in_the_openapi_document_and_nothing_else() {
+        let router = routes_in_router();
+        assert!(
+            router.len() > 15,
+            "the router's routes were read: {router:?}"
+        );
+        assert!(router.contains(&("post".into(), "/api/dead-letters/replay".into())));
+        let documented = routes_in_openapi();
+        let missing: Vec<_> = router.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&router).collect();
+        assert!(
+            missing.is_empty(),
+            "routes not in docs/openapi.yaml: {missing:?}"
+        );
+        assert!(
+            stale.is_empty(),
+            "docs/openapi.yaml documents no such route: {stale:?}"
+        );
+    }
 
     #[test]
     fn a_non_loopback_bind_without_users_is_refused() {

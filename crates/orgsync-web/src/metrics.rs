@@ -1,16 +1,15 @@
-//! `/metrics` in the Prometheus text format, rendered from the queue's stats and the run
-//! reports by [`render`], a plain function so other roles (worker, scheduler) can serve the
-//! same text.
+//! `/metrics` in the Prometheus text format: the queue's series through the queue crate's
+//! renderer (the one the worker's and scheduler's `/metrics` use), plus the runs, STS calls and
+//! target writes of the kept run reports.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use orgsync_jobs::report::RunReport;
-use orgsync_queue::{DeadLetterFacets, QueueStats};
+use orgsync_queue::{DeadLetterFacets, QueueStats, metrics};
 
 use crate::{WebError, WebState};
 
@@ -25,157 +24,47 @@ pub struct MetricsInput {
     pub reports: Vec<RunReport>,
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The Prometheus text for `input`.
+/// The Prometheus text for `input`: the queue's series and dead letters by class and customer
+/// (the same renderer as the worker's `/metrics`), then the runs of the kept reports.
 pub fn render(input: &MetricsInput) -> String {
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {value}");
-            } else {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
-        }
-    };
-    let mut jobs = Vec::new();
-    for t in &input.stats.job_types {
-        for (state, n) in [
-            ("waiting", t.waiting),
-            ("scheduled", t.scheduled),
-            ("running", t.running),
-            ("succeeded", t.succeeded),
-            ("dead", t.dead),
-        ] {
-            jobs.push((
-                format!("job_type=\"{}\",state=\"{state}\"", label(&t.job_type)),
-                n,
-            ));
-        }
-    }
-    family(
-        "orgsync_jobs",
-        "gauge",
-        "Jobs per type and state (succeeded: within the history retention).",
-        jobs,
-    );
-    family(
-        "orgsync_job_failed_attempts_total",
-        "counter",
-        "Failed job attempts per job type.",
-        input
-            .stats
-            .job_types
-            .iter()
-            .map(|t| {
-                (
-                    format!("job_type=\"{}\"", label(&t.job_type)),
-                    t.failed_attempts,
-                )
-            })
-            .collect(),
-    );
-    family(
-        "orgsync_oldest_waiting_job_seconds",
-        "gauge",
-        "Age of the oldest waiting job per job type.",
-        input
-            .stats
-            .job_types
-            .iter()
-            .map(|t| {
-                (
-                    format!("job_type=\"{}\"", label(&t.job_type)),
-                    t.oldest_waiting_ms.unwrap_or(0) / 1000,
-                )
-            })
-            .collect(),
-    );
-    family(
-        "orgsync_dead_letters",
-        "gauge",
-        "Dead letters per final error class.",
-        input
-            .facets
-            .error_classes
-            .iter()
-            .map(|f| (format!("error_class=\"{}\"", label(&f.value)), f.count))
-            .collect(),
-    );
-    family(
-        "orgsync_dead_letters_by_customer",
-        "gauge",
-        "Dead letters per customer.",
-        input
-            .facets
-            .customers
-            .iter()
-            .map(|f| (format!("cvr=\"{}\"", label(&f.value)), f.count))
-            .collect(),
-    );
-    family(
-        "orgsync_workers",
-        "gauge",
-        "Live workers per job type.",
-        input
-            .stats
-            .job_types
-            .iter()
-            .map(|t| {
-                (
-                    format!("job_type=\"{}\"", label(&t.job_type)),
-                    t.live_workers,
-                )
-            })
-            .collect(),
-    );
-    let mut runs: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut sts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut writes: BTreeMap<String, u64> = BTreeMap::new();
+    metrics::render_prometheus(&input.stats, &mut out);
+    metrics::render_dead_letter_facets(&input.facets, &mut out);
+    let mut runs: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut sts: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut writes: BTreeMap<&str, u64> = BTreeMap::new();
     for r in &input.reports {
-        *runs
-            .entry((r.cvr.clone(), r.state.as_str().to_owned()))
-            .or_default() += 1;
-        *sts.entry(r.cvr.clone()).or_default() += r.sts_calls;
-        *writes.entry(r.cvr.clone()).or_default() += r.writes.written;
+        *runs.entry((&r.cvr, r.state.as_str())).or_default() += 1;
+        *sts.entry(&r.cvr).or_default() += r.sts_calls;
+        *writes.entry(&r.cvr).or_default() += r.writes.written;
     }
-    family(
+    let mut f = metrics::family(
+        &mut out,
         "orgsync_runs",
         "gauge",
         "Runs per customer and outcome among the kept reports.",
-        runs.into_iter()
-            .map(|((cvr, state), n)| {
-                (
-                    format!("cvr=\"{}\",state=\"{}\"", label(&cvr), label(&state)),
-                    n,
-                )
-            })
-            .collect(),
     );
-    family(
+    for ((cvr, state), n) in runs {
+        f.sample(&[("cvr", cvr), ("state", state)], n);
+    }
+    let mut f = metrics::family(
+        &mut out,
         "orgsync_sts_calls",
         "gauge",
         "STS calls of the kept runs per customer.",
-        sts.into_iter()
-            .map(|(cvr, n)| (format!("cvr=\"{}\"", label(&cvr)), n))
-            .collect(),
     );
-    family(
+    for (cvr, n) in sts {
+        f.sample(&[("cvr", cvr)], n);
+    }
+    let mut f = metrics::family(
+        &mut out,
         "orgsync_target_writes",
         "gauge",
         "Target writes of the kept runs per customer.",
-        writes
-            .into_iter()
-            .map(|(cvr, n)| (format!("cvr=\"{}\"", label(&cvr)), n))
-            .collect(),
     );
+    for (cvr, n) in writes {
+        f.sample(&[("cvr", cvr)], n);
+    }
     out
 }
 
@@ -204,7 +93,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_jobs_per_type_and_state_and_dead_letters_per_class_in_prometheus_text() {
+    fn renders_the_queue_series_dead_letters_and_runs_in_prometheus_text() {
         let input = MetricsInput {
             stats: QueueStats {
                 job_types: vec![JobTypeStats {
@@ -218,7 +107,7 @@ mod tests {
             },
             facets: DeadLetterFacets {
                 error_classes: vec![Facet {
-                    value: "target.\"rejected\"".into(),
+                    value: "target.unauthorized".into(),
                     count: 2,
                 }],
                 ..DeadLetterFacets::default()
@@ -226,9 +115,15 @@ mod tests {
             reports: Vec::new(),
         };
         let text = render(&input);
-        assert!(text.contains("# TYPE orgsync_jobs gauge\n"), "{text}");
-        assert!(text.contains("orgsync_jobs{job_type=\"sync_department\",state=\"waiting\"} 3\n"));
-        assert!(text.contains("orgsync_dead_letters{error_class=\"target.\\\"rejected\\\"\"} 2\n"));
-        assert!(text.contains("orgsync_workers{job_type=\"sync_department\"} 1\n"));
+        for line in [
+            "# TYPE orgsync_queue_jobs gauge",
+            "orgsync_queue_jobs{job_type=\"sync_department\",state=\"waiting\"} 3",
+            "orgsync_queue_dead_letters_by_class{error_class=\"target.unauthorized\"} 2",
+            "orgsync_queue_workers{job_type=\"sync_department\"} 1",
+            "# TYPE orgsync_queue_attempt_duration_seconds histogram",
+            "# TYPE orgsync_runs gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }

@@ -697,7 +697,7 @@ pub async fn run(
                 tr { th { "state" } td id="run-state" { (r.state.as_str()) } }
                 tr { th { "trigger" } td { (trigger(&r.trigger)) } }
                 tr { th { "enqueued / started / finished" } td { (time(Some(r.enqueued_at))) " / " (time(r.started_at)) " / " (time(r.finished_at)) } }
-                tr { th { "departments" } td { (progress(done, total)) } }
+                tr { th { "departments" } td { (progress(done, total)) " · " a id="department-tree" href=(format!("/runs/{}/tree", r.run_id)) { "department tree" } } }
                 tr { th { "STS calls" } td { (r.sts_calls) } }
                 tr { th { "target writes" } td { (r.writes.written) " written, " (r.writes.unchanged) " unchanged, " (r.writes.rejected) " rejected" } }
                 @if let Some(e) = &r.error { tr { th { "error" } td.err { (e) } } }
@@ -812,7 +812,7 @@ pub async fn customers(
                 @for (c, last, active) in &rows {
                     tr {
                         td { (c.cvr) }
-                        td { (c.name) }
+                        td { (c.name) " · " a.tree href=(format!("/customers/{}/tree", c.cvr)) { "department tree" } }
                         td { (c.schedule) @if !c.enabled { " (disabled)" } }
                         td { @if c.enabled { (time((c.next_fire)())) } @else { "-" } }
                         td { @if let Some(r) = last {

@@ -21,6 +21,10 @@ pre{background:#fff;border:1px solid #ddd;padding:.5em;overflow:auto;max-width:1
 form.inline{display:inline}.filters input,.filters select{margin-right:.5em}
 button{cursor:pointer}.danger{background:#c33;color:#fff;border:0;padding:.3em .8em}
 .primary{background:#1f3a5f;color:#fff;border:0;padding:.3em .8em}
+#tree details,#tree .dept{margin-left:1.2em}#tree>details,#tree>.dept{margin-left:0}
+#tree summary{cursor:pointer}#tree .dept.leaf,#tree div.dept{padding-left:1em}
+#tree .users{color:#555;font-size:.85em}#tree .below{color:#888;font-size:.85em}
+#tree .failed>summary,#tree div.failed{background:#fdd;border-left:4px solid #c33}
 .chart rect.s{fill:#2a7}.chart rect.f{fill:#e90}.chart rect.d{fill:#c33}
 "#;
 

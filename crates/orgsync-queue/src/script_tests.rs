@@ -41,7 +41,8 @@ fn job(n: u32) -> NewJob {
 async fn fetch_as(q: &QueueHandle, consumer: &str, n: usize) -> Vec<(String, String)> {
     let mut conn = q.conn.clone();
     let reply: Vec<String> = scripts::FETCH
-        .arg(q.keys.prefix())
+        .key(q.keys.types())
+            .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
         .arg(consumer)
@@ -58,7 +59,8 @@ async fn fetch_as(q: &QueueHandle, consumer: &str, n: usize) -> Vec<(String, Str
 async fn start_as(q: &QueueHandle, consumer: &str, entry: &(String, String)) -> String {
     let mut conn = q.conn.clone();
     let reply: Vec<String> = scripts::START
-        .arg(q.keys.prefix())
+        .key(q.keys.types())
+            .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
         .arg(consumer)
@@ -84,7 +86,8 @@ async fn heartbeat_at(q: &QueueHandle, consumer: &str, ago: Duration) {
 async fn reclaim_as(q: &QueueHandle, consumer: &str, max_orphaned: u32) -> (u64, u64) {
     let mut conn = q.conn.clone();
     let (_cursor, requeued, dead): (String, u64, u64) = scripts::RECLAIM
-        .arg(q.keys.prefix())
+        .key(q.keys.types())
+            .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
         .arg(consumer)
@@ -231,7 +234,8 @@ async fn a_heartbeat_hands_back_entries_its_worker_fetched_but_never_received() 
     tokio::time::sleep(Duration::from_millis(120)).await;
     let mut conn = q.conn.clone();
     let kept: u64 = scripts::HEARTBEAT
-        .arg(q.keys.prefix())
+        .key(q.keys.types())
+            .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
         .arg("w")

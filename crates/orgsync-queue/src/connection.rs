@@ -16,9 +16,8 @@ use redis::{
 
 use crate::config::{QueueConfig, RedisTopology};
 
-/// How many times a command is sent again after the Sentinel variant found the primary
-/// gone before the command reached it (refused connection, `READONLY` reply).
-const SENTINEL_RESENDS: u32 = 2;
+/// The longest pause between two attempts to reach the primary during a failover.
+const SENTINEL_MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// A connection to the queue's Redis. Every clone shares the same underlying connection.
 #[derive(Clone)]
@@ -155,6 +154,9 @@ struct SentinelShared {
     current: RwLock<Option<(u64, MultiplexedConnection)>>,
     generation: std::sync::atomic::AtomicU64,
     connection_config: AsyncConnectionConfig,
+    /// How long a command that did not reach a primary keeps trying (the response timeout):
+    /// a failover takes the sentinels a few seconds.
+    patience: Duration,
 }
 
 impl SentinelConnection {
@@ -195,6 +197,7 @@ impl SentinelConnection {
                 connection_config: AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(Some(config.response_timeout)),
+                patience: config.response_timeout,
             }),
             db: settings.db(),
         };
@@ -240,7 +243,8 @@ impl SentinelConnection {
 
     /// Forgets connection `generation` after `error`, when the error says the primary is
     /// gone or demoted. Returns whether the command surely did not run (so it may be sent
-    /// again).
+    /// again): a `READONLY` reply or a refused connection; a connection that broke while the
+    /// command was under way may have run it, so that error goes to the caller.
     fn after_error(&self, generation: u64, error: &RedisError) -> bool {
         let demoted = error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
         let gone = error.is_io_error()
@@ -265,21 +269,19 @@ impl SentinelConnection {
     }
 
     async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
-        let mut resends = 0;
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
         loop {
             let error = match self.connection().await {
                 Ok((generation, mut conn)) => match conn.req_packed_command(cmd).await {
                     Ok(value) => return Ok(value),
-                    Err(e) if self.after_error(generation, &e) && resends < SENTINEL_RESENDS => e,
+                    Err(e) if self.after_error(generation, &e) => e,
                     Err(e) => return Err(e),
                 },
-                // The sentinels named no reachable primary: nothing was sent.
-                Err(e) if resends < SENTINEL_RESENDS => e,
-                Err(e) => return Err(e),
+                // The sentinels named no reachable primary (yet): nothing was sent.
+                Err(e) => e,
             };
-            resends += 1;
-            tracing::debug!("resending a command after: {error}");
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(resends))).await;
+            pause = self.pause_or_give_up(started, pause, error).await?;
         }
     }
 
@@ -289,27 +291,37 @@ impl SentinelConnection {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
-        let mut resends = 0;
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
         loop {
             let error = match self.connection().await {
                 Ok((generation, mut conn)) => {
                     match conn.req_packed_commands(pipeline, offset, count).await {
                         Ok(values) => return Ok(values),
-                        Err(e)
-                            if self.after_error(generation, &e) && resends < SENTINEL_RESENDS =>
-                        {
-                            e
-                        }
+                        Err(e) if self.after_error(generation, &e) => e,
                         Err(e) => return Err(e),
                     }
                 }
-                Err(e) if resends < SENTINEL_RESENDS => e,
-                Err(e) => return Err(e),
+                Err(e) => e,
             };
-            resends += 1;
-            tracing::debug!("resending a pipeline after: {error}");
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(resends))).await;
+            pause = self.pause_or_give_up(started, pause, error).await?;
         }
+    }
+
+    /// After a command did not reach a primary: waits `pause` and returns the next pause,
+    /// or gives `error` back once the patience is spent.
+    async fn pause_or_give_up(
+        &self,
+        started: tokio::time::Instant,
+        pause: Duration,
+        error: RedisError,
+    ) -> RedisResult<Duration> {
+        if started.elapsed() + pause > self.shared.patience {
+            return Err(error);
+        }
+        tracing::debug!("no Redis primary yet, trying again in {pause:?}: {error}");
+        tokio::time::sleep(pause).await;
+        Ok((pause * 2).min(SENTINEL_MAX_PAUSE))
     }
 }
 

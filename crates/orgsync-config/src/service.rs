@@ -646,10 +646,7 @@ fn check(
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !port_ok {
-            problem(
-                "redis.sentinels",
-                format!("{sentinel:?} is not host:port"),
-            );
+            problem("redis.sentinels", format!("{sentinel:?} is not host:port"));
         }
     }
     if redis.cluster && !redis.sentinels.is_empty() {

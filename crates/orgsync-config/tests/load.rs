@@ -565,7 +565,8 @@ fn sentinel_and_cluster_settings_are_checked_field_by_field() {
             .any(|p| p.contains("redis.sentinels: is empty, but redis.master_name is set")),
         "{found:?}"
     );
-    let dir = with_redis("sentinels = [\"10.0.0.1:26379\", \"[::1]:26380\"]\nmaster_name = \"orgsync\"");
+    let dir =
+        with_redis("sentinels = [\"10.0.0.1:26379\", \"[::1]:26380\"]\nmaster_name = \"orgsync\"");
     let config = orgsync_config::load(dir.path()).expect("a valid Sentinel configuration");
     assert_eq!(config.service.redis.sentinels.len(), 2);
     assert_eq!(config.service.redis.master_name.as_deref(), Some("orgsync"));

@@ -94,11 +94,7 @@ impl Servers {
 
     /// Kills the server on `port` at once (SIGKILL, as a crashed host).
     fn kill(&mut self, port: u16) {
-        let (_, child) = self
-            .children
-            .iter_mut()
-            .find(|(p, _)| *p == port)
-            .unwrap();
+        let (_, child) = self.children.iter_mut().find(|(p, _)| *p == port).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
     }

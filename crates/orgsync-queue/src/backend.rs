@@ -725,7 +725,7 @@ impl Shared {
         for _ in 0..50 {
             let (next, requeued, dead): (String, u64, u64) = scripts::RECLAIM
                 .key(self.handle.keys.types())
-            .arg(self.handle.keys.prefix())
+                .arg(self.handle.keys.prefix())
                 .arg(self.job_type)
                 .arg(GROUP)
                 .arg(&self.consumer)
@@ -807,7 +807,7 @@ impl Shared {
             let mut conn = self.handle.conn.clone();
             let mut call = scripts::HAND_BACK.prepare_invoke();
             call.key(self.handle.keys.types())
-            .arg(self.handle.keys.prefix())
+                .arg(self.handle.keys.prefix())
                 .arg(self.job_type)
                 .arg(GROUP)
                 .arg(&self.consumer);
@@ -891,7 +891,7 @@ async fn ack_loop(ctx: AckContext, mut rx: mpsc::Receiver<AckRequest>) {
             let mut conn = ctx.handle.conn.clone();
             let mut call = scripts::COMPLETE.prepare_invoke();
             call.key(ctx.handle.keys.types())
-            .arg(ctx.handle.keys.prefix())
+                .arg(ctx.handle.keys.prefix())
                 .arg(ctx.job_type)
                 .arg(GROUP)
                 .arg(&ctx.consumer)
@@ -956,7 +956,7 @@ async fn start_loop(ctx: AckContext, mut rx: mpsc::Receiver<StartRequest>) {
             let mut conn = ctx.handle.conn.clone();
             let mut call = scripts::START.prepare_invoke();
             call.key(ctx.handle.keys.types())
-            .arg(ctx.handle.keys.prefix())
+                .arg(ctx.handle.keys.prefix())
                 .arg(ctx.job_type)
                 .arg(GROUP)
                 .arg(&ctx.consumer);

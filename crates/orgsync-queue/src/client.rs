@@ -94,7 +94,10 @@ impl QueueHandle {
             ),
             RedisTopology::Cluster => format!("{} (cluster)", mask_url(&config.redis_url)),
         };
-        let keys = Keys::new(&config.key_prefix, config.topology == RedisTopology::Cluster);
+        let keys = Keys::new(
+            &config.key_prefix,
+            config.topology == RedisTopology::Cluster,
+        );
         let failed = |source: redis::RedisError| {
             if source.kind() == redis::ErrorKind::InvalidClientConfig {
                 QueueError::InvalidUrl {
@@ -171,7 +174,7 @@ impl QueueHandle {
                 .map_err(|e| QueueError::Protocol(format!("encoding jobs: {e}")))?;
             let replies: Vec<String> = scripts::ENQUEUE
                 .key(self.keys.types())
-            .arg(self.keys.prefix())
+                .arg(self.keys.prefix())
                 .arg(ttl)
                 .arg(json)
                 .invoke_async(&mut conn)

@@ -6,7 +6,9 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
@@ -75,12 +77,11 @@ impl RedisConnection {
                 SentinelConnection::open(config, sentinels, master_name, certificates).await?,
             )),
             RedisTopology::Cluster => {
-                let mut builder = redis::cluster::ClusterClient::builder(vec![
-                    config.redis_url.as_str(),
-                ])
-                .connection_timeout(config.connect_timeout)
-                .response_timeout(config.response_timeout)
-                .retries(3);
+                let mut builder =
+                    redis::cluster::ClusterClient::builder(vec![config.redis_url.as_str()])
+                        .connection_timeout(config.connect_timeout)
+                        .response_timeout(config.response_timeout)
+                        .retries(3);
                 if let Some(certs) = certificates {
                     builder = builder.certs(certs);
                 }
@@ -100,13 +101,13 @@ impl ConnectionLike for RedisConnection {
             Self::Standalone(conn) => conn.req_packed_command(cmd),
             Self::Sentinel(conn) => Box::pin(conn.command(cmd)),
             Self::Cluster { conn, anchor } => {
-                let keyless = cmd
-                    .args_iter()
-                    .next()
-                    .is_some_and(|name| matches!(name, redis::Arg::Simple(n) if n.eq_ignore_ascii_case(b"SCAN")));
+                let keyless = cmd.args_iter().next().is_some_and(
+                    |name| matches!(name, redis::Arg::Simple(n) if n.eq_ignore_ascii_case(b"SCAN")),
+                );
                 if keyless {
                     let route = Route::with_key(anchor.as_bytes(), SlotAddr::Master);
-                    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                    let routing =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                     Box::pin(conn.route_command(cmd.clone(), routing))
                 } else {
                     conn.req_packed_command(cmd)
@@ -261,7 +262,11 @@ impl SentinelConnection {
                 *current = None;
                 tracing::warn!(
                     "lost the Redis primary ({}); asking the sentinels again",
-                    if demoted { "it is now a replica" } else { "connection failed" }
+                    if demoted {
+                        "it is now a replica"
+                    } else {
+                        "connection failed"
+                    }
                 );
             }
         }

@@ -124,7 +124,7 @@ impl QueueHandle {
             loop {
                 let n: u64 = scripts::INDEX_DEAD
                     .key(self.keys.types())
-            .arg(self.keys.prefix())
+                    .arg(self.keys.prefix())
                     .arg(start)
                     .arg(2_000)
                     .invoke_async(&mut conn)

@@ -42,7 +42,7 @@ async fn fetch_as(q: &QueueHandle, consumer: &str, n: usize) -> Vec<(String, Str
     let mut conn = q.conn.clone();
     let reply: Vec<String> = scripts::FETCH
         .key(q.keys.types())
-            .arg(q.keys.prefix())
+        .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
         .arg(consumer)
@@ -60,7 +60,7 @@ async fn start_as(q: &QueueHandle, consumer: &str, entry: &(String, String)) -> 
     let mut conn = q.conn.clone();
     let reply: Vec<String> = scripts::START
         .key(q.keys.types())
-            .arg(q.keys.prefix())
+        .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
         .arg(consumer)
@@ -87,7 +87,7 @@ async fn reclaim_as(q: &QueueHandle, consumer: &str, max_orphaned: u32) -> (u64,
     let mut conn = q.conn.clone();
     let (_cursor, requeued, dead): (String, u64, u64) = scripts::RECLAIM
         .key(q.keys.types())
-            .arg(q.keys.prefix())
+        .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
         .arg(consumer)
@@ -235,7 +235,7 @@ async fn a_heartbeat_hands_back_entries_its_worker_fetched_but_never_received() 
     let mut conn = q.conn.clone();
     let kept: u64 = scripts::HEARTBEAT
         .key(q.keys.types())
-            .arg(q.keys.prefix())
+        .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
         .arg("w")

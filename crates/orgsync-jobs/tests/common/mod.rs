@@ -196,7 +196,13 @@ impl TestApp {
     }
 
     async fn start_on(snapshot: Snapshot, policy: Policy, scim: bool) -> TestApp {
-        Self::start_with(snapshot, policy, scim, QueueConfig::new("redis://127.0.0.1:6379", "")).await
+        Self::start_with(
+            snapshot,
+            policy,
+            scim,
+            QueueConfig::new("redis://127.0.0.1:6379", ""),
+        )
+        .await
     }
 
     /// An app writing to an SQLite target, with its queue on the Redis `redis` describes

@@ -21,9 +21,12 @@ use crate::config::{QueueConfig, RedisTopology};
 /// The longest pause between two attempts to reach the primary during a failover.
 const SENTINEL_MAX_PAUSE: Duration = Duration::from_millis(500);
 
-/// A connection to the queue's Redis. Every clone shares the same underlying connection.
+/// A connection to the queue's Redis. Every clone shares the same underlying connection;
+/// one pointer wide, so the many futures holding a clone stay small.
 #[derive(Clone)]
-pub(crate) enum RedisConnection {
+pub(crate) struct RedisConnection(Arc<Kind>);
+
+enum Kind {
     /// One server; `ConnectionManager` reconnects by itself.
     Standalone(ConnectionManager),
     /// The primary that the sentinels name, found again after a failover.
@@ -38,10 +41,10 @@ pub(crate) enum RedisConnection {
 
 impl fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Standalone(_) => "RedisConnection::Standalone",
-            Self::Sentinel(_) => "RedisConnection::Sentinel",
-            Self::Cluster { .. } => "RedisConnection::Cluster",
+        f.write_str(match *self.0 {
+            Kind::Standalone(_) => "RedisConnection::Standalone",
+            Kind::Sentinel(_) => "RedisConnection::Sentinel",
+            Kind::Cluster { .. } => "RedisConnection::Cluster",
         })
     }
 }
@@ -50,6 +53,12 @@ impl RedisConnection {
     /// Opens the connection `config.topology` describes. `anchor` is any key of the
     /// installation (used to route keyless commands in a cluster).
     pub(crate) async fn open(config: &QueueConfig, anchor: String) -> RedisResult<Self> {
+        Ok(Self(Arc::new(Kind::open(config, anchor).await?)))
+    }
+}
+
+impl Kind {
+    async fn open(config: &QueueConfig, anchor: String) -> RedisResult<Self> {
         let certificates = config.tls_ca_pem.as_ref().map(|ca| TlsCertificates {
             client_tls: None,
             root_cert: Some(ca.clone()),
@@ -97,10 +106,14 @@ impl RedisConnection {
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Standalone(conn) => conn.req_packed_command(cmd),
-            Self::Sentinel(conn) => Box::pin(conn.command(cmd)),
-            Self::Cluster { conn, anchor } => {
+        match &*self.0 {
+            Kind::Standalone(conn) => {
+                let mut conn = conn.clone();
+                Box::pin(async move { conn.req_packed_command(cmd).await })
+            }
+            Kind::Sentinel(conn) => Box::pin(conn.command(cmd)),
+            Kind::Cluster { conn, anchor } => {
+                let mut conn = conn.clone();
                 let keyless = cmd.args_iter().next().is_some_and(
                     |name| matches!(name, redis::Arg::Simple(n) if n.eq_ignore_ascii_case(b"SCAN")),
                 );
@@ -108,9 +121,9 @@ impl ConnectionLike for RedisConnection {
                     let route = Route::with_key(anchor.as_bytes(), SlotAddr::Master);
                     let routing =
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                    Box::pin(conn.route_command(cmd.clone(), routing))
+                    Box::pin(async move { conn.route_command(cmd.clone(), routing).await })
                 } else {
-                    conn.req_packed_command(cmd)
+                    Box::pin(async move { conn.req_packed_command(cmd).await })
                 }
             }
         }
@@ -122,18 +135,24 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Sentinel(conn) => Box::pin(conn.pipeline(pipeline, offset, count)),
-            Self::Cluster { conn, .. } => conn.req_packed_commands(pipeline, offset, count),
+        match &*self.0 {
+            Kind::Standalone(conn) => {
+                let mut conn = conn.clone();
+                Box::pin(async move { conn.req_packed_commands(pipeline, offset, count).await })
+            }
+            Kind::Sentinel(conn) => Box::pin(conn.pipeline(pipeline, offset, count)),
+            Kind::Cluster { conn, .. } => {
+                let mut conn = conn.clone();
+                Box::pin(async move { conn.req_packed_commands(pipeline, offset, count).await })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Standalone(conn) => conn.get_db(),
-            Self::Sentinel(conn) => conn.db,
-            Self::Cluster { .. } => 0,
+        match &*self.0 {
+            Kind::Standalone(conn) => conn.get_db(),
+            Kind::Sentinel(conn) => conn.db,
+            Kind::Cluster { .. } => 0,
         }
     }
 }

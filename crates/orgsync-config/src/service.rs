@@ -52,6 +52,19 @@ pub struct RedisConfig {
     /// relative to the working directory.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Redis Sentinel: `host:port` of each sentinel. With these, orgsync asks the sentinels
+    /// for the primary of `master_name` (and asks again after a failover); `url` then gives
+    /// only the scheme, user, password and database of the primary, its host is not used.
+    #[serde(default)]
+    pub sentinels: Vec<String>,
+    /// Redis Sentinel: the name the sentinels monitor the primary under (`sentinel monitor
+    /// NAME ...`). Required with `sentinels`.
+    #[serde(default)]
+    pub master_name: Option<String>,
+    /// Redis Cluster: `url` is any one node of the cluster. Every key then carries the
+    /// prefix as its hash tag (`{orgsync}:...`), so one installation's keys share one slot.
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 impl Default for RedisConfig {
@@ -60,6 +73,9 @@ impl Default for RedisConfig {
             url: default_redis_url(),
             key_prefix: default_key_prefix(),
             tls_ca_file: None,
+            sentinels: Vec::new(),
+            master_name: None,
+            cluster: false,
         }
     }
 }
@@ -607,6 +623,38 @@ fn check(
             "redis.url",
             format!("not a URL ({e}); expected redis://host:port"),
         ),
+    }
+    let redis = &service.redis;
+    match (redis.sentinels.is_empty(), &redis.master_name) {
+        (false, None) => problem(
+            "redis.master_name",
+            "is missing; with redis.sentinels set, name the primary the sentinels monitor"
+                .to_owned(),
+        ),
+        (true, Some(_)) => problem(
+            "redis.sentinels",
+            "is empty, but redis.master_name is set; list the sentinels as \"host:port\""
+                .to_owned(),
+        ),
+        (false, Some(name)) if name.trim().is_empty() => {
+            problem("redis.master_name", "is empty".to_owned());
+        }
+        _ => {}
+    }
+    for sentinel in &redis.sentinels {
+        let port_ok = sentinel
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            problem("redis.sentinels", format!("{sentinel:?} is not host:port"));
+        }
+    }
+    if redis.cluster && !redis.sentinels.is_empty() {
+        problem(
+            "redis.cluster",
+            "and redis.sentinels are both set; a Redis is either a cluster or watched by sentinels"
+                .to_owned(),
+        );
     }
     let prefix = &service.redis.key_prefix;
     if prefix.is_empty()

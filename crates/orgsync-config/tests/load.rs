@@ -531,3 +531,46 @@ fn web_users_load_with_their_roles_and_bad_hashes_or_an_open_bind_are_refused() 
         found.join("\n")
     );
 }
+
+#[test]
+fn sentinel_and_cluster_settings_are_checked_field_by_field() {
+    let with_redis = |lines: &str| {
+        let dir = copy_with(|demo| demo);
+        let service = fs::read_to_string(dir.path().join("orgsync.toml")).unwrap();
+        let changed = service.replace(
+            "url = \"redis://127.0.0.1:6379\"",
+            &format!("url = \"redis://127.0.0.1:6379\"\n{lines}"),
+        );
+        fs::write(dir.path().join("orgsync.toml"), changed).unwrap();
+        dir
+    };
+    let dir = with_redis("sentinels = [\"127.0.0.1:26379\", \"sentinel-2\"]\ncluster = true");
+    let found = problems(dir.path());
+    for needle in [
+        "redis.master_name: is missing",
+        "redis.sentinels: \"sentinel-2\" is not host:port",
+        "redis.cluster: and redis.sentinels are both set",
+    ] {
+        assert!(
+            found.iter().any(|p| p.contains(needle)),
+            "no {needle} in:\n{}",
+            found.join("\n")
+        );
+    }
+    let dir = with_redis("master_name = \"orgsync\"");
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("redis.sentinels: is empty, but redis.master_name is set")),
+        "{found:?}"
+    );
+    let dir =
+        with_redis("sentinels = [\"10.0.0.1:26379\", \"[::1]:26380\"]\nmaster_name = \"orgsync\"");
+    let config = orgsync_config::load(dir.path()).expect("a valid Sentinel configuration");
+    assert_eq!(config.service.redis.sentinels.len(), 2);
+    assert_eq!(config.service.redis.master_name.as_deref(), Some("orgsync"));
+    let dir = with_redis("cluster = true");
+    let config = orgsync_config::load(dir.path()).expect("a valid cluster configuration");
+    assert!(config.service.redis.cluster);
+}

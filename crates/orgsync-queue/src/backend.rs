@@ -625,6 +625,7 @@ impl Shared {
     async fn fetch(&self, count: usize) -> Result<Vec<Fetched>, QueueError> {
         let mut conn = self.handle.conn.clone();
         let reply: Vec<String> = scripts::FETCH
+            .key(self.handle.keys.types())
             .arg(self.handle.keys.prefix())
             .arg(self.job_type)
             .arg(GROUP)
@@ -684,7 +685,8 @@ impl Shared {
         let eids: Vec<String> = self.inflight().keys().cloned().collect();
         let mut conn = self.handle.conn.clone();
         let mut call = scripts::HEARTBEAT.prepare_invoke();
-        call.arg(self.handle.keys.prefix())
+        call.key(self.handle.keys.types())
+            .arg(self.handle.keys.prefix())
             .arg(self.job_type)
             .arg(GROUP)
             .arg(&self.consumer)
@@ -707,6 +709,7 @@ impl Shared {
     async fn promote(&self) -> Result<u64, QueueError> {
         let mut conn = self.handle.conn.clone();
         let moved: u64 = scripts::PROMOTE
+            .key(self.handle.keys.types())
             .arg(self.handle.keys.prefix())
             .arg(self.job_type)
             .arg(PROMOTE_PER_CALL)
@@ -721,6 +724,7 @@ impl Shared {
         let mut total = 0u64;
         for _ in 0..50 {
             let (next, requeued, dead): (String, u64, u64) = scripts::RECLAIM
+                .key(self.handle.keys.types())
                 .arg(self.handle.keys.prefix())
                 .arg(self.job_type)
                 .arg(GROUP)
@@ -802,7 +806,8 @@ impl Shared {
         for _ in 0..5 {
             let mut conn = self.handle.conn.clone();
             let mut call = scripts::HAND_BACK.prepare_invoke();
-            call.arg(self.handle.keys.prefix())
+            call.key(self.handle.keys.types())
+                .arg(self.handle.keys.prefix())
                 .arg(self.job_type)
                 .arg(GROUP)
                 .arg(&self.consumer);
@@ -885,7 +890,8 @@ async fn ack_loop(ctx: AckContext, mut rx: mpsc::Receiver<AckRequest>) {
         let replies: Vec<String> = loop {
             let mut conn = ctx.handle.conn.clone();
             let mut call = scripts::COMPLETE.prepare_invoke();
-            call.arg(ctx.handle.keys.prefix())
+            call.key(ctx.handle.keys.types())
+                .arg(ctx.handle.keys.prefix())
                 .arg(ctx.job_type)
                 .arg(GROUP)
                 .arg(&ctx.consumer)
@@ -949,7 +955,8 @@ async fn start_loop(ctx: AckContext, mut rx: mpsc::Receiver<StartRequest>) {
         let replies: Vec<String> = loop {
             let mut conn = ctx.handle.conn.clone();
             let mut call = scripts::START.prepare_invoke();
-            call.arg(ctx.handle.keys.prefix())
+            call.key(ctx.handle.keys.types())
+                .arg(ctx.handle.keys.prefix())
                 .arg(ctx.job_type)
                 .arg(GROUP)
                 .arg(&ctx.consumer);

@@ -110,6 +110,7 @@ impl QueueHandle {
             .max(1);
         let mut conn = self.conn.clone();
         let (outcome, ids): (String, Vec<String>) = scripts::ENQUEUE_BATCH
+            .key(self.keys.types())
             .arg(self.keys.prefix())
             .arg(idem_ttl)
             .arg(&batch.id)

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamInfoGroupsReply, StreamPendingReply, StreamRangeReply};
 use serde::Serialize;
 
 use crate::backend::QueueBackend;
-use crate::config::{QueueConfig, WorkerOptions};
+use crate::config::{QueueConfig, RedisTopology, WorkerOptions};
+use crate::connection::RedisConnection;
 use crate::error::{QueueError, mask_url};
 use crate::keys::{GROUP, Keys};
 use crate::model::{
@@ -24,7 +24,7 @@ use crate::scripts;
 /// The queue: cheap to clone, shares one multiplexed connection that reconnects by itself.
 #[derive(Clone)]
 pub struct QueueHandle {
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: RedisConnection,
     pub(crate) config: Arc<QueueConfig>,
     pub(crate) keys: Keys,
     masked_url: String,
@@ -85,42 +85,45 @@ impl QueueHandle {
         // (aws-lc-rs arrives with other dependencies) it cannot, and a rediss:// connection
         // would panic. orgsync uses ring everywhere; a provider installed earlier stays.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let masked_url = mask_url(&config.redis_url);
-        let invalid = |source| QueueError::InvalidUrl {
-            url: masked_url.clone(),
-            source,
-        };
-        let client = match &config.tls_ca_pem {
-            // rediss:// verified against the given CA rather than the system's trust store.
-            Some(ca) => redis::Client::build_with_tls(
-                config.redis_url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.clone()),
-                },
+        let masked_url = match &config.topology {
+            RedisTopology::Standalone => mask_url(&config.redis_url),
+            RedisTopology::Sentinel {
+                sentinels,
+                master_name,
+            } => format!(
+                "{} (primary {master_name:?} named by the sentinels {})",
+                mask_url(&config.redis_url),
+                sentinels.join(", ")
             ),
-            None => redis::Client::open(config.redis_url.as_str()),
-        }
-        .map_err(invalid)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(std::time::Duration::from_secs(2));
-        let unreachable = |source| QueueError::Unreachable {
-            url: masked_url.clone(),
-            source,
+            RedisTopology::Cluster => format!("{} (cluster)", mask_url(&config.redis_url)),
         };
-        let mut conn = ConnectionManager::new_with_config(client, manager_config)
+        let keys = Keys::new(
+            &config.key_prefix,
+            config.topology == RedisTopology::Cluster,
+        );
+        let failed = |source: redis::RedisError| {
+            if source.kind() == redis::ErrorKind::InvalidClientConfig {
+                QueueError::InvalidUrl {
+                    url: masked_url.clone(),
+                    source,
+                }
+            } else {
+                QueueError::Unreachable {
+                    url: masked_url.clone(),
+                    source,
+                }
+            }
+        };
+        let mut conn = RedisConnection::open(&config, keys.types())
             .await
-            .map_err(unreachable)?;
+            .map_err(failed)?;
         let _: String = redis::cmd("PING")
             .query_async(&mut conn)
             .await
-            .map_err(unreachable)?;
+            .map_err(failed)?;
         Ok(Self {
             conn,
-            keys: Keys::new(&config.key_prefix),
+            keys,
             config: Arc::new(config),
             masked_url,
             dead_indexed: Arc::default(),
@@ -173,6 +176,7 @@ impl QueueHandle {
             let json = serde_json::to_string(&rows)
                 .map_err(|e| QueueError::Protocol(format!("encoding jobs: {e}")))?;
             let replies: Vec<String> = scripts::ENQUEUE
+                .key(self.keys.types())
                 .arg(self.keys.prefix())
                 .arg(ttl)
                 .arg(json)
@@ -253,6 +257,7 @@ impl QueueHandle {
         let retention =
             u64::try_from(self.config.succeeded_retention.as_millis()).unwrap_or(u64::MAX);
         let reply: String = scripts::REPLAY
+            .key(self.keys.types())
             .arg(self.keys.prefix())
             .arg(id.as_str())
             .arg(new_job.as_str())
@@ -295,6 +300,7 @@ impl QueueHandle {
     pub async fn delete_dead_letter(&self, id: &JobId, by: &str) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         let reply: String = scripts::DELETE
+            .key(self.keys.types())
             .arg(self.keys.prefix())
             .arg(id.as_str())
             .arg(by)

@@ -4,12 +4,37 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// Which kind of Redis deployment the queue talks to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server (or a managed endpoint that fails over behind one address): `redis_url`.
+    #[default]
+    Standalone,
+    /// A primary with replicas watched by Redis Sentinel. The sentinels (`host:port`) name
+    /// the current primary of `master_name`; after a failover the queue asks them again.
+    /// `redis_url`'s scheme, user, password and database apply to the primary; its host and
+    /// port are not used.
+    Sentinel {
+        /// `host:port` of each sentinel (at least one).
+        sentinels: Vec<String>,
+        /// The name the sentinels monitor the primary under.
+        master_name: String,
+    },
+    /// A Redis Cluster; `redis_url` is any one of its nodes (the others are discovered).
+    /// Every key gets the prefix as its hash tag (`{orgsync}:job:…`), so all keys of one
+    /// installation, and so every script, stay in one slot.
+    Cluster,
+}
+
 /// How to reach Redis and how long to keep things. `Debug` masks the URL's password.
 #[derive(Clone)]
 pub struct QueueConfig {
     /// `redis://[user:password@]host:port[/db]`.
     pub redis_url: String,
-    /// Every key this crate writes starts with this prefix and a colon.
+    /// Single server, Sentinel or Cluster.
+    pub topology: RedisTopology,
+    /// Every key this crate writes starts with this prefix and a colon (in a cluster,
+    /// `{prefix}` and a colon).
     pub key_prefix: String,
     /// Time allowed to open a TCP connection to Redis.
     pub connect_timeout: Duration,
@@ -33,6 +58,7 @@ impl std::fmt::Debug for QueueConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueueConfig")
             .field("redis_url", &crate::error::mask_url(&self.redis_url))
+            .field("topology", &self.topology)
             .field("key_prefix", &self.key_prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
@@ -50,6 +76,7 @@ impl QueueConfig {
     pub fn new(redis_url: impl Into<String>, key_prefix: impl Into<String>) -> Self {
         Self {
             redis_url: redis_url.into(),
+            topology: RedisTopology::Standalone,
             key_prefix: key_prefix.into(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),

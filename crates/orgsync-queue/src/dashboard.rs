@@ -123,6 +123,7 @@ impl QueueHandle {
             let mut start = 0u64;
             loop {
                 let n: u64 = scripts::INDEX_DEAD
+                    .key(self.keys.types())
                     .arg(self.keys.prefix())
                     .arg(start)
                     .arg(2_000)
@@ -156,6 +157,7 @@ impl QueueHandle {
             .unwrap_or_else(|| "+inf".into());
         let (cs, cid) = cursor.unwrap_or_default();
         let mut reply: Vec<String> = scripts::DEAD_PAGE
+            .key(self.keys.types())
             .arg(self.keys.prefix())
             .arg(filter_json(filter))
             .arg(min)
@@ -357,6 +359,7 @@ impl QueueHandle {
         }
         let mut conn = self.conn.clone();
         let ids: Vec<String> = scripts::JOBS_IN_STATE
+            .key(self.keys.types())
             .arg(self.keys.prefix())
             .arg(state.as_str())
             .arg(customer.unwrap_or(""))

@@ -18,6 +18,12 @@
 //! `P:dead-indexed:2` (set once older dead letters were indexed, words included); `P:hourly:DAY` hashes
 //! (`succeeded:HOUR`, `failed:HOUR`, `dead:HOUR` → count; 8 days), all written by the scripts.
 //! Caller-given names come last in a key, after a fixed kind, so two kinds never collide.
+//!
+//! In a Redis Cluster `P` is the configured prefix in braces (`{orgsync}`): Redis hashes only
+//! the part in braces (the hash tag), so every key of one installation lands in one slot and
+//! on one node, which the Lua scripts (they touch many keys, some built inside Lua from `P`)
+//! and the `MULTI` pipelines need. Every script call declares at least one key
+//! ([`Keys::types`] when it builds the rest from `P`) so the cluster routes it to that node.
 
 /// The consumer group every worker of a job type joins.
 pub(crate) const GROUP: &str = "workers";
@@ -28,9 +34,15 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub(crate) fn new(prefix: &str) -> Self {
+    /// Keys under `prefix`; with `hash_tag` (a cluster) the prefix is wrapped in braces.
+    pub(crate) fn new(prefix: &str, hash_tag: bool) -> Self {
+        let prefix = prefix.trim_end_matches(':');
         Self {
-            prefix: prefix.trim_end_matches(':').to_owned(),
+            prefix: if hash_tag {
+                format!("{{{prefix}}}")
+            } else {
+                prefix.to_owned()
+            },
         }
     }
 
@@ -153,5 +165,33 @@ impl Keys {
     /// Pattern matching every key of this prefix (for cleanup in tests and tools).
     pub(crate) fn pattern(&self) -> String {
         format!("{}:*", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn in_a_cluster_every_key_hashes_to_the_slot_of_the_prefix() {
+        let keys = Keys::new("orgsync:", true);
+        let slot = redis::cluster_routing::Slot::for_key(keys.types());
+        for key in [
+            keys.job("0190-abc"),
+            keys.stream("sync_customer"),
+            keys.lock("run:29189846"),
+            keys.record("runs", "r1"),
+            keys.dead_by("customer", "29189846"),
+            format!("{}:batch-children:b1", keys.prefix()),
+        ] {
+            assert!(key.starts_with("{orgsync}:"), "{key}");
+            assert_eq!(redis::cluster_routing::Slot::for_key(&key), slot, "{key}");
+        }
+    }
+
+    #[test]
+    fn outside_a_cluster_the_prefix_is_kept_as_configured() {
+        let keys = Keys::new("orgsync", false);
+        assert_eq!(keys.job("1"), "orgsync:job:1");
     }
 }

@@ -41,6 +41,7 @@ fn job(n: u32) -> NewJob {
 async fn fetch_as(q: &QueueHandle, consumer: &str, n: usize) -> Vec<(String, String)> {
     let mut conn = q.conn.clone();
     let reply: Vec<String> = scripts::FETCH
+        .key(q.keys.types())
         .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
@@ -58,6 +59,7 @@ async fn fetch_as(q: &QueueHandle, consumer: &str, n: usize) -> Vec<(String, Str
 async fn start_as(q: &QueueHandle, consumer: &str, entry: &(String, String)) -> String {
     let mut conn = q.conn.clone();
     let reply: Vec<String> = scripts::START
+        .key(q.keys.types())
         .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
@@ -84,6 +86,7 @@ async fn heartbeat_at(q: &QueueHandle, consumer: &str, ago: Duration) {
 async fn reclaim_as(q: &QueueHandle, consumer: &str, max_orphaned: u32) -> (u64, u64) {
     let mut conn = q.conn.clone();
     let (_cursor, requeued, dead): (String, u64, u64) = scripts::RECLAIM
+        .key(q.keys.types())
         .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)
@@ -231,6 +234,7 @@ async fn a_heartbeat_hands_back_entries_its_worker_fetched_but_never_received() 
     tokio::time::sleep(Duration::from_millis(120)).await;
     let mut conn = q.conn.clone();
     let kept: u64 = scripts::HEARTBEAT
+        .key(q.keys.types())
         .arg(q.keys.prefix())
         .arg(TYPE)
         .arg(GROUP)

@@ -220,6 +220,7 @@ impl QueueHandle {
         validate_collection(collection)?;
         let mut conn = self.conn.clone();
         let _: String = scripts::PUT_RECORD
+            .key(self.keys.types())
             .arg(self.keys.records(collection))
             .arg(id)
             .arg(index)
@@ -255,6 +256,7 @@ impl QueueHandle {
         }
         let mut conn = self.conn.clone();
         Ok(scripts::LIST_RECORDS
+            .key(self.keys.types())
             .arg(self.keys.records(collection))
             .arg(index.unwrap_or(""))
             .arg(limit)

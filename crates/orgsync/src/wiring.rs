@@ -165,6 +165,14 @@ pub(crate) async fn queue(config: &Config) -> anyhow::Result<orgsync_queue::Queu
         redis.url.expose_secret().to_owned(),
         redis.key_prefix.clone(),
     );
+    queue_config.topology = match (&redis.master_name, redis.cluster) {
+        (Some(master_name), _) => orgsync_queue::RedisTopology::Sentinel {
+            sentinels: redis.sentinels.clone(),
+            master_name: master_name.clone(),
+        },
+        (None, true) => orgsync_queue::RedisTopology::Cluster,
+        (None, false) => orgsync_queue::RedisTopology::Standalone,
+    };
     if let Some(ca) = &redis.tls_ca_file {
         queue_config.tls_ca_pem = Some(
             std::fs::read(ca)

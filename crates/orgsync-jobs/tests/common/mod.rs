@@ -42,6 +42,8 @@ pub struct FaultyTarget {
     pub fail_department: Mutex<Option<UnitId>>,
     pub fail_deactivations: std::sync::atomic::AtomicBool,
     pub reject_deactivations: std::sync::atomic::AtomicBool,
+    /// Added to every user write (a slow target keeps a run going for a while).
+    pub write_delay: Mutex<Duration>,
 }
 
 #[async_trait]
@@ -93,6 +95,10 @@ impl Target for FaultyTarget {
                 scim_type: Some("mutability".to_owned()),
                 detail: "this user is locked by an administrator (test fault)".to_owned(),
             });
+        }
+        let delay = *self.write_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         let armed = *self.fail_department.lock().unwrap();
         if armed.is_some() && armed == item.fields.primary_department {
@@ -191,10 +197,29 @@ impl TestApp {
     }
 
     async fn start_on(snapshot: Snapshot, policy: Policy, scim: bool) -> TestApp {
-        let prefix = format!("test-jobs-{}", uuid::Uuid::new_v4().simple());
-        let queue = QueueHandle::connect(QueueConfig::new("redis://127.0.0.1:6379", prefix))
-            .await
-            .unwrap();
+        Self::start_with(
+            snapshot,
+            policy,
+            scim,
+            QueueConfig::new("redis://127.0.0.1:6379", ""),
+        )
+        .await
+    }
+
+    /// An app writing to an SQLite target, with its queue on the Redis `redis` describes
+    /// (Sentinel, Cluster); the key prefix is the test's own.
+    pub async fn start_on_redis(snapshot: Snapshot, policy: Policy, redis: QueueConfig) -> TestApp {
+        Self::start_with(snapshot, policy, false, redis).await
+    }
+
+    async fn start_with(
+        snapshot: Snapshot,
+        policy: Policy,
+        scim: bool,
+        mut redis: QueueConfig,
+    ) -> TestApp {
+        redis.key_prefix = format!("test-jobs-{}", uuid::Uuid::new_v4().simple());
+        let queue = QueueHandle::connect(redis).await.unwrap();
         let sim = Simulator::start(vec![snapshot], SimOptions::default())
             .await
             .unwrap();
@@ -237,6 +262,7 @@ impl TestApp {
                 fail_department: Mutex::new(None),
                 fail_deactivations: std::sync::atomic::AtomicBool::new(false),
                 reject_deactivations: std::sync::atomic::AtomicBool::new(false),
+                write_delay: Mutex::new(Duration::ZERO),
             }),
         });
         let observed = Arc::new(RecordingObserver::default());
@@ -291,6 +317,11 @@ impl TestApp {
             .target
             .reject_deactivations
             .store(reject, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Delays every user write by `delay`.
+    pub fn slow_writes(&self, delay: Duration) {
+        *self.sources.target.write_delay.lock().unwrap() = delay;
     }
 
     pub fn set_policy(&self, change: impl FnOnce(&mut Policy)) {

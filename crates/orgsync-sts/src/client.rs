@@ -24,8 +24,8 @@ use crate::request::{self, Search};
 use crate::response::{HasStatus, HierarchyOutput, ListOutput, ObjectXml, SoegOutput};
 use crate::transport::{SoapCall, SoapResponse, Transport, UnsignedTransport};
 use crate::wire::{
-    ADDRESS_ROLE_EMAIL, ADDRESS_ROLE_LANDLINE, ADDRESS_ROLE_MOBILE, FUNCTION_TYPE_MANAGER,
-    Dialect, FUNCTION_TYPE_POSITION, Operation, Service, UNIT_TYPE_DEPARTMENT, UNIT_TYPE_TEAM,
+    ADDRESS_ROLE_EMAIL, ADDRESS_ROLE_LANDLINE, ADDRESS_ROLE_MOBILE, Dialect, FUNCTION_TYPE_MANAGER,
+    FUNCTION_TYPE_POSITION, Operation, Service, UNIT_TYPE_DEPARTMENT, UNIT_TYPE_TEAM,
 };
 use crate::xml::{self, Body};
 
@@ -204,11 +204,11 @@ impl StsClient {
         }
         base.join(&self.inner.options.dialect.path(service))
             .map_err(|e| {
-            StsError::Config(format!(
-                "cannot build the {} URL from {base}: {e}",
-                service.segment()
-            ))
-        })
+                StsError::Config(format!(
+                    "cannot build the {} URL from {base}: {e}",
+                    service.segment()
+                ))
+            })
     }
 
     /// One call with politeness, timeout and retries. `Ok(None)` = StatusKode 44 (nothing found).
@@ -240,7 +240,13 @@ impl StsClient {
             dialect,
             url: self.url(service)?,
             action: dialect.action(service, operation),
-            payload: request::body(dialect, service, operation, self.inner.cvr.as_str(), payload),
+            payload: request::body(
+                dialect,
+                service,
+                operation,
+                self.inner.cvr.as_str(),
+                payload,
+            ),
             transaction_id: Uuid::new_v4(),
         };
         if let Some(fatal) = self.fatal() {
@@ -914,7 +920,9 @@ impl StsClient {
                     client.page_fetch::<SoegOutput>(
                         service,
                         Operation::Soeg,
-                        move |offset, limit| request::soeg(dialect, service, offset, limit, &search),
+                        move |offset, limit| {
+                            request::soeg(dialect, service, offset, limit, &search)
+                        },
                     ),
                     |page| {
                         let raw = page.and_then(|p| p.ids).map(|l| l.ids).unwrap_or_default();
@@ -1294,14 +1302,16 @@ pub fn inspect_response(
         Operation::Soeg => interpret::<SoegOutput>(Dialect::Organisation6, &site, &response)?
             .and_then(|o| o.ids)
             .map_or(0, |l| l.ids.len()),
-        Operation::FremsoegObjekthierarki => interpret::<HierarchyOutput>(Dialect::Organisation6, &site, &response)?
-            .and_then(|o| o.units)
-            .map_or(0, |u| {
-                u.objects
-                    .iter()
-                    .filter_map(|o| bitemporal::unit(o, now, &mut issues))
-                    .count()
-            }),
+        Operation::FremsoegObjekthierarki => {
+            interpret::<HierarchyOutput>(Dialect::Organisation6, &site, &response)?
+                .and_then(|o| o.units)
+                .map_or(0, |u| {
+                    u.objects
+                        .iter()
+                        .filter_map(|o| bitemporal::unit(o, now, &mut issues))
+                        .count()
+                })
+        }
         Operation::List | Operation::Laes => {
             let objects = interpret::<ListOutput>(Dialect::Organisation6, &site, &response)?
                 .map(|o| o.objects)

@@ -378,7 +378,10 @@ mod tests {
             "urn:oio:sts:organisation:organisationfunktion:1.1.3.0"
         );
         assert_eq!(
-            v5.action(Service::OrganisationSystem, Operation::FremsoegObjekthierarki),
+            v5.action(
+                Service::OrganisationSystem,
+                Operation::FremsoegObjekthierarki
+            ),
             "http://serviceplatformen.dk/xml/wsdl/soap11/Organisation/OrganisationSystem/5/fremsoegobjekthierarki"
         );
         assert_eq!(

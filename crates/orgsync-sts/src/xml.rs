@@ -439,7 +439,10 @@ mod tests {
     fn a_wrapped_payload_and_a_soap11_fault_are_read() {
         let xml = br#"<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"><S:Body><w:SoegResponse xmlns:w="urn:w"><o:SoegOutput xmlns:o="urn:o"><x/></o:SoegOutput></w:SoegResponse></S:Body></S:Envelope>"#;
         let (wrapper, body) = read_body_in(xml, true).unwrap();
-        assert_eq!(wrapper, Some(("urn:w".to_owned(), "SoegResponse".to_owned())));
+        assert_eq!(
+            wrapper,
+            Some(("urn:w".to_owned(), "SoegResponse".to_owned()))
+        );
         let Body::Payload {
             namespace,
             local_name,
@@ -448,8 +451,14 @@ mod tests {
         else {
             panic!("no payload")
         };
-        assert_eq!((namespace.as_str(), local_name.as_str()), ("urn:o", "SoegOutput"));
-        assert_eq!(element, r#"<o:SoegOutput xmlns:o="urn:o"><x/></o:SoegOutput>"#);
+        assert_eq!(
+            (namespace.as_str(), local_name.as_str()),
+            ("urn:o", "SoegOutput")
+        );
+        assert_eq!(
+            element,
+            r#"<o:SoegOutput xmlns:o="urn:o"><x/></o:SoegOutput>"#
+        );
         let empty = br#"<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"><S:Body><w:SoegResponse xmlns:w="urn:w"></w:SoegResponse></S:Body></S:Envelope>"#;
         assert!(read_body_in(empty, true).is_err());
 

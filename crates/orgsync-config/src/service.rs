@@ -119,8 +119,9 @@ pub enum StsProfile {
     /// `http://stoettesystemerne.dk/service/organisation/3` (docs/sts-protocol.md).
     #[default]
     Stoettesystemerne,
-    /// The legacy Serviceplatformen contract (SF1500 v5): SOAP 1.1, entity ID configurable.
-    /// Only the token and the signed SOAP 1.1 envelope are implemented (see crates/orgsync-sts/README.md).
+    /// The legacy Serviceplatformen contract (SF1500 v5): SOAP 1.1, entity ID configurable; read
+    /// with the v5 operations (checked against the v5 XSDs and the simulator only, see
+    /// crates/orgsync-sts/README.md).
     Serviceplatformen,
 }
 

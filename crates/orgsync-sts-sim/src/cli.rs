@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chrono::Utc;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use orgsync_model::ids::Cvr;
 
 use std::sync::Arc;
@@ -14,7 +14,38 @@ use crate::generate::{Size, generate};
 use crate::pki::SimPki;
 use crate::security::SimSecurity;
 use crate::server::{FaultOptions, LatencyModel, SimOptions, Simulator};
+use crate::wire::Dialect;
 use crate::{SimError, load_fixture};
+
+/// Which contract `orgsync sim` serves (the names of `[sts] profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum SimProfile {
+    /// Organisation 6 (SOAP 1.2, `/organisation/<svc>/6/`).
+    #[default]
+    Stoettesystemerne,
+    /// The legacy Serviceplatformen contract v5 (SOAP 1.1, `/organisation/<Svc>/5`).
+    Serviceplatformen,
+}
+
+impl SimProfile {
+    /// The contract served.
+    pub fn dialect(self) -> Dialect {
+        match self {
+            SimProfile::Stoettesystemerne => Dialect::Organisation6,
+            SimProfile::Serviceplatformen => Dialect::Serviceplatformen5,
+        }
+    }
+
+    /// The entity ID the services accept as token audience unless `--entity-id` says otherwise.
+    pub fn entity_id(self) -> &'static str {
+        match self {
+            SimProfile::Stoettesystemerne => "http://stoettesystemerne.dk/service/organisation/3",
+            SimProfile::Serviceplatformen => {
+                "http://organisation.serviceplatformen.dk/service/organisation/5"
+            }
+        }
+    }
+}
 
 /// Run the STS Organisation simulator.
 #[derive(Debug, Clone, Args)]
@@ -52,12 +83,15 @@ pub struct SimArgs {
     /// `[sts]` (tls_ca_file, sts_certificate_files, certificate_file, private_key_file).
     #[arg(long, default_value = "sim-pki")]
     pub pki_dir: PathBuf,
-    /// The entity ID the services accept as token audience.
-    #[arg(
-        long,
-        default_value = "http://stoettesystemerne.dk/service/organisation/3"
-    )]
-    pub entity_id: String,
+    /// The contract to serve: `stoettesystemerne` (Organisation 6, SOAP 1.2) or
+    /// `serviceplatformen` (the legacy v5 contract, SOAP 1.1).
+    #[arg(long, value_enum, default_value_t = SimProfile::Stoettesystemerne)]
+    pub profile: SimProfile,
+    /// The entity ID the services accept as token audience (default: the profile's,
+    /// `http://stoettesystemerne.dk/service/organisation/3` or
+    /// `http://organisation.serviceplatformen.dk/service/organisation/5`).
+    #[arg(long)]
+    pub entity_id: Option<String>,
 }
 
 fn parse_cvr(text: &str) -> Result<Cvr, String> {
@@ -83,6 +117,7 @@ pub fn options(args: &SimArgs) -> Result<SimOptions, SimError> {
         },
         seed: args.seed,
         security: None,
+        dialects: vec![args.profile.dialect()],
         ..SimOptions::default()
     })
 }
@@ -94,7 +129,10 @@ pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> Result<()
         let pki = Arc::new(SimPki::generate()?);
         pki.write_to(&args.pki_dir)?;
         let mut security = SimSecurity::new(pki, true);
-        security.entity_id = args.entity_id.clone();
+        security.entity_id = args
+            .entity_id
+            .clone()
+            .unwrap_or_else(|| args.profile.entity_id().to_owned());
         options.security = Some(security);
         tracing::info!(pki_dir = %args.pki_dir.display(), "wrote the simulator's CA, STS and client certificates");
     }
@@ -130,6 +168,7 @@ pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> Result<()
     tracing::info!(
         address = %simulator.address(),
         base_url = %simulator.base_url(),
+        profile = ?args.profile,
         sts_url = %simulator.sts_url(),
         municipalities = %summary.join(", "),
         "STS simulator listening"

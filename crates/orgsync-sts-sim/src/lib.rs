@@ -1,4 +1,4 @@
-//! STS Organisation 6 simulator: synthetic or fixture municipalities served over the same SOAP 1.2 wire protocol as KOMBIT's service.
+//! STS Organisation simulator: synthetic or fixture municipalities served over the same SOAP 1.2 wire protocol as KOMBIT's Organisation 6 service, or (`Dialect::Serviceplatformen5`) over the legacy Serviceplatformen v5 contract (SOAP 1.1).
 //!
 //! * [`generate`] builds municipalities by size and seed (docs/sizes.md §4), as the model's Snapshot.
 //! * [`world::World`] indexes a Snapshot and renders its STS objects (units, users, persons,
@@ -21,7 +21,7 @@ mod wire;
 pub mod world;
 mod xml;
 
-pub use wire::Service;
+pub use wire::{Dialect, Service};
 
 /// Why the simulator could not start or load data.
 #[derive(Debug, thiserror::Error)]

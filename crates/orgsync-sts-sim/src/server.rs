@@ -1,4 +1,4 @@
-//! The simulator's HTTP server: SOAP 1.2 at `/organisation/<service>/6/`, paging, StatusKode, latency and fault injection.
+//! The simulator's HTTP server: SOAP 1.2 at `/organisation/<service>/6/` (and, when asked, the legacy v5 contract in SOAP 1.1 at `/organisation/<Service>/5`), paging, StatusKode, latency and fault injection.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -176,6 +176,9 @@ pub struct SimOptions {
     /// HTTPS with mutual TLS, the STS endpoints and (optionally) WS-Security checks on every
     /// call. Decided at start; `None` = plain HTTP without an STS.
     pub security: Option<SimSecurity>,
+    /// The contracts served (default: Organisation 6 only). A call on the routes of a contract
+    /// not listed is answered with HTTP 404.
+    pub dialects: Vec<Dialect>,
 }
 
 impl Default for SimOptions {
@@ -189,6 +192,7 @@ impl Default for SimOptions {
             max_list_ids: 500,
             seed: 1,
             security: None,
+            dialects: vec![Dialect::Organisation6],
         }
     }
 }
@@ -297,6 +301,9 @@ impl Simulator {
         let app = Router::new()
             .route("/organisation/{service}/6/", post(handle))
             .route("/organisation/{service}/6", post(handle))
+            .route("/organisation/{service}/5", post(handle_v5))
+            .route("/organisation/{service}/5/", post(handle_v5))
+            .route("/service/Organisation/{service}/5", post(handle_v5))
             .route(STS_SOAP_PATH, post(sts_soap))
             .route(STS_REST_PATH, post(sts_rest))
             .with_state(shared.clone());
@@ -502,10 +509,15 @@ impl Drop for InFlight<'_> {
 
 const SIM_NS: &str = "urn:orgsync:sts-sim";
 
-fn soap_response(status: StatusCode, transaction: Option<&str>, payload: &str) -> Response {
+fn soap_response(
+    dialect: Dialect,
+    status: StatusCode,
+    transaction: Option<&str>,
+    payload: &str,
+) -> Response {
     let mut w = XmlWriter::new();
     w.raw(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    w.start("S:Envelope", &[("xmlns:S", SOAP12_NS)]);
+    w.start("S:Envelope", &[("xmlns:S", dialect.soap_namespace())]);
     w.open("S:Header");
     w.start("h:RequestHeader", &[("xmlns:h", REQUEST_HEADER_NS)]);
     let fresh = Uuid::new_v4().to_string();
@@ -516,7 +528,27 @@ fn soap_response(status: StatusCode, transaction: Option<&str>, payload: &str) -
     w.raw(payload);
     w.end("S:Body");
     w.end("S:Envelope");
-    http(status, "application/soap+xml; charset=utf-8", w.finish())
+    http(status, content_type(dialect), w.finish())
+}
+
+fn content_type(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Organisation6 => "application/soap+xml; charset=utf-8",
+        Dialect::Serviceplatformen5 => "text/xml; charset=utf-8",
+    }
+}
+
+/// v5: the output inside its `XxxResponse` wrapper; Organisation 6: the output itself.
+fn wrap_output(dialect: Dialect, service: Service, op: Op, output: &str) -> String {
+    let Some(ns) = dialect.wrapper_namespace(service) else {
+        return output.to_owned();
+    };
+    let name = format!("ns7:{}", op.response_wrapper());
+    let mut w = XmlWriter::new();
+    w.start(&name, &[("xmlns:ns7", ns.as_str())]);
+    w.raw(output);
+    w.end(&name);
+    w.finish()
 }
 
 fn http(status: StatusCode, content_type: &str, body: String) -> Response {
@@ -530,8 +562,32 @@ fn http(status: StatusCode, content_type: &str, body: String) -> Response {
     response
 }
 
-fn fault_payload(code: &str, subcode: Option<&str>, reason: &str) -> String {
+fn fault_payload(dialect: Dialect, code: &str, subcode: Option<&str>, reason: &str) -> String {
     let mut w = XmlWriter::new();
+    if dialect == Dialect::Serviceplatformen5 {
+        // SOAP 1.1: Client/Server, the reason as faultstring, the code in Serviceplatformen's detail.
+        let code = if code == "Sender" { "Client" } else { "Server" };
+        w.open("S:Fault");
+        w.leaf("faultcode", &format!("S:{code}"));
+        w.leaf("faultstring", reason);
+        if let Some(sub) = subcode {
+            w.open("detail");
+            w.start(
+                "spf:ServiceplatformFault",
+                &[("xmlns:spf", SERVICEPLATFORM_FAULT_NS)],
+            );
+            w.open("spf:ErrorList");
+            w.open("spf:Error");
+            w.leaf("spf:ErrorCode", sub);
+            w.leaf("spf:ErrorText", reason);
+            w.end("spf:Error");
+            w.end("spf:ErrorList");
+            w.end("spf:ServiceplatformFault");
+            w.end("detail");
+        }
+        w.end("S:Fault");
+        return w.finish();
+    }
     w.start("S:Fault", &[("xmlns:sim", SIM_NS)]);
     w.open("S:Code");
     w.leaf("S:Value", &format!("S:{code}"));
@@ -550,8 +606,19 @@ fn fault_payload(code: &str, subcode: Option<&str>, reason: &str) -> String {
     w.finish()
 }
 
-fn fault(status: StatusCode, code: &str, subcode: Option<&str>, reason: &str) -> Response {
-    soap_response(status, None, &fault_payload(code, subcode, reason))
+fn fault(
+    dialect: Dialect,
+    status: StatusCode,
+    code: &str,
+    subcode: Option<&str>,
+    reason: &str,
+) -> Response {
+    soap_response(
+        dialect,
+        status,
+        None,
+        &fault_payload(dialect, code, subcode, reason),
+    )
 }
 
 /// What a request asks for.
@@ -572,11 +639,40 @@ impl Op {
             Op::Hierarchy => "fremsoegobjekthierarki",
         }
     }
+
+    /// The v5 response wrapper.
+    fn response_wrapper(self) -> &'static str {
+        match self {
+            Op::Soeg => "SoegResponse",
+            Op::List => "ListResponse",
+            Op::Laes => "LaesResponse",
+            Op::Hierarchy => "FremsoegobjekthierarkiResponse",
+        }
+    }
 }
 
 async fn handle(
     State(shared): State<Arc<Shared>>,
     Path(segment): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle_in(Dialect::Organisation6, shared, segment, headers, body).await
+}
+
+async fn handle_v5(
+    State(shared): State<Arc<Shared>>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle_in(Dialect::Serviceplatformen5, shared, segment, headers, body).await
+}
+
+async fn handle_in(
+    dialect: Dialect,
+    shared: Arc<Shared>,
+    segment: String,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -600,15 +696,19 @@ async fn handle(
         recent.push_back(started);
         recent.len()
     };
-    let Some(service) = Service::from_segment(&segment) else {
+    let service = match dialect {
+        Dialect::Organisation6 => Service::from_segment(&segment),
+        Dialect::Serviceplatformen5 => Service::from_name(&segment),
+    };
+    let Some(service) = service.filter(|_| options.dialects.contains(&dialect)) else {
         return http(
             StatusCode::NOT_FOUND,
             "text/plain",
-            format!("no service {segment:?}"),
+            format!("no service {segment:?} in the {dialect:?} contract"),
         );
     };
     let text = String::from_utf8_lossy(&body);
-    let request = read_request(&text);
+    let request = read_request(&text, dialect);
     let op = match &request {
         Ok(r) => match r.local_name.as_str() {
             "SoegInput" => Some(Op::Soeg),
@@ -631,6 +731,7 @@ async fn handle(
         if per_second as f64 > limit.max(1.0) {
             lock(&shared.stats).rate_limited += 1;
             return fault(
+                dialect,
                 StatusCode::TOO_MANY_REQUESTS,
                 "Receiver",
                 Some("Throttled"),
@@ -687,6 +788,7 @@ async fn handle(
     let (mut response, rows) = match (&request, op) {
         (Err(message), _) => (
             fault(
+                dialect,
                 StatusCode::BAD_REQUEST,
                 "Sender",
                 Some("Malformed"),
@@ -696,6 +798,7 @@ async fn handle(
         ),
         (Ok(r), None) => (
             fault(
+                dialect,
                 StatusCode::BAD_REQUEST,
                 "Sender",
                 Some("UnknownOperation"),
@@ -708,6 +811,7 @@ async fn handle(
             Ok(token_cvr) => respond(
                 &shared,
                 &options,
+                dialect,
                 service,
                 op,
                 r,
@@ -736,6 +840,7 @@ async fn handle(
             reason,
         }) => {
             response = fault(
+                dialect,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &code,
                 subcode.as_deref(),
@@ -951,6 +1056,7 @@ fn foreign_organisation(world: &World, payload: &str) -> Option<Uuid> {
 fn respond(
     shared: &Shared,
     options: &SimOptions,
+    dialect: Dialect,
     service: Service,
     op: Op,
     request: &crate::xml::Request<'_>,
@@ -959,16 +1065,17 @@ fn respond(
     injected: Option<&FaultKind>,
 ) -> (Response, usize) {
     let transaction = request.transaction.as_deref();
-    if request.namespace != service.namespace() {
+    if request.namespace != dialect.namespace(service) {
         return (
             fault(
+                dialect,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Sender",
                 Some("WrongNamespace"),
                 &format!(
                     "{} skal være i navnerummet {}, ikke {}",
                     request.local_name,
-                    service.namespace(),
+                    dialect.namespace(service),
                     request.namespace
                 ),
             ),
@@ -978,6 +1085,7 @@ fn respond(
     if (op == Op::Hierarchy) != (service == Service::OrganisationSystem) {
         return (
             fault(
+                dialect,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Sender",
                 Some("UnknownOperation"),
@@ -986,7 +1094,32 @@ fn respond(
             0,
         );
     }
-    let expected_action = service.action(op.name());
+    let expected_action = dialect.action(service, op.name());
+    if let Some(expected) = dialect.wrapper_namespace(service) {
+        let wanted = format!(
+            "{}Request",
+            op.response_wrapper().trim_end_matches("Response")
+        );
+        let ok = request
+            .wrapper
+            .as_ref()
+            .is_some_and(|(ns, local)| *ns == expected && *local == wanted);
+        if !ok {
+            return (
+                fault(
+                    dialect,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Sender",
+                    Some("Malformed"),
+                    &format!(
+                        "{} skal stå i {{{expected}}}{wanted}, ikke i {:?}",
+                        request.local_name, request.wrapper
+                    ),
+                ),
+                0,
+            );
+        }
+    }
     for action in [action_of(headers), request.wsa_action.clone()]
         .into_iter()
         .flatten()
@@ -994,6 +1127,7 @@ fn respond(
         if action != expected_action {
             return (
                 fault(
+                    dialect,
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Sender",
                     Some("ActionMismatch"),
@@ -1007,8 +1141,34 @@ fn respond(
         }
     }
     let worlds = shared.worlds.read().unwrap_or_else(|e| e.into_inner());
+    let authority = request
+        .authority_cvr
+        .as_deref()
+        .and_then(|c| Cvr::parse(c).ok());
+    if let (Some(token), Some(authority)) = (token_cvr, authority.as_ref()) {
+        if token != authority {
+            drop(worlds);
+            return (
+                security_fault(
+                    shared,
+                    &Refusal {
+                        code: "Sender",
+                        subcode: "AccessDenied",
+                        reason: format!(
+                            "the token is for CVR {token}; its AuthorityContext names {authority}"
+                        ),
+                    },
+                ),
+                0,
+            );
+        }
+    }
     let world = match headers.get(SIM_CVR_HEADER).and_then(|v| v.to_str().ok()) {
         _ if token_cvr.is_some() => token_cvr.and_then(|c| worlds.get(c).cloned()),
+        // v5: the municipality is the AuthorityContext's, whatever else the call says.
+        _ if dialect == Dialect::Serviceplatformen5 => {
+            authority.as_ref().and_then(|c| worlds.get(c).cloned())
+        }
         Some(cvr) => Cvr::parse(cvr).ok().and_then(|c| worlds.get(&c).cloned()),
         None if worlds.len() == 1 => worlds.values().next().cloned(),
         None => None,
@@ -1016,6 +1176,7 @@ fn respond(
     let Some(world) = world else {
         return (
             fault(
+                dialect,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Sender",
                 Some("ServiceAgreementNotFound"),
@@ -1045,17 +1206,32 @@ fn respond(
     }
     let now = Utc::now();
     let output = match op {
-        Op::Soeg => soeg(&worlds, &world, options, service, request.payload, now),
-        Op::List | Op::Laes => list(&world, options, service, op, request.payload, now),
-        Op::Hierarchy => hierarchy(&world, options, request.payload, now),
+        Op::Soeg => soeg(
+            dialect,
+            &worlds,
+            &world,
+            options,
+            service,
+            request.payload,
+            now,
+        ),
+        Op::List | Op::Laes => list(dialect, &world, options, service, op, request.payload, now),
+        Op::Hierarchy => hierarchy(dialect, &world, options, request.payload, now),
     };
     drop(worlds);
     let output = match injected {
-        Some(FaultKind::Status { code, message }) => Output::status(service, op, *code, message),
+        Some(FaultKind::Status { code, message }) => {
+            Output::status(dialect, service, op, *code, message)
+        }
         _ => output,
     };
     (
-        soap_response(StatusCode::OK, transaction, &output.xml),
+        soap_response(
+            dialect,
+            StatusCode::OK,
+            transaction,
+            &wrap_output(dialect, service, op, &output.xml),
+        ),
         output.rows,
     )
 }
@@ -1065,26 +1241,28 @@ struct Output {
     rows: usize,
 }
 
-fn output_element(service: Service, op: Op) -> (String, Vec<(String, String)>) {
+fn output_element(dialect: Dialect, service: Service, op: Op) -> (String, Vec<(String, String)>) {
+    let ns = |service: Service| dialect.namespace(service);
     match op {
         Op::Hierarchy => (
             "ns6:FremsoegObjekthierarkiOutput".to_owned(),
             root_namespaces(
-                &Service::OrganisationEnhed.namespace(),
-                &[("ns6", Service::OrganisationSystem.namespace())],
+                dialect,
+                &ns(Service::OrganisationEnhed),
+                &[("ns6", ns(Service::OrganisationSystem))],
             ),
         ),
         Op::Soeg => (
             "ns5:SoegOutput".to_owned(),
-            root_namespaces(&service.namespace(), &[]),
+            root_namespaces(dialect, &ns(service), &[]),
         ),
         Op::List => (
             "ns5:ListOutput".to_owned(),
-            root_namespaces(&service.namespace(), &[]),
+            root_namespaces(dialect, &ns(service), &[]),
         ),
         Op::Laes => (
             "ns5:LaesOutput".to_owned(),
-            root_namespaces(&service.namespace(), &[]),
+            root_namespaces(dialect, &ns(service), &[]),
         ),
     }
 }
@@ -1097,8 +1275,8 @@ fn standard_retur(w: &mut XmlWriter, code: i64, message: &str) {
 }
 
 impl Output {
-    fn status(service: Service, op: Op, code: i64, message: &str) -> Output {
-        let (root, attrs) = output_element(service, op);
+    fn status(dialect: Dialect, service: Service, op: Op, code: i64, message: &str) -> Output {
+        let (root, attrs) = output_element(dialect, service, op);
         let mut w = XmlWriter::new();
         w.start(&root, &attrs);
         standard_retur(&mut w, code, message);
@@ -1290,6 +1468,7 @@ fn paging(
 }
 
 fn soeg(
+    dialect: Dialect,
     worlds: &HashMap<Cvr, Arc<World>>,
     world: &World,
     options: &SimOptions,
@@ -1299,11 +1478,19 @@ fn soeg(
 ) -> Output {
     let input: SoegIn = match quick_xml::de::from_str(payload) {
         Ok(input) => input,
-        Err(e) => return Output::status(service, Op::Soeg, 40, &format!("ugyldig SoegInput: {e}")),
+        Err(e) => {
+            return Output::status(
+                dialect,
+                service,
+                Op::Soeg,
+                40,
+                &format!("ugyldig SoegInput: {e}"),
+            );
+        }
     };
     let (offset, limit) = match paging(options, &input.offset, &input.limit) {
         Ok(p) => p,
-        Err(message) => return Output::status(service, Op::Soeg, 40, &message),
+        Err(message) => return Output::status(dialect, service, Op::Soeg, 40, &message),
     };
     let window = window(
         options,
@@ -1346,6 +1533,15 @@ fn soeg(
                 .filter(|w| cvr.as_deref().is_none_or(|c| c == w.cvr.as_str()))
                 .map(|w| w.company)
                 .collect()
+        }
+        // v5 has no Virksomhed: an unfiltered search finds the AuthorityContext's Organisation.
+        Service::Organisation if dialect == Dialect::Serviceplatformen5 => {
+            let company = one(&relations.company);
+            if company.is_none_or(|c| c == world.company) {
+                vec![world.organisation]
+            } else {
+                Vec::new()
+            }
         }
         Service::Organisation => {
             let company = one(&relations.company);
@@ -1436,6 +1632,7 @@ fn soeg(
         }
         Service::Person | Service::Adresse | Service::OrganisationSystem => {
             return Output::status(
+                dialect,
                 service,
                 Op::Soeg,
                 40,
@@ -1444,7 +1641,7 @@ fn soeg(
         }
     };
     let page: Vec<Uuid> = ids.into_iter().skip(offset).take(limit).collect();
-    let (root, attrs) = output_element(service, Op::Soeg);
+    let (root, attrs) = output_element(dialect, service, Op::Soeg);
     let mut w = XmlWriter::new();
     w.start(&root, &attrs);
     if page.is_empty() {
@@ -1465,6 +1662,7 @@ fn soeg(
 }
 
 fn list(
+    dialect: Dialect,
     world: &World,
     options: &SimOptions,
     service: Service,
@@ -1476,6 +1674,7 @@ fn list(
         Ok(input) => input,
         Err(e) => {
             return Output::status(
+                dialect,
                 service,
                 op,
                 40,
@@ -1491,10 +1690,11 @@ fn list(
         }
     };
     if input.ids.is_empty() {
-        return Output::status(service, op, 40, "UUIDIdentifikator mangler");
+        return Output::status(dialect, service, op, 40, "UUIDIdentifikator mangler");
     }
     if input.ids.len() > options.max_list_ids || (op == Op::Laes && input.ids.len() > 1) {
         return Output::status(
+            dialect,
             service,
             op,
             40,
@@ -1508,12 +1708,18 @@ fn list(
         input.from.is_some() || input.to.is_some(),
         now,
     );
-    let (root, attrs) = output_element(service, op);
+    let (root, attrs) = output_element(dialect, service, op);
     let mut body = XmlWriter::new();
     let mut found = 0;
     for text in &input.ids {
         let Ok(id) = Uuid::parse_str(text.trim()) else {
-            return Output::status(service, op, 40, &format!("{text:?} er ikke en UUID"));
+            return Output::status(
+                dialect,
+                service,
+                op,
+                40,
+                &format!("{text:?} er ikke en UUID"),
+            );
         };
         let mut item = XmlWriter::new();
         let written = match service {
@@ -1524,7 +1730,7 @@ fn list(
                 .is_some(),
             Service::Bruger => match world.users.get(&id) {
                 Some(&i) => {
-                    world.write_user(&mut item, "ns5", i, &window);
+                    world.write_user(&mut item, dialect, "ns5", i, &window);
                     true
                 }
                 None if world.ghosts.contains(&id) => {
@@ -1572,12 +1778,19 @@ fn list(
     }
 }
 
-fn hierarchy(world: &World, options: &SimOptions, payload: &str, now: DateTime<Utc>) -> Output {
+fn hierarchy(
+    dialect: Dialect,
+    world: &World,
+    options: &SimOptions,
+    payload: &str,
+    now: DateTime<Utc>,
+) -> Output {
     let service = Service::OrganisationSystem;
     let input: SoegIn = match quick_xml::de::from_str(payload) {
         Ok(input) => input,
         Err(e) => {
             return Output::status(
+                dialect,
                 service,
                 Op::Hierarchy,
                 40,
@@ -1587,10 +1800,10 @@ fn hierarchy(world: &World, options: &SimOptions, payload: &str, now: DateTime<U
     };
     let (offset, limit) = match paging(options, &input.offset, &input.limit) {
         Ok(p) => p,
-        Err(message) => return Output::status(service, Op::Hierarchy, 40, &message),
+        Err(message) => return Output::status(dialect, service, Op::Hierarchy, 40, &message),
     };
     let window = window(options, &None, &None, false, now);
-    let (root, attrs) = output_element(service, Op::Hierarchy);
+    let (root, attrs) = output_element(dialect, service, Op::Hierarchy);
     let mut w = XmlWriter::new();
     w.start(&root, &attrs);
     standard_retur(&mut w, 20, "OK");

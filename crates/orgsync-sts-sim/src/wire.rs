@@ -3,6 +3,11 @@
 use uuid::Uuid;
 
 pub(crate) const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
+pub(crate) const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub(crate) const AUTHORITY_CONTEXT_NS: &str =
+    "http://serviceplatformen.dk/xml/schemas/AuthorityContext/1/";
+pub(crate) const SERVICEPLATFORM_FAULT_NS: &str =
+    "http://serviceplatformen.dk/xml/schemas/ServiceplatformFault/1/";
 pub(crate) const SAGDOK_NS: &str = "urn:oio:sagdok:3.0.0";
 pub(crate) const ORGFAELLES_NS: &str = "http://stoettesystemerne.dk/organisation/6/";
 pub(crate) const STS_NS: &str = "urn:oio:sts:6";
@@ -44,6 +49,34 @@ impl Service {
         })
     }
 
+    /// A v5 path segment (`OrganisationEnhed`); v5 has no Virksomhed service.
+    pub(crate) fn from_name(name: &str) -> Option<Service> {
+        Some(match name {
+            "OrganisationSystem" => Service::OrganisationSystem,
+            "Organisation" => Service::Organisation,
+            "OrganisationEnhed" => Service::OrganisationEnhed,
+            "OrganisationFunktion" => Service::OrganisationFunktion,
+            "Bruger" => Service::Bruger,
+            "Person" => Service::Person,
+            "Adresse" => Service::Adresse,
+            _ => return None,
+        })
+    }
+
+    /// The v5 name of the service.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Service::OrganisationSystem => "OrganisationSystem",
+            Service::Organisation => "Organisation",
+            Service::OrganisationEnhed => "OrganisationEnhed",
+            Service::OrganisationFunktion => "OrganisationFunktion",
+            Service::Bruger => "Bruger",
+            Service::Person => "Person",
+            Service::Adresse => "Adresse",
+            Service::Virksomhed => "Virksomhed",
+        }
+    }
+
     /// The URL path and namespace segment.
     pub fn segment(self) -> &'static str {
         match self {
@@ -72,6 +105,70 @@ impl Service {
             other => other.segment(),
         };
         format!("http://kombit.dk/sts/organisation/{segment}/{operation}")
+    }
+}
+
+/// Which contract the simulator speaks on a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Dialect {
+    /// Organisation 6: SOAP 1.2 at `/organisation/<svc>/6/`, payloads in
+    /// `http://stoettesystemerne.dk/organisation/<svc>/6/`.
+    #[default]
+    Organisation6,
+    /// The legacy Serviceplatformen contract (v5): SOAP 1.1 at `/organisation/<Svc>/5` (and
+    /// `/service/Organisation/<Svc>/5`), payloads in `urn:oio:sts:organisation:<svc>:1.1.3.0`
+    /// inside `XxxRequest`/`XxxResponse` wrappers; the caller's municipality is the request's
+    /// `AuthorityContext/MunicipalityCVR`.
+    Serviceplatformen5,
+}
+
+impl Dialect {
+    pub(crate) fn soap_namespace(self) -> &'static str {
+        match self {
+            Dialect::Organisation6 => SOAP12_NS,
+            Dialect::Serviceplatformen5 => SOAP11_NS,
+        }
+    }
+
+    pub(crate) fn namespace(self, service: Service) -> String {
+        match self {
+            Dialect::Organisation6 => service.namespace(),
+            Dialect::Serviceplatformen5 => {
+                format!("urn:oio:sts:organisation:{}:1.1.3.0", service.segment())
+            }
+        }
+    }
+
+    pub(crate) fn orgfaelles_namespace(self) -> &'static str {
+        match self {
+            Dialect::Organisation6 => ORGFAELLES_NS,
+            Dialect::Serviceplatformen5 => "urn:oio:sts:organisation:1.1.3.0",
+        }
+    }
+
+    pub(crate) fn sts_namespace(self) -> &'static str {
+        match self {
+            Dialect::Organisation6 => STS_NS,
+            Dialect::Serviceplatformen5 => "urn:oio:sts:1.1.3.0",
+        }
+    }
+
+    /// The namespace of the v5 request and response wrappers.
+    pub(crate) fn wrapper_namespace(self, service: Service) -> Option<String> {
+        match self {
+            Dialect::Organisation6 => None,
+            Dialect::Serviceplatformen5 => Some(format!(
+                "http://serviceplatformen.dk/xml/wsdl/soap11/Organisation/{}/5/",
+                service.name()
+            )),
+        }
+    }
+
+    pub(crate) fn action(self, service: Service, operation: &str) -> String {
+        match self.wrapper_namespace(service) {
+            None => service.action(operation),
+            Some(base) => format!("{base}{operation}"),
+        }
     }
 }
 

@@ -302,14 +302,19 @@ pub(crate) const P: Prefixes = Prefixes {
 };
 
 /// Root attributes declaring every namespace a payload uses; `obj` is the object namespace prefix `ns5`.
+/// The object XML is the same in both dialects; only these declarations differ.
 pub(crate) fn root_namespaces(
+    dialect: Dialect,
     service_ns: &str,
     extra: &[(&'static str, String)],
 ) -> Vec<(String, String)> {
     let mut attrs = vec![
         ("xmlns:ns2".to_owned(), SAGDOK_NS.to_owned()),
-        ("xmlns:ns3".to_owned(), ORGFAELLES_NS.to_owned()),
-        ("xmlns:ns4".to_owned(), STS_NS.to_owned()),
+        (
+            "xmlns:ns3".to_owned(),
+            dialect.orgfaelles_namespace().to_owned(),
+        ),
+        ("xmlns:ns4".to_owned(), dialect.sts_namespace().to_owned()),
         ("xmlns:ns5".to_owned(), service_ns.to_owned()),
     ];
     for (prefix, ns) in extra {
@@ -467,8 +472,16 @@ impl World {
         }
     }
 
-    /// A user's `ObjektType` and `Registrering`.
-    pub(crate) fn write_user(&self, w: &mut XmlWriter, obj: &str, index: usize, window: &Window) {
+    /// A user's `ObjektType` and `Registrering`. The address role's `Label` exists only in
+    /// Organisation 6 (`UuidLabelInputType`); v5's role is a plain `UnikIdType`.
+    pub(crate) fn write_user(
+        &self,
+        w: &mut XmlWriter,
+        dialect: Dialect,
+        obj: &str,
+        index: usize,
+        window: &Window,
+    ) {
         let user = &self.snapshot.users[index];
         let id = user.uuid.0;
         let e = |name: &str| format!("{obj}:{name}");
@@ -501,7 +514,9 @@ impl World {
                 uuid_element(w, &sd("ReferenceID"), address.uuid);
                 w.open(&sd("Rolle"));
                 w.leaf(&sd("UUIDIdentifikator"), &role.to_string());
-                w.leaf(&sd("Label"), label);
+                if dialect == Dialect::Organisation6 {
+                    w.leaf(&sd("Label"), label);
+                }
                 w.end(&sd("Rolle"));
                 uuid_element(w, &sd("Type"), ADDRESS_TYPE_USER);
                 w.leaf(&sd("Indeks"), &derive(address.uuid, i as u64).to_string());

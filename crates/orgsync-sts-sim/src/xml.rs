@@ -5,7 +5,7 @@ use quick_xml::escape::escape;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 
-use crate::wire::SOAP12_NS;
+use crate::wire::{AUTHORITY_CONTEXT_NS, Dialect};
 
 /// Builds XML text; names carry their prefixes.
 #[derive(Debug, Default)]
@@ -85,14 +85,22 @@ pub(crate) struct Request<'a> {
     pub local_name: String,
     /// The payload element's text.
     pub payload: &'a str,
+    /// v5: the wrapper around the payload, `(namespace, local name)`.
+    pub wrapper: Option<(String, String)>,
+    /// v5: `AuthorityContext/MunicipalityCVR` in the wrapper.
+    pub authority_cvr: Option<String>,
 }
 
-/// Reads a SOAP 1.2 request envelope.
-pub(crate) fn read_request(text: &str) -> Result<Request<'_>, String> {
+/// Reads a request envelope of the dialect (SOAP 1.2, or SOAP 1.1 with the v5 wrapper).
+pub(crate) fn read_request(text: &str, dialect: Dialect) -> Result<Request<'_>, String> {
+    let soap_ns = dialect.soap_namespace();
+    let wrapped = dialect == Dialect::Serviceplatformen5;
     let mut reader = NsReader::from_str(text);
     let mut path: Vec<(String, String)> = Vec::new();
     let mut wsa_action = None;
     let mut transaction = None;
+    let mut wrapper: Option<(String, String)> = None;
+    let mut authority_cvr = None;
     loop {
         let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         let (resolved, event) = reader
@@ -105,13 +113,21 @@ pub(crate) fn read_request(text: &str) -> Result<Request<'_>, String> {
         match event {
             Event::Start(ref start) | Event::Empty(ref start) => {
                 let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
-                let in_body = path.len() == 2 && path[1].1 == "Body" && path[1].0 == SOAP12_NS;
-                if path.is_empty() && (local != "Envelope" || ns != SOAP12_NS) {
+                let in_body = path.len() == 2 && path[1].1 == "Body" && path[1].0 == soap_ns;
+                if path.is_empty() && (local != "Envelope" || ns != soap_ns) {
                     return Err(format!(
-                        "the root is {{{ns}}}{local}, not a SOAP 1.2 Envelope"
+                        "the root is {{{ns}}}{local}, not a SOAP Envelope in {soap_ns}"
                     ));
                 }
-                if in_body {
+                if in_body && wrapped && matches!(event, Event::Start(_)) {
+                    wrapper = Some((ns.clone(), local.clone()));
+                    path.push((ns, local));
+                    continue;
+                }
+                let in_wrapper = wrapped && path.len() == 3 && wrapper.is_some();
+                let context = ns == AUTHORITY_CONTEXT_NS
+                    || ns == "http://serviceplatformen.dk/xml/schemas/CallContext/1/";
+                if (in_body && !wrapped) || (in_wrapper && !context) {
                     let end = element_end(text, before)?;
                     return Ok(Request {
                         wsa_action,
@@ -119,6 +135,8 @@ pub(crate) fn read_request(text: &str) -> Result<Request<'_>, String> {
                         namespace: ns,
                         local_name: local,
                         payload: &text[before..end],
+                        wrapper,
+                        authority_cvr,
                     });
                 }
                 if matches!(event, Event::Start(_)) {
@@ -132,6 +150,8 @@ pub(crate) fn read_request(text: &str) -> Result<Request<'_>, String> {
                         wsa_action = Some(value);
                     } else if local == "TransactionUUID" {
                         transaction = Some(value);
+                    } else if local == "MunicipalityCVR" && path.len() == 5 {
+                        authority_cvr = Some(value);
                     }
                 }
             }

@@ -25,7 +25,7 @@ use crate::request::{self, Search};
 use crate::response::{HasStatus, HierarchyOutput, ListOutput, ObjectXml, SoegOutput};
 use crate::transport::{SoapCall, SoapResponse, Transport, UnsignedTransport};
 use crate::wire::{
-    ADDRESS_ROLE_EMAIL, ADDRESS_ROLE_LANDLINE, ADDRESS_ROLE_MOBILE, FUNCTION_TYPE_MANAGER,
+    ADDRESS_ROLE_EMAIL, ADDRESS_ROLE_LANDLINE, ADDRESS_ROLE_MOBILE, Dialect, FUNCTION_TYPE_MANAGER,
     FUNCTION_TYPE_POSITION, Operation, Service, UNIT_TYPE_DEPARTMENT, UNIT_TYPE_TEAM,
 };
 use crate::xml::{self, Body};
@@ -217,12 +217,13 @@ impl StsClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        base.join(&service.path()).map_err(|e| {
-            StsError::Config(format!(
-                "cannot build the {} URL from {base}: {e}",
-                service.segment()
-            ))
-        })
+        base.join(&self.inner.options.dialect.path(service))
+            .map_err(|e| {
+                StsError::Config(format!(
+                    "cannot build the {} URL from {base}: {e}",
+                    service.segment()
+                ))
+            })
     }
 
     /// One call with politeness, timeout and retries. `Ok(None)` = StatusKode 44 (nothing found).
@@ -246,13 +247,21 @@ impl StsClient {
     ) -> Result<Option<T>, StsError> {
         let site = CallSite { service, operation };
         let options = &self.inner.options;
+        let dialect = options.dialect;
         let mut call = SoapCall {
             cvr: self.inner.cvr.clone(),
             service,
             operation,
+            dialect,
             url: self.url(service)?,
-            action: service.action(operation),
-            payload,
+            action: dialect.action(service, operation),
+            payload: request::body(
+                dialect,
+                service,
+                operation,
+                self.inner.cvr.as_str(),
+                payload,
+            ),
             transaction_id: Uuid::new_v4(),
         };
         if let Some(fatal) = self.fatal() {
@@ -309,7 +318,7 @@ impl StsClient {
                             url: call.url.to_string(),
                         })
                     }
-                    Ok(Ok(response)) => interpret::<T>(&site, &response),
+                    Ok(Ok(response)) => interpret::<T>(dialect, &site, &response),
                 }
             };
             self.inner.progress.publish(self.calls());
@@ -375,12 +384,19 @@ impl StsClient {
             .take()
     }
 
-    /// The municipality's Organisation UUID: configured, or Virksomhed soeg (CVR) then Organisation soeg (Virksomhed).
+    /// The municipality's Organisation UUID: configured, or Virksomhed soeg (CVR) then
+    /// Organisation soeg (Virksomhed). The v5 contract has no Virksomhed service: there an
+    /// Organisation soeg without filters, scoped by `AuthorityContext` to the municipality, must
+    /// find exactly one Organisation (otherwise configure `organisation_uuid`).
     pub async fn organisation_uuid(&self) -> Result<Uuid, StsError> {
         self.inner
             .organisation
             .get_or_try_init(|| async {
                 let cvr = self.inner.cvr.as_str().to_owned();
+                let dialect = self.inner.options.dialect;
+                if !dialect.offers(Service::Virksomhed) {
+                    return self.organisation_in_authority_context(cvr).await;
+                }
                 let search = Search {
                     cvr: Some(cvr.clone()),
                     ..Search::default()
@@ -389,7 +405,7 @@ impl StsClient {
                     .call(
                         Service::Virksomhed,
                         Operation::Soeg,
-                        request::soeg(Service::Virksomhed, 0, 2, &search),
+                        request::soeg(dialect, Service::Virksomhed, 0, 2, &search),
                     )
                     .await?;
                 let company = first_id(found).ok_or_else(|| StsError::OrganisationNotFound {
@@ -405,7 +421,7 @@ impl StsClient {
                     .call(
                         Service::Organisation,
                         Operation::Soeg,
-                        request::soeg(Service::Organisation, 0, 2, &search),
+                        request::soeg(dialect, Service::Organisation, 0, 2, &search),
                     )
                     .await?;
                 first_id(found).ok_or_else(|| StsError::OrganisationNotFound {
@@ -417,6 +433,42 @@ impl StsClient {
             })
             .await
             .copied()
+    }
+
+    /// The one Organisation an unfiltered Organisation soeg finds within the call's
+    /// `AuthorityContext` (v5).
+    async fn organisation_in_authority_context(&self, cvr: String) -> Result<Uuid, StsError> {
+        let dialect = self.inner.options.dialect;
+        let found: Option<SoegOutput> = self
+            .call(
+                Service::Organisation,
+                Operation::Soeg,
+                request::soeg(dialect, Service::Organisation, 0, 2, &Search::default()),
+            )
+            .await?;
+        let ids: Vec<Uuid> = found
+            .and_then(|f| f.ids)
+            .map(|l| {
+                l.ids
+                    .iter()
+                    .filter_map(|t| Uuid::parse_str(t.trim()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match ids.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(StsError::OrganisationNotFound {
+                cvr,
+                message: "Organisation soeg within the AuthorityContext found no Organisation"
+                    .to_owned(),
+            }),
+            _ => Err(StsError::OrganisationNotFound {
+                cvr,
+                message: "Organisation soeg within the AuthorityContext found more than one \
+                          Organisation; set the customer's organisation_uuid"
+                    .to_owned(),
+            }),
+        }
     }
 
     /// Reads the whole municipality: units, positions, users, names, e-mail and phone.
@@ -528,6 +580,7 @@ impl StsClient {
         now: DateTime<Utc>,
     ) -> Result<Vec<UnitRecord>, StsError> {
         let mut units = Vec::new();
+        let dialect = self.inner.options.dialect;
         let end = self
             .pager()
             .run(
@@ -535,7 +588,7 @@ impl StsClient {
                 self.page_fetch::<HierarchyOutput>(
                     Service::OrganisationSystem,
                     Operation::FremsoegObjekthierarki,
-                    request::hierarchy,
+                    move |offset, limit| request::hierarchy(dialect, offset, limit),
                 ),
                 |page| {
                     let objects = page
@@ -848,7 +901,7 @@ impl StsClient {
                 .call(
                     service,
                     Operation::List,
-                    request::list(service, chunk, from),
+                    request::list(self.inner.options.dialect, service, chunk, from),
                 )
                 .await?;
             if let Some(mut output) = output {
@@ -908,6 +961,7 @@ impl StsClient {
         let client = self.clone();
         async move {
             let batch = client.inner.options.list_batch_size;
+            let dialect = client.inner.options.dialect;
             let mut tasks = JoinSet::new();
             let end = client
                 .pager()
@@ -916,7 +970,9 @@ impl StsClient {
                     client.page_fetch::<SoegOutput>(
                         service,
                         Operation::Soeg,
-                        move |offset, limit| request::soeg(service, offset, limit, &search),
+                        move |offset, limit| {
+                            request::soeg(dialect, service, offset, limit, &search)
+                        },
                     ),
                     |page| {
                         let raw = page.and_then(|p| p.ids).map(|l| l.ids).unwrap_or_default();
@@ -988,12 +1044,14 @@ fn backoff(options: &ClientOptions, attempt: u32) -> Duration {
 
 /// Turns an HTTP answer into the payload, or a typed error.
 fn interpret<T: DeserializeOwned + HasStatus>(
+    dialect: Dialect,
     site: &CallSite,
     response: &SoapResponse,
 ) -> Result<Option<T>, StsError> {
     let ok_status = (200..300).contains(&response.status);
-    let body = match xml::read_body(&response.body) {
-        Ok(body) => body,
+    let wrapper_ns = dialect.wrapper_namespace(site.service);
+    let (wrapper, body) = match xml::read_body_in(&response.body, wrapper_ns.is_some()) {
+        Ok(read) => read,
         Err(_) if !ok_status => {
             return Err(StsError::Http {
                 site: site.clone(),
@@ -1036,7 +1094,18 @@ fn interpret<T: DeserializeOwned + HasStatus>(
             xml,
         } => (namespace, local_name, xml),
     };
-    let expected_ns = site.service.namespace();
+    if let (Some(expected_ns), Some((namespace, local_name))) = (&wrapper_ns, &wrapper) {
+        let expected_name = site.operation.response_wrapper();
+        if namespace != expected_ns || local_name != expected_name {
+            return Err(StsError::Malformed {
+                site: site.clone(),
+                message: format!(
+                    "expected {{{expected_ns}}}{expected_name} in the SOAP Body, got {{{namespace}}}{local_name}"
+                ),
+            });
+        }
+    }
+    let expected_ns = dialect.namespace(site.service);
     let expected_name = site.operation.output_element();
     if namespace != expected_ns || local_name != expected_name {
         return Err(StsError::Malformed {
@@ -1264,7 +1333,7 @@ pub struct Inspection {
     pub issues: Vec<ReadIssue>,
 }
 
-/// Parses one HTTP answer exactly as the client does (envelope, fault, StandardRetur, payload,
+/// Parses one Organisation 6 HTTP answer exactly as the client does (envelope, fault, StandardRetur, payload,
 /// bitemporal rules) without calling anything. For tests, fuzzing and support tools.
 pub fn inspect_response(
     service: Service,
@@ -1280,19 +1349,21 @@ pub fn inspect_response(
     };
     let mut issues = Vec::new();
     let found = match operation {
-        Operation::Soeg => interpret::<SoegOutput>(&site, &response)?
+        Operation::Soeg => interpret::<SoegOutput>(Dialect::Organisation6, &site, &response)?
             .and_then(|o| o.ids)
             .map_or(0, |l| l.ids.len()),
-        Operation::FremsoegObjekthierarki => interpret::<HierarchyOutput>(&site, &response)?
-            .and_then(|o| o.units)
-            .map_or(0, |u| {
-                u.objects
-                    .iter()
-                    .filter_map(|o| bitemporal::unit(o, now, &mut issues))
-                    .count()
-            }),
+        Operation::FremsoegObjekthierarki => {
+            interpret::<HierarchyOutput>(Dialect::Organisation6, &site, &response)?
+                .and_then(|o| o.units)
+                .map_or(0, |u| {
+                    u.objects
+                        .iter()
+                        .filter_map(|o| bitemporal::unit(o, now, &mut issues))
+                        .count()
+                })
+        }
         Operation::List | Operation::Laes => {
-            let objects = interpret::<ListOutput>(&site, &response)?
+            let objects = interpret::<ListOutput>(Dialect::Organisation6, &site, &response)?
                 .map(|o| o.objects)
                 .unwrap_or_default();
             objects

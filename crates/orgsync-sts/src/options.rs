@@ -5,6 +5,8 @@ use std::time::Duration;
 use url::Url;
 use uuid::Uuid;
 
+use crate::wire::Dialect;
+
 /// Which STS installation the client talks to. The unsigned transport only works for `Sim`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Environment {
@@ -22,7 +24,11 @@ pub enum Environment {
 pub struct ClientOptions {
     /// The STS installation.
     pub environment: Environment,
-    /// The Organisation base URL, ending in `/organisation/`; service paths are appended.
+    /// Which contract the services speak: Organisation 6 (default) or the legacy
+    /// Serviceplatformen v5.
+    pub dialect: Dialect,
+    /// The Organisation base URL, ending in `/organisation/` (v5: `/service/Organisation/`);
+    /// service paths are appended.
     pub base_url: Url,
     /// The municipality's Organisation UUID; `None` = look it up from the CVR (2 calls).
     pub organisation_uuid: Option<Uuid>,
@@ -77,6 +83,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             environment: Environment::Sim,
+            dialect: Dialect::default(),
             base_url: Url::parse("http://127.0.0.1:8089/organisation/")
                 .unwrap_or_else(|_| unreachable!()),
             organisation_uuid: None,

@@ -1,10 +1,37 @@
-//! Request payloads, element order exactly as the v6 XSDs say (validated in tests with xmllint).
+//! Request payloads, element order exactly as the v6 and v5 XSDs say (validated in tests with xmllint); the dialect gives the namespaces and, for v5, the `XxxRequest` wrapper.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::wire::{ORGFAELLES_NS, SAGDOK_NS, STS_NS, Service};
+use crate::wire::{Dialect, Operation, SAGDOK_NS, Service};
 use crate::xml::XmlWriter;
+
+/// The v5 `AuthorityContext` namespace (`MunicipalityCVR`).
+pub(crate) const AUTHORITY_CONTEXT_NS: &str =
+    "http://serviceplatformen.dk/xml/schemas/AuthorityContext/1/";
+
+/// The SOAP Body content of a call: the input element itself (Organisation 6), or for v5 the
+/// `XxxRequest` wrapper with `AuthorityContext/MunicipalityCVR` followed by the input.
+pub(crate) fn body(
+    dialect: Dialect,
+    service: Service,
+    operation: Operation,
+    cvr: &str,
+    input: String,
+) -> String {
+    let Some(wrapper_ns) = dialect.wrapper_namespace(service) else {
+        return input;
+    };
+    let wrapper = format!("w:{}", operation.request_wrapper());
+    let mut w = XmlWriter::new();
+    w.start(&wrapper, &[("xmlns:w", wrapper_ns.as_str())]);
+    w.start("ac:AuthorityContext", &[("xmlns:ac", AUTHORITY_CONTEXT_NS)]);
+    w.leaf("ac:MunicipalityCVR", cvr);
+    w.end("ac:AuthorityContext");
+    w.raw(&input);
+    w.end(&wrapper);
+    w.finish()
+}
 
 /// A search: paging plus the filters the XSD allows, in XSD order.
 #[derive(Clone, Debug, Default)]
@@ -32,16 +59,22 @@ fn reference(w: &mut XmlWriter, element: &str, id: Uuid) {
 }
 
 /// `SoegInput` of `service`.
-pub(crate) fn soeg(service: Service, offset: u64, limit: u32, search: &Search) -> String {
-    let ns = service.namespace();
+pub(crate) fn soeg(
+    dialect: Dialect,
+    service: Service,
+    offset: u64,
+    limit: u32,
+    search: &Search,
+) -> String {
+    let ns = dialect.namespace(service);
     let mut w = XmlWriter::new();
     w.start(
         "o:SoegInput",
         &[
             ("xmlns:o", &ns),
             ("xmlns:sd", SAGDOK_NS),
-            ("xmlns:of", ORGFAELLES_NS),
-            ("xmlns:sts", STS_NS),
+            ("xmlns:of", dialect.orgfaelles_namespace()),
+            ("xmlns:sts", dialect.sts_namespace()),
         ],
     );
     w.leaf("sd:FoersteResultatReference", &offset.to_string());
@@ -94,8 +127,13 @@ pub(crate) fn soeg(service: Service, offset: u64, limit: u32, search: &Search) -
 }
 
 /// `ListInput` of `service`; with `from`, entries valid from then to the open end are included.
-pub(crate) fn list(service: Service, ids: &[Uuid], from: Option<DateTime<Utc>>) -> String {
-    let ns = service.namespace();
+pub(crate) fn list(
+    dialect: Dialect,
+    service: Service,
+    ids: &[Uuid],
+    from: Option<DateTime<Utc>>,
+) -> String {
+    let ns = dialect.namespace(service);
     let mut w = XmlWriter::new();
     w.start("o:ListInput", &[("xmlns:o", &ns), ("xmlns:sd", SAGDOK_NS)]);
     for id in ids {
@@ -114,8 +152,8 @@ pub(crate) fn list(service: Service, ids: &[Uuid], from: Option<DateTime<Utc>>) 
 }
 
 /// `FremsoegObjekthierarkiInput`: one page of the unit tree.
-pub(crate) fn hierarchy(offset: u64, limit: u32) -> String {
-    let ns = Service::OrganisationSystem.namespace();
+pub(crate) fn hierarchy(dialect: Dialect, offset: u64, limit: u32) -> String {
+    let ns = dialect.namespace(Service::OrganisationSystem);
     let mut w = XmlWriter::new();
     w.start(
         "o:FremsoegObjekthierarkiInput",

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use crate::error::{StsError, TransportError};
 use crate::options::{ClientOptions, Environment};
-use crate::wire::{Operation, REQUEST_HEADER_NS, SOAP12_NS, Service, WSA_NS};
+use crate::signed::SoapVersion;
+use crate::wire::{Dialect, Operation, REQUEST_HEADER_NS, SOAP11_NS, SOAP12_NS, Service, WSA_NS};
 use crate::xml::XmlWriter;
 
 /// One SOAP call as the operations see it.
@@ -28,11 +29,14 @@ pub struct SoapCall {
     pub service: Service,
     /// The operation.
     pub operation: Operation,
-    /// The full URL of the service (`<base>/<svc>/6/`).
+    /// The contract: decides the SOAP version of the envelope.
+    pub dialect: Dialect,
+    /// The full URL of the service (`<base>/<svc>/6/`, v5 `<base>/<Svc>/5`).
     pub url: Url,
     /// The SOAP action (docs/sts-protocol.md §2).
     pub action: String,
-    /// The body payload: one element (`SoegInput`, `ListInput`, ...) declaring its own namespaces.
+    /// The body payload: one element (`SoegInput`, `ListInput`, ..., or v5's `SoegRequest`
+    /// wrapper around it) declaring its own namespaces.
     pub payload: String,
     /// A fresh id for the `RequestHeader/TransactionUUID`.
     pub transaction_id: Uuid,
@@ -58,7 +62,7 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     fn send<'a>(&'a self, call: &'a SoapCall) -> TransportFuture<'a>;
 }
 
-/// Plain SOAP 1.2 over HTTP without WS-Security: the simulator's profile only.
+/// Plain SOAP over HTTP without WS-Security (1.2, or 1.1 for the v5 dialect): the simulator's profile only.
 ///
 /// Carries the CVR in an `X-Orgsync-Sim-Cvr` HTTP header, standing in for the SAML token's
 /// `CvrNumberIdentifier` that scopes every real call.
@@ -113,11 +117,16 @@ pub fn check_unsigned_allowed(options: &ClientOptions) -> Result<(), StsError> {
     Ok(())
 }
 
-/// The unsigned SOAP 1.2 envelope around a payload: RequestHeader plus WS-Addressing Action, MessageID and To.
+/// The unsigned SOAP envelope (1.2, or 1.1 for the v5 dialect) around a payload: RequestHeader
+/// plus WS-Addressing Action, MessageID and To.
 pub fn unsigned_envelope(call: &SoapCall) -> String {
+    let soap = match call.dialect.soap_version() {
+        SoapVersion::Soap12 => SOAP12_NS,
+        SoapVersion::Soap11 => SOAP11_NS,
+    };
     let mut w = XmlWriter::new();
     w.raw(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    w.start("s:Envelope", &[("xmlns:s", SOAP12_NS), ("xmlns:a", WSA_NS)]);
+    w.start("s:Envelope", &[("xmlns:s", soap), ("xmlns:a", WSA_NS)]);
     w.start("s:Header", &[]);
     w.leaf("a:Action", &call.action);
     w.leaf("a:MessageID", &format!("urn:uuid:{}", Uuid::new_v4()));
@@ -138,14 +147,21 @@ impl Transport for UnsignedTransport {
         Box::pin(async move {
             check_loopback(&call.url)?;
             let envelope = unsigned_envelope(call);
-            let content_type = format!(
-                "application/soap+xml; charset=utf-8; action=\"{}\"",
-                call.action
-            );
-            let response = self
-                .http
-                .post(call.url.clone())
-                .header("content-type", content_type)
+            let request = match call.dialect.soap_version() {
+                SoapVersion::Soap12 => self.http.post(call.url.clone()).header(
+                    "content-type",
+                    format!(
+                        "application/soap+xml; charset=utf-8; action=\"{}\"",
+                        call.action
+                    ),
+                ),
+                SoapVersion::Soap11 => self
+                    .http
+                    .post(call.url.clone())
+                    .header("content-type", "text/xml; charset=utf-8")
+                    .header("soapaction", format!("\"{}\"", call.action)),
+            };
+            let response = request
                 .header(SIM_CVR_HEADER, call.cvr.as_str())
                 .body(envelope)
                 .send()

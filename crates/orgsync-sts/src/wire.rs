@@ -1,6 +1,8 @@
-//! Names on the wire of Organisation 6 (docs/sts-protocol.md §2, §9): services, operations, namespaces, SOAP actions and well-known class UUIDs.
+//! Names on the wire (docs/sts-protocol.md §2, §9): services, operations, namespaces, SOAP actions and well-known class UUIDs, for Organisation 6 and for the legacy Serviceplatformen contract (v5), selected by [`Dialect`].
 
 use uuid::Uuid;
+
+use crate::signed::SoapVersion;
 
 /// SOAP 1.2 envelope namespace.
 pub const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -122,6 +124,21 @@ impl Service {
         }
     }
 
+    /// The object type's name as the v5 contract spells it in paths and namespaces
+    /// (`OrganisationEnhed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::OrganisationSystem => "OrganisationSystem",
+            Service::Organisation => "Organisation",
+            Service::OrganisationEnhed => "OrganisationEnhed",
+            Service::OrganisationFunktion => "OrganisationFunktion",
+            Service::Bruger => "Bruger",
+            Service::Person => "Person",
+            Service::Adresse => "Adresse",
+            Service::Virksomhed => "Virksomhed",
+        }
+    }
+
     /// The segment of the SOAP action, which differs from the path for OrganisationSystem
     /// (`organisationssystem`, double "s").
     pub fn action_segment(self) -> &'static str {
@@ -151,6 +168,92 @@ impl Service {
             self.action_segment(),
             operation.action_name()
         )
+    }
+}
+
+/// Which contract the Organisation services speak. Everything that differs between the two
+/// is here, as data; request bodies, response parsing and the client use one code path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Dialect {
+    /// Organisation 6 on Støttesystemerne: SOAP 1.2, `<svc>/6/`, payloads in
+    /// `http://stoettesystemerne.dk/organisation/<svc>/6/`, KOMBIT SOAP actions; the
+    /// municipality comes from the token alone.
+    #[default]
+    Organisation6,
+    /// The legacy Serviceplatformen contract (SF1500 v5, schemas 1.1.STS-3): SOAP 1.1,
+    /// `<Svc>/5`, payloads in `urn:oio:sts:organisation:<svc>:1.1.3.0`, each wrapped in an
+    /// `XxxRequest`/`XxxResponse` of `http://serviceplatformen.dk/xml/wsdl/soap11/Organisation/<Svc>/5/`
+    /// whose `AuthorityContext/MunicipalityCVR` names the municipality. It has no Virksomhed
+    /// service.
+    Serviceplatformen5,
+}
+
+impl Dialect {
+    /// SOAP 1.2 or 1.1.
+    pub fn soap_version(self) -> SoapVersion {
+        match self {
+            Dialect::Organisation6 => SoapVersion::Soap12,
+            Dialect::Serviceplatformen5 => SoapVersion::Soap11,
+        }
+    }
+
+    /// Whether the contract has this service (v5 has no Virksomhed).
+    pub fn offers(self, service: Service) -> bool {
+        !(self == Dialect::Serviceplatformen5 && service == Service::Virksomhed)
+    }
+
+    /// Path of a service below the base URL: `organisationenhed/6/` or `OrganisationEnhed/5`.
+    pub fn path(self, service: Service) -> String {
+        match self {
+            Dialect::Organisation6 => service.path(),
+            Dialect::Serviceplatformen5 => format!("{}/5", service.name()),
+        }
+    }
+
+    /// The namespace of a service's payloads (`SoegInput`, `ListOutput`, the objects).
+    pub fn namespace(self, service: Service) -> String {
+        match self {
+            Dialect::Organisation6 => service.namespace(),
+            Dialect::Serviceplatformen5 => {
+                format!("urn:oio:sts:organisation:{}:1.1.3.0", service.segment())
+            }
+        }
+    }
+
+    /// `orgfaelles`: Gyldighed and GyldighedStatusKode.
+    pub fn orgfaelles_namespace(self) -> &'static str {
+        match self {
+            Dialect::Organisation6 => ORGFAELLES_NS,
+            Dialect::Serviceplatformen5 => "urn:oio:sts:organisation:1.1.3.0",
+        }
+    }
+
+    /// `sts`: CVR-NummerTekst, AdresseTekst, NavnTekst.
+    pub fn sts_namespace(self) -> &'static str {
+        match self {
+            Dialect::Organisation6 => STS_NS,
+            Dialect::Serviceplatformen5 => "urn:oio:sts:1.1.3.0",
+        }
+    }
+
+    /// The namespace of the v5 `XxxRequest`/`XxxResponse` wrappers; `None` for Organisation 6,
+    /// whose payloads stand directly in the SOAP Body.
+    pub fn wrapper_namespace(self, service: Service) -> Option<String> {
+        match self {
+            Dialect::Organisation6 => None,
+            Dialect::Serviceplatformen5 => Some(format!(
+                "http://serviceplatformen.dk/xml/wsdl/soap11/Organisation/{}/5/",
+                service.name()
+            )),
+        }
+    }
+
+    /// The SOAP action of an operation on a service.
+    pub fn action(self, service: Service, operation: Operation) -> String {
+        match self.wrapper_namespace(service) {
+            None => service.action(operation),
+            Some(base) => format!("{base}{}", operation.action_name()),
+        }
     }
 }
 
@@ -185,6 +288,27 @@ impl Operation {
             Operation::List => "ListInput",
             Operation::Laes => "LaesInput",
             Operation::FremsoegObjekthierarki => "FremsoegObjekthierarkiInput",
+        }
+    }
+
+    /// The local name of the v5 request wrapper (`SoegRequest`; note the lower-case "o" of
+    /// `FremsoegobjekthierarkiRequest`).
+    pub fn request_wrapper(self) -> &'static str {
+        match self {
+            Operation::Soeg => "SoegRequest",
+            Operation::List => "ListRequest",
+            Operation::Laes => "LaesRequest",
+            Operation::FremsoegObjekthierarki => "FremsoegobjekthierarkiRequest",
+        }
+    }
+
+    /// The local name of the v5 response wrapper.
+    pub fn response_wrapper(self) -> &'static str {
+        match self {
+            Operation::Soeg => "SoegResponse",
+            Operation::List => "ListResponse",
+            Operation::Laes => "LaesResponse",
+            Operation::FremsoegObjekthierarki => "FremsoegobjekthierarkiResponse",
         }
     }
 
@@ -243,5 +367,35 @@ mod tests {
             Service::Person.namespace(),
             "http://stoettesystemerne.dk/organisation/person/6/"
         );
+    }
+
+    #[test]
+    fn the_legacy_dialect_names_follow_the_v5_wsdls() {
+        let v5 = Dialect::Serviceplatformen5;
+        assert_eq!(v5.path(Service::OrganisationEnhed), "OrganisationEnhed/5");
+        assert_eq!(
+            v5.namespace(Service::OrganisationFunktion),
+            "urn:oio:sts:organisation:organisationfunktion:1.1.3.0"
+        );
+        assert_eq!(
+            v5.action(
+                Service::OrganisationSystem,
+                Operation::FremsoegObjekthierarki
+            ),
+            "http://serviceplatformen.dk/xml/wsdl/soap11/Organisation/OrganisationSystem/5/fremsoegobjekthierarki"
+        );
+        assert_eq!(
+            v5.action(Service::Bruger, Operation::List),
+            "http://serviceplatformen.dk/xml/wsdl/soap11/Organisation/Bruger/5/list"
+        );
+        assert!(!v5.offers(Service::Virksomhed));
+        assert_eq!(v5.soap_version(), SoapVersion::Soap11);
+        let v6 = Dialect::Organisation6;
+        assert_eq!(v6.path(Service::Bruger), Service::Bruger.path());
+        assert_eq!(
+            v6.action(Service::Bruger, Operation::Soeg),
+            Service::Bruger.action(Operation::Soeg)
+        );
+        assert_eq!(v6.wrapper_namespace(Service::Bruger), None);
     }
 }

@@ -125,20 +125,34 @@ fn envelope_error(message: String) -> EnvelopeError {
 
 /// Finds the body payload (or fault) of a SOAP envelope.
 pub fn read_body(xml: &[u8]) -> Result<Body<'_>, EnvelopeError> {
+    read_body_in(xml, false).map(|(_, body)| body)
+}
+
+/// [`read_body`] for a contract that wraps payloads (the v5 `XxxResponse`): with `wrapped`, the
+/// payload is the first child of the Body's element, and that element's `(namespace, local
+/// name)` is returned too. A fault is never wrapped.
+pub fn read_body_in(
+    xml: &[u8],
+    wrapped: bool,
+) -> Result<(Option<(String, String)>, Body<'_>), EnvelopeError> {
     let looks_cut = !xml.trim_ascii_end().ends_with(b">");
-    read_body_inner(xml).map_err(|mut e| {
+    read_body_inner(xml, wrapped).map_err(|mut e| {
         e.truncated = e.truncated || looks_cut;
         e
     })
 }
 
-fn read_body_inner(xml: &[u8]) -> Result<Body<'_>, EnvelopeError> {
+fn read_body_inner(
+    xml: &[u8],
+    wrapped: bool,
+) -> Result<(Option<(String, String)>, Body<'_>), EnvelopeError> {
     let text = std::str::from_utf8(xml)
         .map_err(|e| envelope_error(format!("the response is not UTF-8: {e}")))?;
     let mut reader = NsReader::from_str(text);
     let mut depth = 0usize;
     let mut envelope_ns: Option<&'static str> = None;
     let mut in_body = false;
+    let mut wrapper: Option<(String, String)> = None;
     loop {
         let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         let (resolved, event) = reader
@@ -148,20 +162,34 @@ fn read_body_inner(xml: &[u8]) -> Result<Body<'_>, EnvelopeError> {
             ResolveResult::Bound(ns) => String::from_utf8_lossy(ns.as_ref()).into_owned(),
             _ => String::new(),
         };
+        let empty = matches!(event, Event::Empty(_));
         match event {
             Event::Start(start) | Event::Empty(start) if in_body => {
                 let local_name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+                let is_fault = Some(namespace.as_str()) == envelope_ns && local_name == "Fault";
+                if wrapped && wrapper.is_none() && !is_fault {
+                    if empty {
+                        return Err(envelope_error(format!(
+                            "the SOAP Body's {local_name} is empty"
+                        )));
+                    }
+                    wrapper = Some((namespace, local_name));
+                    continue;
+                }
                 // Re-read the element from its start so serde sees all of it.
                 let element_end = element_end(text, before)?;
                 let element = &text[before..element_end];
-                if Some(namespace.as_str()) == envelope_ns && local_name == "Fault" {
-                    return Ok(Body::Fault(parse_fault(element)?));
+                if is_fault && wrapper.is_none() {
+                    return Ok((None, Body::Fault(parse_fault(element)?)));
                 }
-                return Ok(Body::Payload {
-                    namespace,
-                    local_name,
-                    xml: element,
-                });
+                return Ok((
+                    wrapper,
+                    Body::Payload {
+                        namespace,
+                        local_name,
+                        xml: element,
+                    },
+                ));
             }
             Event::Start(start) => {
                 let local = start.local_name();
@@ -200,6 +228,9 @@ fn read_body_inner(xml: &[u8]) -> Result<Body<'_>, EnvelopeError> {
                 )));
             }
             Event::End(_) => {
+                if let Some((_, name)) = &wrapper {
+                    return Err(envelope_error(format!("the SOAP Body's {name} is empty")));
+                }
                 if in_body {
                     return Err(envelope_error("the SOAP Body is empty".to_owned()));
                 }
@@ -263,6 +294,33 @@ struct FaultXml {
     faultcode: Option<String>,
     #[serde(rename = "faultstring", default)]
     faultstring: Option<String>,
+    #[serde(rename = "detail", default)]
+    detail: Option<FaultDetail>,
+}
+
+/// SOAP 1.1 `detail` as Serviceplatformen fills it: `ServiceplatformFault/ErrorList/Error/ErrorCode`.
+#[derive(Deserialize, Default)]
+struct FaultDetail {
+    #[serde(rename = "ServiceplatformFault", default)]
+    fault: Option<ServiceplatformFault>,
+}
+
+#[derive(Deserialize, Default)]
+struct ServiceplatformFault {
+    #[serde(rename = "ErrorList", default)]
+    errors: Option<ErrorList>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorList {
+    #[serde(rename = "Error", default)]
+    errors: Vec<ServiceplatformError>,
+}
+
+#[derive(Deserialize, Default)]
+struct ServiceplatformError {
+    #[serde(rename = "ErrorCode", default)]
+    code: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -297,19 +355,30 @@ fn strip_prefix(qname: &str) -> String {
 fn parse_fault(xml: &str) -> Result<SoapFault, EnvelopeError> {
     let fault: FaultXml = quick_xml::de::from_str(xml)
         .map_err(|e| envelope_error(format!("unreadable SOAP Fault: {e}")))?;
-    let code = fault
-        .code
-        .as_ref()
-        .and_then(|c| c.value.clone())
-        .or(fault.faultcode)
-        .map(|c| strip_prefix(&c))
-        .unwrap_or_default();
+    // SOAP 1.1 says Client/Server where SOAP 1.2 says Sender/Receiver.
+    let code = match fault.code.as_ref().and_then(|c| c.value.clone()) {
+        Some(value) => strip_prefix(&value),
+        None => match fault.faultcode.as_deref().map(strip_prefix).as_deref() {
+            Some("Client") => "Sender".to_owned(),
+            Some("Server") => "Receiver".to_owned(),
+            Some(other) => other.to_owned(),
+            None => String::new(),
+        },
+    };
     let subcode = fault
         .code
         .as_ref()
         .and_then(|c| c.subcode.as_ref())
         .and_then(|s| s.value.as_deref())
-        .map(strip_prefix);
+        .map(strip_prefix)
+        .or_else(|| {
+            fault
+                .detail
+                .and_then(|d| d.fault)
+                .and_then(|f| f.errors)
+                .and_then(|l| l.errors.into_iter().find_map(|e| e.code))
+                .map(|c| strip_prefix(&c))
+        });
     let reason = fault
         .reason
         .map(|r| {
@@ -364,6 +433,43 @@ mod tests {
         assert_eq!(fault.code, "Sender");
         assert_eq!(fault.subcode.as_deref(), Some("ServiceAgreementNotFound"));
         assert_eq!(fault.reason, "No service agreement");
+    }
+
+    #[test]
+    fn a_wrapped_payload_and_a_soap11_fault_are_read() {
+        let xml = br#"<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"><S:Body><w:SoegResponse xmlns:w="urn:w"><o:SoegOutput xmlns:o="urn:o"><x/></o:SoegOutput></w:SoegResponse></S:Body></S:Envelope>"#;
+        let (wrapper, body) = read_body_in(xml, true).unwrap();
+        assert_eq!(
+            wrapper,
+            Some(("urn:w".to_owned(), "SoegResponse".to_owned()))
+        );
+        let Body::Payload {
+            namespace,
+            local_name,
+            xml: element,
+        } = body
+        else {
+            panic!("no payload")
+        };
+        assert_eq!(
+            (namespace.as_str(), local_name.as_str()),
+            ("urn:o", "SoegOutput")
+        );
+        assert_eq!(
+            element,
+            r#"<o:SoegOutput xmlns:o="urn:o"><x/></o:SoegOutput>"#
+        );
+        let empty = br#"<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"><S:Body><w:SoegResponse xmlns:w="urn:w"></w:SoegResponse></S:Body></S:Envelope>"#;
+        assert!(read_body_in(empty, true).is_err());
+
+        let fault = br#"<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"><S:Body><S:Fault><faultcode>S:Server</faultcode><faultstring>busy</faultstring><detail><f:ServiceplatformFault xmlns:f="http://serviceplatformen.dk/xml/schemas/ServiceplatformFault/1/"><f:ErrorList><f:Error><f:ErrorCode>Throttled</f:ErrorCode><f:ErrorText>busy</f:ErrorText></f:Error></f:ErrorList></f:ServiceplatformFault></detail></S:Fault></S:Body></S:Envelope>"#;
+        let (wrapper, Body::Fault(fault)) = read_body_in(fault, true).unwrap() else {
+            panic!("no fault")
+        };
+        assert_eq!(wrapper, None);
+        assert_eq!(fault.code, "Receiver");
+        assert_eq!(fault.subcode.as_deref(), Some("Throttled"));
+        assert_eq!(fault.reason, "busy");
     }
 
     #[test]

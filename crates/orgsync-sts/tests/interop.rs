@@ -17,7 +17,7 @@ use orgsync_sts::c14n;
 use orgsync_sts::signed::{SignedOptions, SignedSession, SoapVersion};
 use orgsync_sts::token::{self, SamlToken, TokenOptions};
 use orgsync_sts::transport::SoapCall;
-use orgsync_sts::wire::{Operation, Service};
+use orgsync_sts::wire::{Dialect, Operation, Service};
 use orgsync_sts_sim::security::SimSecurity;
 use url::Url;
 use uuid::Uuid;
@@ -101,6 +101,7 @@ fn call() -> SoapCall {
         cvr: Cvr::parse("29189846").unwrap(),
         service: Service::OrganisationSystem,
         operation: Operation::FremsoegObjekthierarki,
+        dialect: Dialect::Organisation6,
         url: Url::parse("https://organisation.eksterntest-stoettesystemerne.dk/organisation/organisationsystem/6/").unwrap(),
         action: Service::OrganisationSystem.action(Operation::FremsoegObjekthierarki),
         payload: "<FremsoegObjekthierarkiInput xmlns=\"http://stoettesystemerne.dk/organisation/organisationsystem/6/\"><FoersteResultatReference xmlns=\"urn:oio:sagdok:3.0.0\">0</FoersteResultatReference><MaksimalAntalKvantitet xmlns=\"urn:oio:sagdok:3.0.0\">500</MaksimalAntalKvantitet></FremsoegObjekthierarkiInput>".to_owned(),

@@ -13,7 +13,7 @@ use orgsync_model::ids::UnitId;
 use orgsync_sts::client::StsClient;
 use orgsync_sts::limits::SystemLimits;
 use orgsync_sts::transport::{SoapCall, Transport};
-use orgsync_sts::wire::{Operation, Service};
+use orgsync_sts::wire::{Dialect, Operation, Service};
 use orgsync_sts::xml::{Body, read_body};
 use orgsync_sts_sim::generate::Size;
 use orgsync_sts_sim::server::SimOptions;
@@ -73,6 +73,7 @@ async fn every_body_on_the_wire_validates_against_the_official_schemas() {
         cvr: cvr(),
         service,
         operation,
+        dialect: Dialect::Organisation6,
         url: sim.base_url().join(&service.path()).unwrap(),
         action: service.action(operation),
         payload,

@@ -47,7 +47,7 @@ enum Command {
     Dlq(orgsync_queue::cli::DlqCommand),
     /// The job queue: statistics per job type and state, and live workers.
     Queue(orgsync_queue::cli::QueueCommand),
-    /// Run the STS Organisation 6 simulator: synthetic or fixture municipalities over the real
+    /// Run the STS Organisation simulator (Organisation 6, or `--profile serviceplatformen` for v5): synthetic or fixture municipalities over the real
     /// SOAP protocol, with latency and fault injection. Stops on Ctrl-C or SIGTERM.
     Sim(orgsync_sts_sim::cli::SimArgs),
     /// Read from STS Organisation through the configured `[sts]`.

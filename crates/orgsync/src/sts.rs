@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use orgsync_config::{Config, StsConfig, StsEnvironment, StsProfile, TokenProtocolSetting};
 use orgsync_model::ids::Cvr;
 use orgsync_sts::cli::{ClientSource, StsCommand};
@@ -14,8 +14,9 @@ use orgsync_sts::error::StsError;
 use orgsync_sts::identity::{ClientIdentity, certificates_from_file_bytes};
 use orgsync_sts::limits::SystemLimits;
 use orgsync_sts::options::{ClientOptions, Environment};
-use orgsync_sts::signed::{SignedOptions, SignedSession, SoapVersion};
+use orgsync_sts::signed::{SignedOptions, SignedSession};
 use orgsync_sts::token::{TokenOptions, TokenProtocol};
+use orgsync_sts::wire::Dialect;
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// The client options of `[sts]` for one customer (its configured Organisation UUID, if any).
@@ -26,6 +27,10 @@ pub(crate) fn options_for(config: &Config, cvr: &Cvr) -> ClientOptions {
             StsEnvironment::Sim => Environment::Sim,
             StsEnvironment::Exttest => Environment::ExternalTest,
             StsEnvironment::Production => Environment::Production,
+        },
+        dialect: match sts.profile {
+            StsProfile::Stoettesystemerne => Dialect::Organisation6,
+            StsProfile::Serviceplatformen => Dialect::Serviceplatformen5,
         },
         base_url: sts.effective_base_url(),
         organisation_uuid: config
@@ -56,16 +61,8 @@ pub(crate) fn client_for(
         return StsClient::new(cvr.clone(), &options, limits)
             .context("building the unsigned STS client (simulator only)");
     }
-    if sts.profile == StsProfile::Serviceplatformen {
-        bail!(
-            "reading through the legacy serviceplatformen profile is not implemented: its v5 \
-             payloads (XxxRequest wrappers with AuthorityContext, urn:oio:sts:organisation:*:1.1.3.0 \
-             namespaces) differ from Organisation 6; only its token request and signed SOAP 1.1 \
-             envelope exist (see crates/orgsync-sts/README.md). Use profile = \"stoettesystemerne\""
-        );
-    }
     let transport = signed_session(sts)?.transport(SignedOptions {
-        soap_version: SoapVersion::Soap12,
+        soap_version: options.dialect.soap_version(),
         max_response_bytes: options.max_response_bytes,
         ..SignedOptions::default()
     });

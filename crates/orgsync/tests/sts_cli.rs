@@ -35,6 +35,10 @@ impl Drop for Sim {
 }
 
 fn start_sim() -> Sim {
+    start_sim_with(&[])
+}
+
+fn start_sim_with(extra: &[&str]) -> Sim {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -51,6 +55,7 @@ fn start_sim() -> Sim {
             "--seed",
             "7",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -130,4 +135,38 @@ fn the_unsigned_profile_is_refused_for_anything_but_a_loopback_simulator() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("signed"));
+}
+
+#[test]
+fn the_legacy_serviceplatformen_profile_reads_the_same_municipality() {
+    let v6 = start_sim();
+    let v5 = start_sim_with(&["--profile", "serviceplatformen"]);
+    let snapshot = |sim: &Sim, profile: &str| -> serde_json::Value {
+        let output = orgsync()
+            .env("ORGSYNC__STS__BASE_URL", &sim.1)
+            .env("ORGSYNC__STS__PROFILE", profile)
+            .args(["sts", "snapshot", "11111111", "--format", "json"])
+            .assert()
+            .success();
+        serde_json::from_slice(&output.get_output().stdout).unwrap()
+    };
+    let legacy = snapshot(&v5, "serviceplatformen");
+    let current = snapshot(&v6, "stoettesystemerne");
+    assert!(legacy["units"].as_array().unwrap().len() >= 10);
+    assert!(legacy["users"].as_array().unwrap().len() >= 100);
+    for key in ["cvr", "units", "users", "partial", "issues"] {
+        assert_eq!(legacy[key], current[key], "{key}");
+    }
+
+    // Each simulator serves its own contract only: the Organisation 6 client gets a 404 from
+    // the v5 simulator, which says which URL was called.
+    orgsync()
+        .env("ORGSYNC__STS__BASE_URL", &v5.1)
+        .args(["sts", "snapshot", "11111111"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("/organisation/virksomhed/6/")
+                .and(predicate::str::contains("404")),
+        );
 }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use orgsync_model::error_class::ErrorClass;
 use orgsync_model::ids::Cvr;
 use orgsync_model::policy::Policy;
 use orgsync_model::snapshot::Snapshot;
 use orgsync_model::target::TargetState;
 use orgsync_target::Target;
+use serde::{Deserialize, Serialize};
 
 /// One configured customer, as the pipeline sees it.
 #[derive(Clone, Debug)]

@@ -138,11 +138,18 @@ async fn the_run_report_shows_the_reads_progress_while_it_reads() {
             "the read ended before any progress was seen: {}",
             report.to_text()
         );
-        assert!(tokio::time::Instant::now() < deadline, "{}", report.to_text());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            report.to_text()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     let (progress, text) = during;
-    assert!(text.contains(&format!("reading:      {} calls, ", progress.calls)), "{text}");
+    assert!(
+        text.contains(&format!("reading:      {} calls, ", progress.calls)),
+        "{text}"
+    );
 
     let ended = app.wait(&run.run_id).await;
     assert_eq!(ended.state, RunState::Succeeded, "{}", ended.to_text());

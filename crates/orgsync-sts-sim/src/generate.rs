@@ -606,15 +606,27 @@ fn unit_contact(id: uuid::Uuid, name: &str) -> UnitContact {
         postal_address: (part(0, 10) < 7).then(|| {
             format!(
                 "{} {}, {} {}",
-                ["Rådhuspladsen", "Skolegade", "Havnevej", "Søndergade", "Parkvej"]
-                    [part(8, 5) as usize],
+                [
+                    "Rådhuspladsen",
+                    "Skolegade",
+                    "Havnevej",
+                    "Søndergade",
+                    "Parkvej"
+                ][part(8, 5) as usize],
                 part(12, 120) + 1,
                 8000 + part(20, 200),
                 "Aarhus C"
             )
         }),
         email: (part(28, 10) < 4).then(|| format!("{slug}@kommune.dk")),
-        phone: (part(32, 10) < 3).then(|| format!("87 {:02} {:02} {:02}", part(36, 100), part(40, 100), part(44, 100))),
+        phone: (part(32, 10) < 3).then(|| {
+            format!(
+                "87 {:02} {:02} {:02}",
+                part(36, 100),
+                part(40, 100),
+                part(44, 100)
+            )
+        }),
         ean: (part(48, 10) < 1).then(|| format!("579800{:07}", part(52, 10_000_000))),
         p_number: None,
         cvr: None,

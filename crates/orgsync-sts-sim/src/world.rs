@@ -490,7 +490,9 @@ impl World {
                 let (role, label) = match address.kind {
                     AddressKind::UnitPostal => (UNIT_ADDRESS_ROLE_POSTAL, "Postadresse"),
                     // Labels differ between deployments: only the role UUID can be trusted.
-                    AddressKind::UnitEmail if bucket(id, 2) == 0 => (UNIT_ADDRESS_ROLE_EMAIL, "Telefon"),
+                    AddressKind::UnitEmail if bucket(id, 2) == 0 => {
+                        (UNIT_ADDRESS_ROLE_EMAIL, "Telefon")
+                    }
                     AddressKind::UnitEmail => (UNIT_ADDRESS_ROLE_EMAIL, "Email"),
                     AddressKind::UnitPhone => (UNIT_ADDRESS_ROLE_PHONE, "Mobiltelefon"),
                     AddressKind::UnitEan => (UNIT_ADDRESS_ROLE_EAN, "EAN"),

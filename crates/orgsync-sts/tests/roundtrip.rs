@@ -48,7 +48,10 @@ async fn reading_a_median_municipality_yields_exactly_the_generated_model() {
 async fn unit_contact_data_is_read_by_role_only_with_the_option_and_costs_calls_only_then() {
     let truth = municipality(Size::S, 11);
     let with_contact = truth.units.iter().filter(|u| !u.contact.is_empty()).count();
-    assert!(with_contact * 2 > truth.units.len(), "the generator gives most units contact data");
+    assert!(
+        with_contact * 2 > truth.units.len(),
+        "the generator gives most units contact data"
+    );
     let sim = start(truth.clone(), SimOptions::default()).await;
 
     // Off (the default): no contact data, and not one Adresse call more than the users need.
@@ -57,7 +60,11 @@ async fn unit_contact_data_is_read_by_role_only_with_the_option_and_costs_calls_
         normalised(plain.snapshot),
         normalised(expected_read(&truth, today()))
     );
-    assert!(plain.issues.is_empty(), "{:?}", &plain.issues[..plain.issues.len().min(3)]);
+    assert!(
+        plain.issues.is_empty(),
+        "{:?}",
+        &plain.issues[..plain.issues.len().min(3)]
+    );
     let adresse_lists = |sim: &orgsync_sts_sim::server::Simulator| {
         sim.stats()
             .by_operation
@@ -76,7 +83,11 @@ async fn unit_contact_data_is_read_by_role_only_with_the_option_and_costs_calls_
     };
     let client = StsClient::new(cvr(), &options, SystemLimits::new(0.0)).unwrap();
     let read = client.read_snapshot().await.unwrap();
-    assert!(read.issues.is_empty(), "{:?}", &read.issues[..read.issues.len().min(3)]);
+    assert!(
+        read.issues.is_empty(),
+        "{:?}",
+        &read.issues[..read.issues.len().min(3)]
+    );
     let expected = normalised(expected_read_with_unit_contact(&truth, today()));
     let actual = normalised(read.snapshot);
     for (a, e) in actual.units.iter().zip(&expected.units) {

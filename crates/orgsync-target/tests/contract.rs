@@ -483,7 +483,11 @@ async fn unit_contact_data_round_trips_and_a_changed_address_is_written() {
         units[2].contact = contact("Skolevej 1, 8000 Aarhus C", Some("5798000000001"));
         let snap = snapshot(units.clone(), people());
         let (_, _, departments, _) = sync(h, &snap, &policy).await;
-        assert!(departments.rejected.is_empty(), "{}: {departments:?}", h.name());
+        assert!(
+            departments.rejected.is_empty(),
+            "{}: {departments:?}",
+            h.name()
+        );
         let school = h.target().find_department(u(3)).await.unwrap().unwrap();
         assert_eq!(
             school.contact,
@@ -523,7 +527,10 @@ async fn unit_contact_data_round_trips_and_a_changed_address_is_written() {
         let (plan, _, _, _) = sync(h, &snap, &plain).await;
         assert!(plan.departments.is_empty(), "{}: {plan:?}", h.name());
         let school = h.target().find_department(u(3)).await.unwrap().unwrap();
-        assert_eq!(school.contact.postal_address.as_deref(), Some("Havnegade 2, 8000 Aarhus C"));
+        assert_eq!(
+            school.contact.postal_address.as_deref(),
+            Some("Havnegade 2, 8000 Aarhus C")
+        );
     }
 }
 

@@ -372,14 +372,19 @@ pub(crate) fn group_patch(
     replace.insert(ORG_UNIT_EXTENSION.into(), extension);
     let mut removes = Vec::new();
     if active && item.fields.parent.is_none() && current.parent.is_some() {
-        removes.push("urn:ietf:params:scim:schemas:extension:orgsync:2.0:OrgUnit:parent".to_owned());
+        removes
+            .push("urn:ietf:params:scim:schemas:extension:orgsync:2.0:OrgUnit:parent".to_owned());
     }
     if active && mappings.manager && item.fields.manager.is_none() && current.manager.is_some() {
-        removes.push("urn:ietf:params:scim:schemas:extension:orgsync:2.0:OrgUnit:manager".to_owned());
+        removes
+            .push("urn:ietf:params:scim:schemas:extension:orgsync:2.0:OrgUnit:manager".to_owned());
     }
     if active && mappings.unit_contact {
         let now = contact_attributes(&current.contact);
-        for ((name, wanted), (_, held)) in contact_attributes(&item.fields.contact).into_iter().zip(now) {
+        for ((name, wanted), (_, held)) in contact_attributes(&item.fields.contact)
+            .into_iter()
+            .zip(now)
+        {
             if wanted.is_none() && held.is_some() {
                 removes.push(format!("{ORG_UNIT_EXTENSION}:{name}"));
             }

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use orgsync_jobs::pipeline::Pipeline;
-use orgsync_jobs::report::{RunReport, RunState, Trigger};
+use orgsync_jobs::report::{RunReport, RunState, Trigger, progress_text};
 
 /// Output format of `plan` and `runs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -60,7 +60,7 @@ pub async fn release(
         &cvr,
         "release",
         run_id,
-        release_locked(pipeline, run_id, by),
+        Box::pin(release_locked(pipeline, run_id, by)),
     )
     .await
 }

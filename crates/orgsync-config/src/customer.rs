@@ -204,6 +204,8 @@ struct MappingsFile {
     phone: bool,
     #[serde(default)]
     manager: bool,
+    #[serde(default)]
+    unit_contact: bool,
 }
 
 /// The keys a table of a customer file knows (`""` is the top level), for suggestions.
@@ -474,6 +476,7 @@ fn build(
             title: raw.mappings.title,
             phone: raw.mappings.phone,
             manager: raw.mappings.manager,
+            unit_contact: raw.mappings.unit_contact,
         },
     };
     Some(CustomerConfig {

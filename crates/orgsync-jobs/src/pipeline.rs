@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use crate::provisioning::{self, LogAction, ProvisioningEntry, ProvisioningLog};
 use crate::report::{FailedDepartment, RunReport, RunState, Trigger};
-use crate::sources::{Customer, SourceError, Sources};
+use crate::sources::{Customer, ReadProgress, SourceError, SourceRead, Sources};
 use crate::store::{DepartmentResult, FinishData, Store};
 use crate::{FinishRun, SyncCustomer, SyncDepartment};
 
@@ -48,6 +48,9 @@ pub struct PipelineOptions {
     /// (default 1 hour, longer than the longest department retry delay); a running job
     /// extends it every third of this.
     pub lock_ttl: Duration,
+    /// While a run reads STS, its report's `read_progress` is updated at most this often
+    /// (default 1 s).
+    pub progress_interval: Duration,
 }
 
 impl Default for PipelineOptions {
@@ -56,6 +59,7 @@ impl Default for PipelineOptions {
             report_retention: Duration::from_secs(90 * 24 * 3600),
             data_ttl: Duration::from_secs(7 * 24 * 3600),
             lock_ttl: Duration::from_secs(60 * 60),
+            progress_interval: Duration::from_secs(1),
         }
     }
 }
@@ -437,6 +441,51 @@ impl Pipeline {
         }))
     }
 
+    /// Reads the customer's STS while a task records the read's progress in the run's report
+    /// (the latest figure, at most once per `progress_interval`, only while the run is
+    /// `reading`). The recorder has stopped, its last write done, when this returns, so no
+    /// stale report is written over a later one. Returns the read and its last progress figure
+    /// (marked done), if the source reported any.
+    async fn read_recording_progress(
+        &self,
+        cvr: &Cvr,
+        run_id: &str,
+    ) -> (Result<SourceRead, SourceError>, Option<ReadProgress>) {
+        let (sender, mut receiver) = tokio::sync::watch::channel(ReadProgress::default());
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let store = self.store.clone();
+        let interval = self.options.progress_interval;
+        let (run, mut watched) = (run_id.to_owned(), receiver.clone());
+        let recorder = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                if !watched.has_changed().unwrap_or(false) {
+                    continue;
+                }
+                let progress = *watched.borrow_and_update();
+                let recorded = store
+                    .update_report(&run, |r| {
+                        if r.state == RunState::Reading {
+                            r.read_progress = Some(progress);
+                        }
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    warn!(run.id = %run, "cannot record the read's progress: {e}");
+                }
+            }
+        });
+        let read = self.sources.read_snapshot_with_progress(cvr, sender).await;
+        let _ = stop.send(());
+        let _ = recorder.await;
+        let last = *receiver.borrow_and_update();
+        let last = (last != ReadProgress::default()).then_some(ReadProgress { done: true, ..last });
+        (read, last)
+    }
+
     /// The lock's lifetime.
     pub(crate) fn lock_ttl(&self) -> Duration {
         self.options.lock_ttl
@@ -623,6 +672,7 @@ impl Pipeline {
             .await
             .map_err(queue_error)?;
         report.state = RunState::Reading;
+        report.read_progress = None;
         report.error = None;
         report.error_class = None;
         report.started_at.get_or_insert_with(Utc::now);
@@ -630,14 +680,12 @@ impl Pipeline {
         info!(customer.cvr = %cvr, run.id = %run_id, job.attempt = ctx.attempt, "run {run_id}: reading STS");
 
         // 1. Read.
-        let read = self
-            .sources
-            .read_snapshot(&customer.cvr)
-            .await
-            .map_err(|e| {
-                report.sts_failure = e.sts_failure.clone();
-                job_error(&e)
-            })?;
+        let (read, progress) = self.read_recording_progress(&customer.cvr, &run_id).await;
+        report.read_progress = progress;
+        let read = read.map_err(|e| {
+            report.sts_failure = e.sts_failure.clone();
+            job_error(&e)
+        })?;
         report.durations.read_ms = elapsed_ms(started);
         report.sts_calls = read.calls;
         let counts = SourceCounts::of(&read.snapshot);

@@ -438,6 +438,7 @@ fn reactivation_of_department(
             custom_id: department.custom_id,
             parent: department.parent,
             manager: department.manager,
+            contact: department.contact,
         },
         changes: Some(active_change()),
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use uuid::Uuid;
 
+use crate::sources::ReadProgress;
 use crate::store::DepartmentResult;
 
 fn written_users(result: &DepartmentResult) -> u64 {
@@ -265,6 +266,10 @@ pub struct RunReport {
     pub durations: Durations,
     /// STS calls of the read.
     pub sts_calls: u64,
+    /// How far the STS read has got: updated about once a second while the run reads (state
+    /// `reading`), the final figure (`done`) once it has read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_progress: Option<ReadProgress>,
     /// What STS held (active units and users).
     pub source: Option<SourceCounts>,
     /// The plan's counts (created, updated, reactivated, deactivated, unchanged, skipped, held).
@@ -357,6 +362,21 @@ impl Achieved {
 /// At most this many rejections are kept in a report.
 const MAX_REJECTIONS: usize = 100;
 
+/// A read's progress for people: `120 calls, 4,311 objects, about 35 calls left`.
+pub fn progress_text(progress: &ReadProgress) -> String {
+    let left = if progress.done {
+        "done".to_owned()
+    } else if progress.paging {
+        format!("at least {} calls left", progress.remaining_estimate)
+    } else {
+        format!("about {} calls left", progress.remaining_estimate)
+    };
+    format!(
+        "{} calls, {} objects, {left}",
+        progress.calls, progress.objects
+    )
+}
+
 impl RunReport {
     /// A new report for a run that was just enqueued.
     pub fn queued(run_id: &str, cvr: &str, customer: &str, trigger: Trigger) -> RunReport {
@@ -371,6 +391,7 @@ impl RunReport {
             finished_at: None,
             durations: Durations::default(),
             sts_calls: 0,
+            read_progress: None,
             source: None,
             summary: None,
             skipped: BTreeMap::new(),
@@ -546,6 +567,9 @@ impl RunReport {
             ms(d.finish_ms),
             ms(d.total_ms)
         );
+        if let Some(progress) = self.read_progress.filter(|p| !p.done) {
+            let _ = writeln!(out, "reading:      {}", progress_text(&progress));
+        }
         if let Some(source) = self.source {
             let _ = writeln!(
                 out,

@@ -13,6 +13,7 @@ use orgsync_model::policy::Policy;
 use orgsync_model::snapshot::Snapshot;
 use orgsync_model::target::TargetState;
 use orgsync_target::Target;
+use serde::{Deserialize, Serialize};
 
 /// One configured customer, as the pipeline sees it.
 #[derive(Clone, Debug)]
@@ -35,6 +36,27 @@ pub struct SourceRead {
     /// Problems in the data that the reader skipped, for the report.
     pub issues: Vec<String>,
 }
+
+/// How far an STS read has got, as the run's report shows it while the run reads (the STS
+/// client's figure: `orgsync_sts::pager::ReadProgress`, copied so that this crate needs no
+/// STS dependency).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadProgress {
+    /// STS calls made so far (retries included).
+    pub calls: u64,
+    /// Distinct objects found so far (units, positions and users).
+    pub objects: u64,
+    /// Calls still expected; a lower bound while `paging`.
+    pub remaining_estimate: u64,
+    /// Whether a search is still paging (more pages may come).
+    pub paging: bool,
+    /// Whether the read has ended.
+    pub done: bool,
+}
+
+/// Where a read reports its progress: the pipeline records the latest value in the run's
+/// report (at most once per `PipelineOptions::progress_interval`).
+pub type ProgressSender = tokio::sync::watch::Sender<ReadProgress>;
 
 /// A failure to reach a customer's STS or target, with what the queue should do about it. The
 /// class and retriability are the library error's own (`StsError::class`, `TargetError::class`),
@@ -89,6 +111,17 @@ pub trait Sources: Send + Sync + std::fmt::Debug + 'static {
 
     /// Reads the whole municipality from STS (one token for the whole read).
     async fn read_snapshot(&self, cvr: &Cvr) -> Result<SourceRead, SourceError>;
+
+    /// Reads as [`Sources::read_snapshot`], sending the read's progress to `progress` while it
+    /// reads. The default reports nothing.
+    async fn read_snapshot_with_progress(
+        &self,
+        cvr: &Cvr,
+        progress: ProgressSender,
+    ) -> Result<SourceRead, SourceError> {
+        drop(progress);
+        self.read_snapshot(cvr).await
+    }
 
     /// Opens the customer's target.
     async fn target(&self, cvr: &Cvr) -> Result<Arc<dyn Target>, SourceError>;

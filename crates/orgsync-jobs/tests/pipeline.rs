@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{TestApp, department, fixture, user};
-use orgsync_jobs::report::RunState;
+use orgsync_jobs::report::{RunState, Trigger};
 use orgsync_model::ids::Domain;
 use orgsync_model::plan::{Action, HoldReason};
 use orgsync_model::target::TargetState;
@@ -15,6 +15,7 @@ use orgsync_model::testing::{inactive, p, policy, u, unit, user as sts_user};
 use orgsync_model::validate::validate;
 use orgsync_queue::DeadLetterFilter;
 use orgsync_sts_sim::generate::{Size, domain_of, generate};
+use orgsync_sts_sim::server::{LatencyModel, SimOptions};
 
 /// The fields a sync decides, sorted, for comparing targets.
 fn essentials(state: &TargetState) -> (Vec<String>, Vec<String>) {
@@ -102,6 +103,65 @@ async fn the_first_run_creates_every_eligible_department_and_user_and_a_second_r
     assert_eq!(second.departments_total, 0, "no department has changes");
     assert_eq!(app.sqlite().total_changes().await.unwrap(), changes_before);
     assert_eq!(essentials(&app.state().await), essentials(&state));
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_report_shows_the_reads_progress_while_it_reads() {
+    let app = TestApp::start(fixture(), policy()).await;
+    // Every call takes 300 ms, so the read lasts several recording intervals (100 ms here).
+    app.sim.set_options(SimOptions {
+        latency: LatencyModel::fixed(300),
+        ..app.sim.options()
+    });
+    let run = app
+        .pipeline
+        .enqueue_run(
+            common::CVR,
+            Trigger::Manual {
+                by: "test".to_owned(),
+            },
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let during = loop {
+        let report = app.pipeline.report(&run.run_id).await.unwrap();
+        // The first figure is the read's start (0 calls); wait for one with calls made.
+        if let Some(progress) = report.read_progress.filter(|p| !p.done && p.calls > 0) {
+            assert_eq!(report.state, RunState::Reading);
+            break (progress, report.to_text());
+        }
+        assert!(
+            report.state == RunState::Queued || report.state == RunState::Reading,
+            "the read ended before any progress was seen: {}",
+            report.to_text()
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            report.to_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let (progress, text) = during;
+    assert!(
+        text.contains(&format!("reading:      {} calls, ", progress.calls)),
+        "{text}"
+    );
+
+    let ended = app.wait(&run.run_id).await;
+    assert_eq!(ended.state, RunState::Succeeded, "{}", ended.to_text());
+    let last = ended.read_progress.unwrap();
+    assert!(last.done);
+    assert_eq!(last.calls, ended.sts_calls);
+    assert!(last.calls > progress.calls, "{last:?} after {progress:?}");
+    assert!(last.objects >= progress.objects);
+    // The report's JSON carries it for the dashboard.
+    let json = serde_json::to_value(&ended).unwrap();
+    assert_eq!(json["read_progress"]["calls"], last.calls);
+    assert_eq!(json["read_progress"]["done"], true);
     app.finish().await;
 }
 

@@ -31,6 +31,7 @@ impl TargetState {
                 department.custom_id = item.fields.custom_id.clone();
                 department.parent = item.fields.parent;
                 department.manager = item.fields.manager;
+                department.contact = item.fields.contact.clone();
                 department.active = true;
             }
             None => self.departments.push(TargetDepartment {
@@ -39,6 +40,7 @@ impl TargetState {
                 custom_id: item.fields.custom_id.clone(),
                 parent: item.fields.parent,
                 manager: item.fields.manager,
+                contact: item.fields.contact.clone(),
                 active,
             }),
         }

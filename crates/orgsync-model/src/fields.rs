@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::ids::UserId;
 use crate::plan::{DepartmentFields, UserFields};
 use crate::policy::Mappings;
+use crate::snapshot::UnitContact;
 use crate::target::{TargetDepartment, TargetUser};
 
 /// A user field orgsync writes.
@@ -138,15 +139,33 @@ pub enum DepartmentField {
     Parent,
     /// The manager (mapping `manager`).
     Manager,
+    /// The unit's postal address (mapping `unit_contact`).
+    PostalAddress,
+    /// The unit's e-mail address (mapping `unit_contact`).
+    Email,
+    /// The unit's phone number (mapping `unit_contact`).
+    Phone,
+    /// The unit's EAN location number (mapping `unit_contact`).
+    Ean,
+    /// The unit's P-number (mapping `unit_contact`).
+    PNumber,
+    /// The unit's CVR number (mapping `unit_contact`).
+    Cvr,
 }
 
 impl DepartmentField {
     /// The fields a write compares, in the order they are listed.
-    pub const COMPARED: [DepartmentField; 4] = [
+    pub const COMPARED: [DepartmentField; 10] = [
         DepartmentField::Title,
         DepartmentField::CustomId,
         DepartmentField::Parent,
         DepartmentField::Manager,
+        DepartmentField::PostalAddress,
+        DepartmentField::Email,
+        DepartmentField::Phone,
+        DepartmentField::Ean,
+        DepartmentField::PNumber,
+        DepartmentField::Cvr,
     ];
 
     /// The field's name in plans and reports.
@@ -156,6 +175,12 @@ impl DepartmentField {
             DepartmentField::CustomId => "custom_id",
             DepartmentField::Parent => "parent",
             DepartmentField::Manager => "manager",
+            DepartmentField::PostalAddress => "postal_address",
+            DepartmentField::Email => "email",
+            DepartmentField::Phone => "phone",
+            DepartmentField::Ean => "ean",
+            DepartmentField::PNumber => "p_number",
+            DepartmentField::Cvr => "cvr",
         }
     }
 
@@ -163,7 +188,29 @@ impl DepartmentField {
     pub fn is_written(self, mappings: Mappings) -> bool {
         match self {
             DepartmentField::Manager => mappings.manager,
-            _ => true,
+            DepartmentField::PostalAddress
+            | DepartmentField::Email
+            | DepartmentField::Phone
+            | DepartmentField::Ean
+            | DepartmentField::PNumber
+            | DepartmentField::Cvr => mappings.unit_contact,
+            DepartmentField::Title | DepartmentField::CustomId | DepartmentField::Parent => true,
+        }
+    }
+
+    /// The contact field this is, in a department's [`UnitContact`].
+    fn contact(self, contact: &UnitContact) -> Option<&Option<String>> {
+        match self {
+            DepartmentField::PostalAddress => Some(&contact.postal_address),
+            DepartmentField::Email => Some(&contact.email),
+            DepartmentField::Phone => Some(&contact.phone),
+            DepartmentField::Ean => Some(&contact.ean),
+            DepartmentField::PNumber => Some(&contact.p_number),
+            DepartmentField::Cvr => Some(&contact.cvr),
+            DepartmentField::Title
+            | DepartmentField::CustomId
+            | DepartmentField::Parent
+            | DepartmentField::Manager => None,
         }
     }
 
@@ -173,6 +220,7 @@ impl DepartmentField {
             DepartmentField::CustomId => current.custom_id != f.custom_id,
             DepartmentField::Parent => current.parent != f.parent,
             DepartmentField::Manager => current.manager != f.manager,
+            _ => self.contact(&current.contact) != self.contact(&f.contact),
         }
     }
 
@@ -183,6 +231,7 @@ impl DepartmentField {
             DepartmentField::CustomId => pair(&current.custom_id, &f.custom_id),
             DepartmentField::Parent => pair(&current.parent, &f.parent),
             DepartmentField::Manager => pair(&current.manager, &f.manager),
+            _ => pair(&self.contact(&current.contact), &self.contact(&f.contact)),
         }
     }
 }

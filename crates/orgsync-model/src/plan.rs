@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::ids::{Cvr, Email, UnitId, UserId};
 use crate::policy::{CustomIdSource, Policy};
-use crate::snapshot::{Position, Unit, User};
+use crate::snapshot::{Position, Unit, UnitContact, User};
 use crate::target::{TargetDepartment, TargetState, TargetUser};
 use crate::validate::{Issue, ValidSnapshot};
 
@@ -67,6 +67,10 @@ pub struct DepartmentFields {
     /// Manager's external id (only with the manager mapping).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager: Option<UserId>,
+    /// The unit's contact data (only with the `unit_contact` mapping); in JSON its fields
+    /// (`postal_address`, `email`, `phone`, `ean`, `p_number`, `cvr`) sit beside the others.
+    #[serde(flatten)]
+    pub contact: UnitContact,
 }
 
 /// One department change.
@@ -440,7 +444,7 @@ pub fn department_tree(
         .map(|unit| TreeDepartment {
             uuid: unit.uuid,
             title: unit.name.clone(),
-            parent: tree.department_fields(unit, None).parent,
+            parent: tree.department_fields(unit, None, false).parent,
             users: users.get(&unit.uuid).copied().unwrap_or(0),
         })
         .collect()
@@ -510,6 +514,7 @@ impl<'a> Tree<'a> {
         &self,
         unit: &Unit,
         managers: Option<&HashMap<UnitId, UserId>>,
+        contact: bool,
     ) -> DepartmentFields {
         let custom_id = match (self.custom_id, &unit.user_key) {
             (CustomIdSource::UserKey, Some(key)) if !key.trim().is_empty() => key.clone(),
@@ -524,6 +529,11 @@ impl<'a> Tree<'a> {
                 unit.parent_uuid
             },
             manager: managers.and_then(|m| m.get(&unit.uuid).copied()),
+            contact: if contact {
+                unit.contact.clone()
+            } else {
+                UnitContact::default()
+            },
         }
     }
 
@@ -734,7 +744,7 @@ fn plan_departments(
     }
     let mut items = Vec::new();
     for unit in &tree.synced {
-        let fields = tree.department_fields(unit, managers);
+        let fields = tree.department_fields(unit, managers, policy.mappings.unit_contact);
         match by_id.get(&unit.uuid) {
             None => items.push(DepartmentItem {
                 action: Action::Create,
@@ -795,6 +805,7 @@ fn plan_departments(
             custom_id: d.custom_id.clone(),
             parent: d.parent,
             manager: d.manager,
+            contact: d.contact.clone(),
         },
         changes: None,
     }));

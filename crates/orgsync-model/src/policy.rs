@@ -86,4 +86,8 @@ pub struct Mappings {
     pub phone: bool,
     /// Write department managers (from Lederrolle) and each user's manager.
     pub manager: bool,
+    /// Read each unit's contact data (postal address, e-mail, phone, EAN, P-number, CVR) and
+    /// write it to its department. Off: nothing of it is read from STS or written.
+    #[serde(default)]
+    pub unit_contact: bool,
 }

@@ -41,9 +41,10 @@ pub struct Unit {
     /// `Enhedstype`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<UnitKind>,
-    /// The unit's own contact data, used only when the customer maps it.
-    #[serde(default, skip_serializing_if = "UnitExtra::is_empty")]
-    pub extra: UnitExtra,
+    /// The unit's own contact data, read and written only when the customer maps it
+    /// (`[mappings] unit_contact`).
+    #[serde(default, skip_serializing_if = "UnitContact::is_empty")]
+    pub contact: UnitContact,
 }
 
 /// The unit types STS distinguishes for HR purposes.
@@ -58,30 +59,35 @@ pub enum UnitKind {
     Other,
 }
 
-/// Optional unit fields the reference product leaves out (unit e-mail, phone, address, EAN, P-number).
+/// A unit's contact data (the `unit_contact` mapping): what STS holds in the unit's `Adresser`
+/// relations, chosen by role UUID. The same value is what a department carries in a plan and in
+/// a target. Texts as STS holds them (trimmed); an absent relation is `None`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnitExtra {
-    /// The unit's e-mail address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// The unit's phone number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-    /// The postal address as one line.
+pub struct UnitContact {
+    /// The postal address as one line (role Postadresse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postal_address: Option<String>,
-    /// EAN location number (electronic invoicing).
+    /// The unit's e-mail address (role Email).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The unit's phone number (role Telefon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// EAN location number, for electronic invoicing (role EAN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ean: Option<String>,
     /// P-number (production unit number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_number: Option<String>,
+    /// The CVR number the unit belongs to, where it is not the municipality's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cvr: Option<String>,
 }
 
-impl UnitExtra {
+impl UnitContact {
     /// Whether no field is set.
     pub fn is_empty(&self) -> bool {
-        *self == UnitExtra::default()
+        *self == UnitContact::default()
     }
 }
 

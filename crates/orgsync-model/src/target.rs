@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{UnitId, UserId};
+use crate::snapshot::UnitContact;
 
 /// What the HR system holds for one customer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,9 @@ pub struct TargetDepartment {
     /// The manager's external id, when the manager mapping is on.
     #[serde(default)]
     pub manager: Option<UserId>,
+    /// The contact data the department holds (written with the `unit_contact` mapping).
+    #[serde(default, flatten)]
+    pub contact: UnitContact,
     /// Whether the department is active.
     pub active: bool,
 }

@@ -43,7 +43,7 @@ pub fn unit(n: u128, name: &str, parent: Option<u128>) -> Unit {
         parent_uuid: parent.map(u),
         active: true,
         kind: None,
-        extra: Default::default(),
+        contact: Default::default(),
     }
 }
 
@@ -143,6 +143,7 @@ pub fn target_department(n: u128, title: &str, parent: Option<u128>) -> TargetDe
         custom_id: Some(format!("K{n}")),
         parent: parent.map(u),
         manager: None,
+        contact: Default::default(),
         active: true,
     }
 }

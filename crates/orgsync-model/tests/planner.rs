@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use common::*;
 use orgsync_model::plan::{Action, HoldReason};
 use orgsync_model::policy::{CustomIdSource, Mappings};
+use orgsync_model::snapshot::UnitContact;
 use orgsync_model::validate::SourceCounts;
 
 // ---- Departments (step 3) -------------------------------------------------------------------
@@ -469,6 +470,7 @@ fn optional_mappings_write_title_phone_and_managers_only_when_enabled() {
         title: true,
         phone: true,
         manager: true,
+        ..Mappings::default()
     };
     let plan = make_plan(&snap, &Default::default(), &mapped);
     let get = |n| {
@@ -499,6 +501,84 @@ fn optional_mappings_write_title_phone_and_managers_only_when_enabled() {
     check(
         &make_plan(&retitled, &target, &mapped),
         "user update p2 [title]",
+    );
+}
+
+fn contact(address: &str) -> UnitContact {
+    UnitContact {
+        postal_address: Some(address.to_owned()),
+        email: Some("skole@kommune.dk".to_owned()),
+        phone: Some("87 65 43 21".to_owned()),
+        ean: Some("5798000000001".to_owned()),
+        p_number: Some("1012345678".to_owned()),
+        cvr: Some("29189838".to_owned()),
+    }
+}
+
+#[test]
+fn unit_contact_data_is_written_with_the_mapping_and_a_changed_address_is_an_update() {
+    let mut units = small_tree();
+    units[2].contact = contact("Skolevej 1, 8000 Aarhus C");
+    let snap = snapshot(units.clone(), vec![]);
+
+    // Off (the default): nothing of it is planned, and a target holding none is unchanged.
+    let plain = policy();
+    let created = make_plan(&snap, &Default::default(), &plain);
+    assert_eq!(created.departments.len(), 4);
+    assert!(
+        created
+            .departments
+            .iter()
+            .all(|d| d.fields.contact == UnitContact::default())
+    );
+    let target = synced(&snapshot(small_tree(), vec![]), &plain);
+    check(&make_plan(&snap, &target, &plain), "");
+
+    let mut mapped = policy();
+    mapped.mappings.unit_contact = true;
+    let created = make_plan(&snap, &Default::default(), &mapped);
+    let school = created
+        .departments
+        .iter()
+        .find(|d| d.external_id == u(3))
+        .unwrap();
+    assert_eq!(school.fields.contact, contact("Skolevej 1, 8000 Aarhus C"));
+    let json: serde_json::Value = serde_json::from_str(&created.to_json()).unwrap();
+    let school_json = json["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["external_id"] == u(3).to_string())
+        .unwrap();
+    assert_eq!(school_json["postal_address"], "Skolevej 1, 8000 Aarhus C");
+    assert_eq!(school_json["ean"], "5798000000001");
+    assert_eq!(school_json["p_number"], "1012345678");
+    assert_eq!(school_json["cvr"], "29189838");
+
+    // Turning the mapping on for departments that exist fills them in as updates.
+    check(
+        &make_plan(&snap, &target, &mapped),
+        "dept update u3 [cvr, ean, email, p_number, phone, postal_address]",
+    );
+
+    // A moved unit: the address is an update with old and new values, in JSON and in text.
+    let mut target = orgsync_model::target::TargetState::default();
+    target.apply(&created);
+    check(&make_plan(&snap, &target, &mapped), "");
+    units[2].contact.postal_address = Some("Havnegade 2, 8000 Aarhus C".to_owned());
+    let moved = make_plan(&snapshot(units, vec![]), &target, &mapped);
+    check(&moved, "dept update u3 [postal_address]");
+    let json: serde_json::Value = serde_json::from_str(&moved.to_json()).unwrap();
+    assert_eq!(
+        json["departments"][0]["changes"]["postal_address"],
+        serde_json::json!(["Skolevej 1, 8000 Aarhus C", "Havnegade 2, 8000 Aarhus C"])
+    );
+    let text = moved.to_text();
+    assert!(
+        text.contains(
+            "postal_address: \"Skolevej 1, 8000 Aarhus C\" → \"Havnegade 2, 8000 Aarhus C\""
+        ),
+        "{text}"
     );
 }
 

@@ -203,6 +203,7 @@ fn build(case: &Case) -> Option<(Snapshot, TargetState, Policy)> {
         title: case.mappings.0,
         phone: case.mappings.1,
         manager: case.mappings.2,
+        ..Mappings::default()
     };
     let previous = snapshot(
         build_units(&case.units, |i| case.previous_units[i]),

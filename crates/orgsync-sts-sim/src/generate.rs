@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use chrono::{Days, Months, NaiveDate};
 use orgsync_model::ids::{Cvr, UnitId, UserId};
-use orgsync_model::snapshot::{Position, Snapshot, Unit, UnitExtra, UnitKind, User};
+use orgsync_model::snapshot::{Position, Snapshot, Unit, UnitContact, UnitKind, User};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
@@ -369,7 +369,7 @@ pub fn generate(cvr: &Cvr, size: Size, seed: u64, today: NaiveDate) -> Snapshot 
                 parent_uuid: d.parent.map(|p| UnitId(drafts[p].uuid)),
                 active: true,
                 kind,
-                extra: UnitExtra::default(),
+                contact: unit_contact(d.uuid, &d.name),
             }
         })
         .collect();
@@ -395,7 +395,7 @@ pub fn generate(cvr: &Cvr, size: Size, seed: u64, today: NaiveDate) -> Snapshot 
             parent_uuid: Some(UnitId(drafts[parent].uuid)),
             active: false,
             kind: Some(UnitKind::Department),
-            extra: UnitExtra::default(),
+            contact: UnitContact::default(),
         });
     }
 
@@ -594,13 +594,68 @@ fn unit_name(rng: &mut ChaCha8Rng, level: usize, max_depth: usize, parent: &str)
     }
 }
 
-/// What a correct client reads from the simulator serving `truth` on `today`: the same snapshot
-/// without positions that ended (valid_to on or before today).
+/// A unit's contact data, derived from its UUID (so that the random stream, and with it every
+/// other generated value, is the same as without it): a postal address on about 70 % of
+/// units, an e-mail on 40 %, a phone on 30 %, an EAN on 10 %. No P-number or CVR: the
+/// simulator serves contact data as Adresse objects, and those two are no Adresse role.
+fn unit_contact(id: uuid::Uuid, name: &str) -> UnitContact {
+    let bits = id.as_u64_pair().1;
+    let part = |shift: u32, modulo: u64| (bits >> shift) % modulo;
+    let slug = ascii_slug(name);
+    UnitContact {
+        postal_address: (part(0, 10) < 7).then(|| {
+            format!(
+                "{} {}, {} {}",
+                [
+                    "Rådhuspladsen",
+                    "Skolegade",
+                    "Havnevej",
+                    "Søndergade",
+                    "Parkvej"
+                ][part(8, 5) as usize],
+                part(12, 120) + 1,
+                8000 + part(20, 200),
+                "Aarhus C"
+            )
+        }),
+        email: (part(28, 10) < 4).then(|| format!("{slug}@kommune.dk")),
+        phone: (part(32, 10) < 3).then(|| {
+            format!(
+                "87 {:02} {:02} {:02}",
+                part(36, 100),
+                part(40, 100),
+                part(44, 100)
+            )
+        }),
+        ean: (part(48, 10) < 1).then(|| format!("579800{:07}", part(52, 10_000_000))),
+        p_number: None,
+        cvr: None,
+    }
+}
+
+/// What a correct client with default options reads from the simulator serving `truth` on
+/// `today`: the same snapshot without positions that ended (valid_to on or before today), and
+/// without the units' contact data, which is read only with the `unit_contact` option.
 pub fn expected_read(truth: &Snapshot, today: NaiveDate) -> Snapshot {
+    let mut expected = expected_read_with_unit_contact(truth, today);
+    for unit in &mut expected.units {
+        unit.contact = UnitContact::default();
+    }
+    expected
+}
+
+/// What a correct client with the `unit_contact` option reads: [`expected_read`] with each
+/// unit's postal address, e-mail, phone and EAN (P-number and CVR are not served as Adresse
+/// objects, so they are not read).
+pub fn expected_read_with_unit_contact(truth: &Snapshot, today: NaiveDate) -> Snapshot {
     let mut expected = truth.clone();
     for user in &mut expected.users {
         user.positions
             .retain(|p| p.valid_to.is_none_or(|to| to > today));
+    }
+    for unit in &mut expected.units {
+        unit.contact.p_number = None;
+        unit.contact.cvr = None;
     }
     expected
 }

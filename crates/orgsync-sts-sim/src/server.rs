@@ -1745,9 +1745,8 @@ fn list(
                 .map(|&i| world.write_person(&mut item, "ns5", id, i))
                 .is_some(),
             Service::Adresse => world
-                .addresses
-                .get(&id)
-                .map(|&(u, a)| world.write_address(&mut item, "ns5", &world.user_addresses[u][a]))
+                .address(id)
+                .map(|address| world.write_address(&mut item, "ns5", address))
                 .is_some(),
             Service::OrganisationFunktion => world
                 .function_index

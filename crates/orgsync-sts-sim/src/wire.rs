@@ -186,6 +186,13 @@ pub(crate) const ADDRESS_ROLE_MOBILE: Uuid = uuid("5ef6be2d-59f4-4652-a680-58592
 pub(crate) const ADDRESS_ROLE_LANDLINE: Uuid = uuid("47c05422-5379-4c27-9ddf-e02b52b3d961");
 pub(crate) const ADDRESS_ROLE_LOCATION: Uuid = uuid("ad04ac80-e24a-45a5-9dd9-8537a916ac74");
 pub(crate) const ADDRESS_TYPE_USER: Uuid = uuid("71a08d28-3af7-4bb4-9964-bc2b76b93d64");
+pub(crate) const ADDRESS_TYPE_UNIT: Uuid = uuid("9b33c0a0-a566-4ec0-8200-325cb1e5bb9a");
+pub(crate) const UNIT_ADDRESS_ROLE_POSTAL: Uuid = uuid("80b610c6-314b-485a-a014-a9a1d7070bc4");
+pub(crate) const UNIT_ADDRESS_ROLE_EMAIL: Uuid = uuid("2b670843-ce42-411a-8fb5-311dfdd5caf0");
+pub(crate) const UNIT_ADDRESS_ROLE_PHONE: Uuid = uuid("8dcfa714-5ed3-4000-b551-2ba520e7d8ad");
+pub(crate) const UNIT_ADDRESS_ROLE_EAN: Uuid = uuid("9ccaafe4-c4b2-4d25-942a-2ec5730d4ed8");
+/// A unit address role the client does not read (the unit's web address).
+pub(crate) const UNIT_ADDRESS_ROLE_URL: Uuid = uuid("a99c073d-482e-47d3-9275-13c79f453c3a");
 pub(crate) const UNIT_TYPE_DEPARTMENT: Uuid = uuid("16bf18c3-ed6f-44b0-b7a1-35f94984e519");
 pub(crate) const UNIT_TYPE_TEAM: Uuid = uuid("2d9710bf-e9cc-465f-8ec7-46d5f2a64412");
 /// A unit type the client does not know (stands for any other Enhedstype class).

@@ -113,6 +113,18 @@ pub(crate) enum AddressKind {
     Mobile,
     Landline,
     Location,
+    UnitPostal,
+    UnitEmail,
+    UnitPhone,
+    UnitEan,
+    UnitUrl,
+}
+
+/// Whose address an Adresse object is: (user or unit index, position in its list).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum AddressOwner {
+    User(usize, usize),
+    Unit(usize, usize),
 }
 
 #[derive(Clone, Debug)]
@@ -141,8 +153,11 @@ pub struct World {
     /// Passivated users: found by soeg, listed with LivscyklusKode Passiveret.
     pub(crate) ghosts: Vec<Uuid>,
     pub(crate) persons: HashMap<Uuid, usize>,
-    pub(crate) addresses: HashMap<Uuid, (usize, usize)>,
+    pub(crate) addresses: HashMap<Uuid, AddressOwner>,
     pub(crate) user_addresses: Vec<Vec<Address>>,
+    /// Each unit's contact data as Adresse objects (postal, e-mail, phone, EAN), plus a web
+    /// address on some units, whose role no client reads.
+    pub(crate) unit_addresses: Vec<Vec<Address>>,
     pub(crate) functions: Vec<Function>,
     pub(crate) function_index: HashMap<Uuid, usize>,
     pub(crate) functions_by_unit: HashMap<Uuid, Vec<usize>>,
@@ -209,7 +224,7 @@ impl World {
                 });
             }
             for (a, address) in mine.iter().enumerate() {
-                addresses.insert(address.uuid, (index, a));
+                addresses.insert(address.uuid, AddressOwner::User(index, a));
             }
             user_addresses.push(mine);
             for (p, position) in user.positions.iter().enumerate() {
@@ -222,6 +237,37 @@ impl World {
             if bucket(id, 200) == 7 {
                 ghosts.push(derive(id, 14));
             }
+        }
+        let mut unit_addresses = Vec::with_capacity(snapshot.units.len());
+        for (index, unit) in snapshot.units.iter().enumerate() {
+            let id = unit.uuid.0;
+            let c = &unit.contact;
+            let mut mine = Vec::new();
+            for (n, kind, text) in [
+                (20, AddressKind::UnitPostal, &c.postal_address),
+                (21, AddressKind::UnitEmail, &c.email),
+                (22, AddressKind::UnitPhone, &c.phone),
+                (23, AddressKind::UnitEan, &c.ean),
+            ] {
+                if let Some(text) = text {
+                    mine.push(Address {
+                        uuid: derive(id, n),
+                        kind,
+                        text: text.clone(),
+                    });
+                }
+            }
+            if !mine.is_empty() && bucket(id, 4) == 0 {
+                mine.push(Address {
+                    uuid: derive(id, 24),
+                    kind: AddressKind::UnitUrl,
+                    text: format!("https://kommune.dk/enhed/{}", bucket(id, 10_000)),
+                });
+            }
+            for (a, address) in mine.iter().enumerate() {
+                addresses.insert(address.uuid, AddressOwner::Unit(index, a));
+            }
+            unit_addresses.push(mine);
         }
         let function_index = functions
             .iter()
@@ -246,6 +292,7 @@ impl World {
             persons,
             addresses,
             user_addresses,
+            unit_addresses,
             functions,
             function_index,
             functions_by_unit,
@@ -444,6 +491,30 @@ impl World {
             gyldighed(w, ALWAYS, if unit.active { "Aktiv" } else { "Inaktiv" });
             w.end(&e("TilstandListe"));
             w.open(&e("RelationListe"));
+            for (i, address) in self.unit_addresses[index].iter().enumerate() {
+                let (role, label) = match address.kind {
+                    AddressKind::UnitPostal => (UNIT_ADDRESS_ROLE_POSTAL, "Postadresse"),
+                    // Labels differ between deployments: only the role UUID can be trusted.
+                    AddressKind::UnitEmail if bucket(id, 2) == 0 => {
+                        (UNIT_ADDRESS_ROLE_EMAIL, "Telefon")
+                    }
+                    AddressKind::UnitEmail => (UNIT_ADDRESS_ROLE_EMAIL, "Email"),
+                    AddressKind::UnitPhone => (UNIT_ADDRESS_ROLE_PHONE, "Mobiltelefon"),
+                    AddressKind::UnitEan => (UNIT_ADDRESS_ROLE_EAN, "EAN"),
+                    AddressKind::UnitUrl => (UNIT_ADDRESS_ROLE_URL, "Postadresse"),
+                    _ => continue,
+                };
+                w.open(&sd("Adresser"));
+                virkning(w, ALWAYS);
+                uuid_element(w, &sd("ReferenceID"), address.uuid);
+                w.open(&sd("Rolle"));
+                w.leaf(&sd("UUIDIdentifikator"), &role.to_string());
+                w.leaf(&sd("Label"), label);
+                w.end(&sd("Rolle"));
+                uuid_element(w, &sd("Type"), ADDRESS_TYPE_UNIT);
+                w.leaf(&sd("Indeks"), &derive(address.uuid, i as u64).to_string());
+                w.end(&sd("Adresser"));
+            }
             let kind = match unit.kind {
                 Some(UnitKind::Department) => Some(UNIT_TYPE_DEPARTMENT),
                 Some(UnitKind::Team) => Some(UNIT_TYPE_TEAM),
@@ -508,6 +579,7 @@ impl World {
                     // Some deployments label badly: only the role UUID can be trusted.
                     AddressKind::Location if bucket(id, 2) == 0 => (ADDRESS_ROLE_LOCATION, "Email"),
                     AddressKind::Location => (ADDRESS_ROLE_LOCATION, "Lokation_bruger"),
+                    _ => continue,
                 };
                 w.open(&sd("Adresser"));
                 virkning(w, ALWAYS);
@@ -576,6 +648,14 @@ impl World {
         w.empty(&e("TilstandListe"));
         w.empty(&e("RelationListe"));
         w.end(&e("Registrering"));
+    }
+
+    /// The Adresse object with this UUID, a user's or a unit's.
+    pub(crate) fn address(&self, id: Uuid) -> Option<&Address> {
+        match *self.addresses.get(&id)? {
+            AddressOwner::User(u, a) => self.user_addresses.get(u)?.get(a),
+            AddressOwner::Unit(u, a) => self.unit_addresses.get(u)?.get(a),
+        }
     }
 
     /// An address object.

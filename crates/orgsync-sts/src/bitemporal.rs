@@ -361,13 +361,18 @@ pub(crate) struct UnitRecord {
     pub parent: Option<Uuid>,
     pub belongs_to: Option<Uuid>,
     pub unit_type: Option<Uuid>,
+    /// `(role, address)` of each address relation valid now, in `Indeks` order; read only
+    /// when the unit's contact data is asked for (empty otherwise).
+    pub addresses: Vec<(Uuid, Uuid)>,
     pub active: bool,
 }
 
-/// Reads a unit; `None` when it is absent or has no usable id.
+/// Reads a unit; `None` when it is absent or has no usable id. Its address relations are read
+/// only with `contact`.
 pub(crate) fn unit(
     object: &ObjectXml,
     now: DateTime<Utc>,
+    contact: bool,
     issues: &mut Vec<ReadIssue>,
 ) -> Option<UnitRecord> {
     let uuid = object_uuid(object, "OrganisationEnhed", issues)?;
@@ -419,6 +424,11 @@ pub(crate) fn unit(
         .cloned();
     let unit_type = kind
         .and_then(|k| r.reference(k.reference.as_ref(), "RelationListe/Enhedstype/ReferenceID"));
+    let addresses = if contact {
+        addresses(registration, &mut r)
+    } else {
+        Vec::new()
+    };
     let active = active_now(registration, &mut r);
     Some(UnitRecord {
         uuid,
@@ -427,6 +437,7 @@ pub(crate) fn unit(
         parent,
         belongs_to,
         unit_type,
+        addresses,
         active,
     })
 }
@@ -492,6 +503,22 @@ pub(crate) fn user(
             "RelationListe/TilknyttedePersoner/ReferenceID",
         )
     });
+    let addresses = addresses(registration, &mut r);
+    let active = active_now(registration, &mut r);
+    Some(UserRecord {
+        uuid,
+        user_name,
+        belongs_to,
+        person,
+        addresses,
+        active,
+    })
+}
+
+/// The `(role, address)` of each `Adresser` relation valid now, in `Indeks` order (users and
+/// units alike; the role decides what an address is, never its label).
+fn addresses(registration: &RegistrationXml, r: &mut Reader<'_>) -> Vec<(Uuid, Uuid)> {
+    let now = r.now;
     let mut addresses = Vec::new();
     let mut entries: Vec<&RelationXml> = Vec::new();
     for entry in relations(registration, |l| &l.addresses) {
@@ -522,15 +549,7 @@ pub(crate) fn user(
             addresses.push((role, address));
         }
     }
-    let active = active_now(registration, &mut r);
-    Some(UserRecord {
-        uuid,
-        user_name,
-        belongs_to,
-        person,
-        addresses,
-        active,
-    })
+    addresses
 }
 
 /// Reads a `Person`'s name, or an `Adresse`'s text: `(uuid, value)`; `None` when absent.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use orgsync_model::error_class::FailedStsCall;
 use orgsync_model::ids::{Cvr, UnitId, UserId};
-use orgsync_model::snapshot::{Position, Snapshot, Unit, UnitExtra, UnitKind, User};
+use orgsync_model::snapshot::{Position, Snapshot, Unit, UnitContact, UnitKind, User};
 use serde::de::DeserializeOwned;
 use tokio::sync::{OnceCell, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -26,7 +26,8 @@ use crate::response::{HasStatus, HierarchyOutput, ListOutput, ObjectXml, SoegOut
 use crate::transport::{SoapCall, SoapResponse, Transport, UnsignedTransport};
 use crate::wire::{
     ADDRESS_ROLE_EMAIL, ADDRESS_ROLE_LANDLINE, ADDRESS_ROLE_MOBILE, Dialect, FUNCTION_TYPE_MANAGER,
-    FUNCTION_TYPE_POSITION, Operation, Service, UNIT_TYPE_DEPARTMENT, UNIT_TYPE_TEAM,
+    FUNCTION_TYPE_POSITION, Operation, Service, UNIT_ADDRESS_ROLE_EAN, UNIT_ADDRESS_ROLE_EMAIL,
+    UNIT_ADDRESS_ROLE_PHONE, UNIT_ADDRESS_ROLE_POSTAL, UNIT_TYPE_DEPARTMENT, UNIT_TYPE_TEAM,
 };
 use crate::xml::{self, Body};
 
@@ -480,6 +481,28 @@ impl StsClient {
         read
     }
 
+    /// Reads as [`StsClient::read_snapshot`], calling `observe` with each new progress figure
+    /// while it reads and once more with the final one.
+    pub async fn read_snapshot_observed(
+        &self,
+        mut observe: impl FnMut(ReadProgress) + Send,
+    ) -> Result<SnapshotRead, StsError> {
+        let mut progress = self.progress();
+        let read = self.read_snapshot();
+        tokio::pin!(read);
+        let result = loop {
+            tokio::select! {
+                result = &mut read => break result,
+                changed = progress.changed() => match changed {
+                    Ok(()) => observe(*progress.borrow_and_update()),
+                    Err(_) => break read.await,
+                },
+            }
+        };
+        observe(*progress.borrow_and_update());
+        result
+    }
+
     async fn read_snapshot_inner(&self, calls_before: u64) -> Result<SnapshotRead, StsError> {
         let now = Utc::now();
         let organisation = self.organisation_uuid().await.inspect_err(|_| {
@@ -487,20 +510,26 @@ impl StsClient {
         })?;
         let state = Arc::new(ReadState::default());
 
-        let units = self.read_units(&state, now);
+        // The units, then (with the unit_contact option) the Adresse objects they name, while
+        // positions and users are read.
+        let units = async {
+            let units = self.read_units(&state, now).await?;
+            let texts = self.unit_address_texts(&units, &state, now).await;
+            Ok::<_, StsError>((units, texts))
+        };
         let positions = self.read_functions(organisation, None, &state, now);
         let users = self.read_users(organisation, &state, now);
         let (units, functions, users) = tokio::join!(units, positions, users);
         if let Some(fatal) = self.take_fatal() {
             return Err(fatal);
         }
-        let units = units?;
+        let (units, texts) = units?;
 
         let (mut issues, partial) = state.finish();
         let snapshot = assemble(
             self.inner.cvr.clone(),
             organisation,
-            units,
+            (units, &texts),
             functions,
             users,
             partial,
@@ -525,11 +554,15 @@ impl StsClient {
             .list_objects(Service::OrganisationEnhed, &[unit.0], None)
             .await?;
         let mut issues = Vec::new();
+        let contact = self.inner.options.unit_contact;
         let record = objects
             .iter()
-            .filter_map(|o| bitemporal::unit(o, now, &mut issues))
+            .filter_map(|o| bitemporal::unit(o, now, contact, &mut issues))
             .find(|u| u.uuid == unit.0);
         state.issues(issues);
+        let texts = self
+            .unit_address_texts(record.as_slice(), &state, now)
+            .await;
 
         let functions = self
             .read_functions(organisation, Some(unit.0), &state, now)
@@ -563,7 +596,7 @@ impl StsClient {
             return Err(fatal);
         }
         let (mut issues, partial) = state.finish();
-        let unit = record.and_then(|r| to_unit(r, organisation, &mut issues));
+        let unit = record.and_then(|r| to_unit(r, organisation, &texts, &mut issues));
         Ok(UnitRead {
             unit,
             users,
@@ -611,11 +644,9 @@ impl StsClient {
                     }
                 },
                 |objects, mut issues| {
-                    units.extend(
-                        objects
-                            .iter()
-                            .filter_map(|o| bitemporal::unit(o, now, &mut issues)),
-                    );
+                    units.extend(objects.iter().filter_map(|o| {
+                        bitemporal::unit(o, now, self.inner.options.unit_contact, &mut issues)
+                    }));
                     state.issues(issues);
                 },
             )
@@ -846,6 +877,42 @@ impl StsClient {
             .collect()
     }
 
+    /// The texts of the Adresse objects the units' contact roles name, by UUID (none without
+    /// the `unit_contact` option: then no call is made). Lists run concurrently, in batches of
+    /// at most `list_batch_size`, within the client's in-flight limit.
+    async fn unit_address_texts(
+        &self,
+        units: &[UnitRecord],
+        state: &Arc<ReadState>,
+        now: DateTime<Utc>,
+    ) -> HashMap<Uuid, Option<String>> {
+        if !self.inner.options.unit_contact {
+            return HashMap::new();
+        }
+        let mut seen = HashSet::new();
+        let ids: Vec<Uuid> = units
+            .iter()
+            .flat_map(|u| &u.addresses)
+            .filter(|(role, _)| UNIT_CONTACT_ROLES.contains(role))
+            .map(|(_, address)| *address)
+            .filter(|a| seen.insert(*a))
+            .collect();
+        let mut tasks = JoinSet::new();
+        for chunk in ids.chunks(self.inner.options.list_batch_size) {
+            let client = self.clone();
+            let state = state.clone();
+            let ids = chunk.to_vec();
+            tasks.spawn(async move {
+                client
+                    .values(Service::Adresse, "Adresse", ids, &state, now)
+                    .await
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            });
+        }
+        join_all(tasks, state).await.into_iter().flatten().collect()
+    }
+
     /// Person names or Adresse texts by UUID (lists of at most `list_batch_size`).
     async fn values(
         &self,
@@ -875,7 +942,8 @@ impl StsClient {
                         object_kind: kind.to_owned(),
                         object: Some(*id),
                         element: "FiltreretOejebliksbillede".to_owned(),
-                        message: "a user refers to it but list did not return it".to_owned(),
+                        message: "an object read refers to it but list did not return it"
+                            .to_owned(),
                     });
                 }
                 state.issues(issues);
@@ -1225,7 +1293,42 @@ fn to_user(row: UserRow, positions: Vec<Position>) -> User {
     }
 }
 
-fn to_unit(record: UnitRecord, organisation: Uuid, issues: &mut Vec<ReadIssue>) -> Option<Unit> {
+/// The unit address roles read as contact data (OS2sync's `UUIDConstants`, from KOMBIT's
+/// "Anvisninger til anvendelse af STS-Organisation").
+const UNIT_CONTACT_ROLES: [Uuid; 4] = [
+    UNIT_ADDRESS_ROLE_POSTAL,
+    UNIT_ADDRESS_ROLE_EMAIL,
+    UNIT_ADDRESS_ROLE_PHONE,
+    UNIT_ADDRESS_ROLE_EAN,
+];
+
+/// A unit's contact data: per role UUID (never by label) the first address valid now, by
+/// `Indeks`. P-number and CVR are not Adresse roles in Organisation 6 (they are `Virksomhed`
+/// relations), so the read leaves them empty.
+fn unit_contact(record: &UnitRecord, texts: &HashMap<Uuid, Option<String>>) -> UnitContact {
+    let by_role = |role: Uuid| {
+        record
+            .addresses
+            .iter()
+            .find(|(r, _)| *r == role)
+            .and_then(|(_, a)| texts.get(a).cloned().flatten())
+    };
+    UnitContact {
+        postal_address: by_role(UNIT_ADDRESS_ROLE_POSTAL),
+        email: by_role(UNIT_ADDRESS_ROLE_EMAIL),
+        phone: by_role(UNIT_ADDRESS_ROLE_PHONE),
+        ean: by_role(UNIT_ADDRESS_ROLE_EAN),
+        p_number: None,
+        cvr: None,
+    }
+}
+
+fn to_unit(
+    record: UnitRecord,
+    organisation: Uuid,
+    texts: &HashMap<Uuid, Option<String>>,
+    issues: &mut Vec<ReadIssue>,
+) -> Option<Unit> {
     match record.belongs_to {
         Some(owner) if owner != organisation => {
             issues.push(ReadIssue {
@@ -1253,6 +1356,7 @@ fn to_unit(record: UnitRecord, organisation: Uuid, issues: &mut Vec<ReadIssue>) 
         t if t == UNIT_TYPE_TEAM => UnitKind::Team,
         _ => UnitKind::Other,
     });
+    let contact = unit_contact(&record, texts);
     Some(Unit {
         uuid: UnitId(record.uuid),
         name: record.name.unwrap_or_default(),
@@ -1260,14 +1364,14 @@ fn to_unit(record: UnitRecord, organisation: Uuid, issues: &mut Vec<ReadIssue>) 
         parent_uuid: record.parent.map(UnitId),
         active: record.active,
         kind,
-        extra: UnitExtra::default(),
+        contact,
     })
 }
 
 fn assemble(
     cvr: Cvr,
     organisation: Uuid,
-    units: Vec<UnitRecord>,
+    (units, texts): (Vec<UnitRecord>, &HashMap<Uuid, Option<String>>),
     functions: Vec<FunctionRecord>,
     users: Vec<UserRow>,
     partial: Option<String>,
@@ -1275,7 +1379,7 @@ fn assemble(
 ) -> Snapshot {
     let units: Vec<Unit> = units
         .into_iter()
-        .filter_map(|u| to_unit(u, organisation, issues))
+        .filter_map(|u| to_unit(u, organisation, texts, issues))
         .collect();
     let mut positions: HashMap<Uuid, Vec<Position>> = HashMap::new();
     for function in functions {
@@ -1358,7 +1462,7 @@ pub fn inspect_response(
                 .map_or(0, |u| {
                     u.objects
                         .iter()
-                        .filter_map(|o| bitemporal::unit(o, now, &mut issues))
+                        .filter_map(|o| bitemporal::unit(o, now, true, &mut issues))
                         .count()
                 })
         }
@@ -1369,7 +1473,9 @@ pub fn inspect_response(
             objects
                 .iter()
                 .filter(|o| match service {
-                    Service::OrganisationEnhed => bitemporal::unit(o, now, &mut issues).is_some(),
+                    Service::OrganisationEnhed => {
+                        bitemporal::unit(o, now, true, &mut issues).is_some()
+                    }
                     Service::Bruger => bitemporal::user(o, now, &mut issues).is_some(),
                     Service::OrganisationFunktion => {
                         bitemporal::function(o, now, &mut issues).is_some()

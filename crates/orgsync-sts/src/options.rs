@@ -56,6 +56,9 @@ pub struct ClientOptions {
     pub page_size: u32,
     /// UUIDs per `list` call (default 100, the maximum).
     pub list_batch_size: usize,
+    /// Read each unit's contact data (its `Adresser` relations and the Adresse objects they
+    /// name): the customer's `unit_contact` mapping. Off (the default) costs no call.
+    pub unit_contact: bool,
 }
 
 impl ClientOptions {
@@ -97,6 +100,7 @@ impl Default for ClientOptions {
             max_response_bytes: 8 * 1024 * 1024,
             page_size: 500,
             list_batch_size: 100,
+            unit_contact: false,
         }
     }
 }

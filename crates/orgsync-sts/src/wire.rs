@@ -342,6 +342,14 @@ pub const ADDRESS_ROLE_MOBILE: Uuid = uuid("5ef6be2d-59f4-4652-a680-585929924ba9
 pub const ADDRESS_ROLE_LANDLINE: Uuid = uuid("47c05422-5379-4c27-9ddf-e02b52b3d961");
 /// Bruger address role: location.
 pub const ADDRESS_ROLE_LOCATION: Uuid = uuid("ad04ac80-e24a-45a5-9dd9-8537a916ac74");
+/// OrganisationEnhed address role: postal address ("Postadresse").
+pub const UNIT_ADDRESS_ROLE_POSTAL: Uuid = uuid("80b610c6-314b-485a-a014-a9a1d7070bc4");
+/// OrganisationEnhed address role: e-mail.
+pub const UNIT_ADDRESS_ROLE_EMAIL: Uuid = uuid("2b670843-ce42-411a-8fb5-311dfdd5caf0");
+/// OrganisationEnhed address role: phone ("Telefon").
+pub const UNIT_ADDRESS_ROLE_PHONE: Uuid = uuid("8dcfa714-5ed3-4000-b551-2ba520e7d8ad");
+/// OrganisationEnhed address role: EAN location number.
+pub const UNIT_ADDRESS_ROLE_EAN: Uuid = uuid("9ccaafe4-c4b2-4d25-942a-2ec5730d4ed8");
 /// Enhedstype Afdeling.
 pub const UNIT_TYPE_DEPARTMENT: Uuid = uuid("16bf18c3-ed6f-44b0-b7a1-35f94984e519");
 /// Enhedstype Team.

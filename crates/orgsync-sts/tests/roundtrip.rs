@@ -6,7 +6,10 @@ mod common;
 
 use common::*;
 use orgsync_model::ids::UnitId;
-use orgsync_sts_sim::generate::{Size, expected_read};
+use orgsync_sts::client::StsClient;
+use orgsync_sts::limits::SystemLimits;
+use orgsync_sts::options::ClientOptions;
+use orgsync_sts_sim::generate::{Size, expected_read, expected_read_with_unit_contact};
 use orgsync_sts_sim::server::SimOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,6 +45,77 @@ async fn reading_a_median_municipality_yields_exactly_the_generated_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unit_contact_data_is_read_by_role_only_with_the_option_and_costs_calls_only_then() {
+    let truth = municipality(Size::S, 11);
+    let with_contact = truth.units.iter().filter(|u| !u.contact.is_empty()).count();
+    assert!(
+        with_contact * 2 > truth.units.len(),
+        "the generator gives most units contact data"
+    );
+    let sim = start(truth.clone(), SimOptions::default()).await;
+
+    // Off (the default): no contact data, and not one Adresse call more than the users need.
+    let plain = client(&sim).read_snapshot().await.unwrap();
+    assert_eq!(
+        normalised(plain.snapshot),
+        normalised(expected_read(&truth, today()))
+    );
+    assert!(
+        plain.issues.is_empty(),
+        "{:?}",
+        &plain.issues[..plain.issues.len().min(3)]
+    );
+    let adresse_lists = |sim: &orgsync_sts_sim::server::Simulator| {
+        sim.stats()
+            .by_operation
+            .iter()
+            .filter(|(op, _)| op.to_lowercase().starts_with("adresse/"))
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    let plain_adresse = adresse_lists(&sim);
+
+    // On: postal address, e-mail, phone and EAN by role UUID, whatever the label says (the
+    // simulator mislabels some, and adds a web address whose role is not read).
+    let options = ClientOptions {
+        unit_contact: true,
+        ..fast_options(&sim)
+    };
+    let client = StsClient::new(cvr(), &options, SystemLimits::new(0.0)).unwrap();
+    let read = client.read_snapshot().await.unwrap();
+    assert!(
+        read.issues.is_empty(),
+        "{:?}",
+        &read.issues[..read.issues.len().min(3)]
+    );
+    let expected = normalised(expected_read_with_unit_contact(&truth, today()));
+    let actual = normalised(read.snapshot);
+    for (a, e) in actual.units.iter().zip(&expected.units) {
+        assert_eq!(a, e);
+    }
+    assert_eq!(actual, expected);
+    assert!(actual.units.iter().any(|u| u.contact.ean.is_some()));
+    let contact_adresse = adresse_lists(&sim) - plain_adresse;
+    assert!(
+        contact_adresse > plain_adresse,
+        "the contact read lists the units' addresses too: {contact_adresse} vs {plain_adresse}"
+    );
+
+    // The per-unit read carries the unit's contact data as well.
+    let unit = truth
+        .units
+        .iter()
+        .find(|u| u.active && u.contact.postal_address.is_some())
+        .unwrap();
+    let one = client.read_unit(unit.uuid).await.unwrap();
+    assert_eq!(
+        one.unit.unwrap().contact.postal_address,
+        unit.contact.postal_address
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_returning_full_history_gives_the_same_snapshot() {
     let truth = municipality(Size::S, 3);
     let options = SimOptions {
@@ -63,8 +137,8 @@ async fn a_per_unit_read_returns_the_unit_and_the_positions_in_it() {
     let expected = expected_read(&truth, today());
     let sim = start(truth.clone(), SimOptions::default()).await;
     let client = client(&sim);
-    // The unit with most positions.
-    let unit = truth
+    // The unit with most positions (as a default client reads it: no contact data).
+    let unit = expected
         .units
         .iter()
         .max_by_key(|u| {

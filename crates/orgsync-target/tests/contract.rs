@@ -10,7 +10,7 @@ use common::{Harness, ScimHarness, both};
 use orgsync_model::ids::{UnitId, UserId};
 use orgsync_model::plan::{self, Action, Plan, UserFields, UserItem};
 use orgsync_model::policy::{Mappings, Policy};
-use orgsync_model::snapshot::{Snapshot, Unit, User};
+use orgsync_model::snapshot::{Snapshot, Unit, UnitContact, User};
 use orgsync_model::target::TargetState;
 use orgsync_model::testing::{self, p, snapshot, u};
 use orgsync_model::validate::validate;
@@ -433,6 +433,7 @@ async fn optional_mappings_round_trip_title_phone_and_managers() {
         title: true,
         phone: true,
         manager: true,
+        ..Mappings::default()
     };
     let policy = policy(mappings);
     for h in both(mappings).await {
@@ -456,6 +457,85 @@ async fn optional_mappings_round_trip_title_phone_and_managers() {
         assert_eq!(top.manager, Some(p(1)), "{}", h.name());
         assert_nothing_left_to_do(h, &snap, &policy).await;
     }
+}
+
+fn contact(address: &str, ean: Option<&str>) -> UnitContact {
+    UnitContact {
+        postal_address: Some(address.to_owned()),
+        email: Some("skole@kommune.dk".to_owned()),
+        phone: Some("+45 8765 4321".to_owned()),
+        ean: ean.map(str::to_owned),
+        p_number: Some("1012345678".to_owned()),
+        cvr: Some("29189838".to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn unit_contact_data_round_trips_and_a_changed_address_is_written() {
+    let mappings = Mappings {
+        unit_contact: true,
+        ..Mappings::default()
+    };
+    let policy = policy(mappings);
+    for h in both(mappings).await {
+        let h = h.as_ref();
+        let mut units = tree();
+        units[2].contact = contact("Skolevej 1, 8000 Aarhus C", Some("5798000000001"));
+        let snap = snapshot(units.clone(), people());
+        let (_, _, departments, _) = sync(h, &snap, &policy).await;
+        assert!(
+            departments.rejected.is_empty(),
+            "{}: {departments:?}",
+            h.name()
+        );
+        let school = h.target().find_department(u(3)).await.unwrap().unwrap();
+        assert_eq!(
+            school.contact,
+            contact("Skolevej 1, 8000 Aarhus C", Some("5798000000001")),
+            "{}",
+            h.name()
+        );
+        let top = h.target().find_department(u(1)).await.unwrap().unwrap();
+        assert_eq!(top.contact, UnitContact::default(), "{}", h.name());
+        assert_nothing_left_to_do(h, &snap, &policy).await;
+
+        // The school moves and loses its EAN: one update, the address replaced, the EAN removed.
+        units[2].contact = contact("Havnegade 2, 8000 Aarhus C", None);
+        let snap = snapshot(units, people());
+        let (plan, _, departments, _) = sync(h, &snap, &policy).await;
+        assert_eq!(plan.departments.len(), 1, "{}", h.name());
+        assert_eq!(plan.departments[0].action, Action::Update);
+        let changes = plan.departments[0].changes.as_ref().unwrap();
+        assert_eq!(
+            changes.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["ean", "postal_address"],
+            "{}",
+            h.name()
+        );
+        assert_eq!(departments.written, 1, "{}: {departments:?}", h.name());
+        let school = h.target().find_department(u(3)).await.unwrap().unwrap();
+        assert_eq!(
+            school.contact,
+            contact("Havnegade 2, 8000 Aarhus C", None),
+            "{}",
+            h.name()
+        );
+        assert_nothing_left_to_do(h, &snap, &policy).await;
+
+        // With the mapping off, nothing of it is compared or written: the data stays.
+        let plain = policy_off();
+        let (plan, _, _, _) = sync(h, &snap, &plain).await;
+        assert!(plan.departments.is_empty(), "{}: {plan:?}", h.name());
+        let school = h.target().find_department(u(3)).await.unwrap().unwrap();
+        assert_eq!(
+            school.contact.postal_address.as_deref(),
+            Some("Havnegade 2, 8000 Aarhus C")
+        );
+    }
+}
+
+fn policy_off() -> Policy {
+    policy(Mappings::default())
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use orgsync_jobs::pipeline::Pipeline;
-use orgsync_jobs::report::{RunReport, RunState, Trigger};
+use orgsync_jobs::report::{RunReport, RunState, Trigger, progress_text};
 
 /// Output format of `plan` and `runs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,6 +161,7 @@ pub(crate) async fn wait(pipeline: &Pipeline, run_id: &str) -> anyhow::Result<Ru
     });
     let mut last_line = std::time::Instant::now();
     let mut last_state = None;
+    let mut last_message: Option<String> = None;
     let waiting_since = std::time::Instant::now();
     let mut told_no_worker = false;
     let mut settled_wait: Option<std::time::Instant> = None;
@@ -170,7 +171,10 @@ pub(crate) async fn wait(pipeline: &Pipeline, run_id: &str) -> anyhow::Result<Ru
         let state = progress.report.state;
         let message = match state {
             RunState::Queued => "waiting for a worker".to_owned(),
-            RunState::Reading => "reading STS and the target".to_owned(),
+            RunState::Reading => match progress.report.read_progress {
+                Some(read) if !read.done => format!("reading STS: {}", progress_text(&read)),
+                _ => "reading STS and the target".to_owned(),
+            },
             RunState::Departments => "writing departments".to_owned(),
             RunState::Users => "writing users".to_owned(),
             RunState::Finishing => "finishing".to_owned(),
@@ -180,7 +184,12 @@ pub(crate) async fn wait(pipeline: &Pipeline, run_id: &str) -> anyhow::Result<Ru
             bar.set_length(total);
             bar.set_position(done);
             bar.set_message(message);
-        } else if last_state != Some(state) || last_line.elapsed() > Duration::from_secs(10) {
+        } else if last_state != Some(state)
+            || last_line.elapsed() > Duration::from_secs(10)
+            || (state == RunState::Reading
+                && last_message.as_deref() != Some(message.as_str())
+                && last_line.elapsed() >= Duration::from_secs(1))
+        {
             // Not a terminal (a script, CI): a line now and then on stderr, stdout stays the report.
             let _ = writeln!(
                 std::io::stderr(),
@@ -188,6 +197,7 @@ pub(crate) async fn wait(pipeline: &Pipeline, run_id: &str) -> anyhow::Result<Ru
             );
             last_line = std::time::Instant::now();
             last_state = Some(state);
+            last_message = Some(message.clone());
         }
         if state == RunState::Queued
             && !told_no_worker

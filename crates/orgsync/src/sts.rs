@@ -41,6 +41,10 @@ pub(crate) fn options_for(config: &Config, cvr: &Cvr) -> ClientOptions {
         max_calls_per_second: f64::from(sts.max_calls_per_second),
         call_timeout: Duration::from_millis(sts.call_timeout_ms),
         max_response_bytes: usize::try_from(sts.max_response_bytes).unwrap_or(usize::MAX),
+        // The unit's contact data is read only for a customer who maps it.
+        unit_contact: config
+            .customer(cvr.as_str())
+            .is_some_and(|c| c.policy.mappings.unit_contact),
         ..ClientOptions::default()
     }
 }

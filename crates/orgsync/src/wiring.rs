@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use orgsync_config::Config;
 use orgsync_jobs::pipeline::{Pipeline, PipelineOptions};
 use orgsync_jobs::scheduler::{ScheduledCustomer, SchedulerOptions};
-use orgsync_jobs::sources::{Customer, SourceError, SourceRead, Sources};
+use orgsync_jobs::sources::{
+    Customer, ProgressSender, ReadProgress, SourceError, SourceRead, Sources,
+};
 use orgsync_jobs::worker::WorkerSettings;
 use orgsync_model::ids::Cvr;
 use orgsync_model::target::TargetState;
@@ -99,15 +101,35 @@ impl Sources for ConfigSources {
     }
 
     async fn read_snapshot(&self, cvr: &Cvr) -> Result<SourceRead, SourceError> {
+        let (progress, _) = tokio::sync::watch::channel(ReadProgress::default());
+        self.read_snapshot_with_progress(cvr, progress).await
+    }
+
+    async fn read_snapshot_with_progress(
+        &self,
+        cvr: &Cvr,
+        progress: ProgressSender,
+    ) -> Result<SourceRead, SourceError> {
         let client = crate::sts::client_for(&self.config, cvr, self.limits.clone())
             .map_err(|e| SourceError::config(format!("{e:#}")))?;
-        let read = client.read_snapshot().await.map_err(|e| SourceError {
-            class: e.class(),
-            retriable: e.is_retriable(),
-            retry_not_before: None,
-            message: format!("reading STS Organisation for {cvr}: {e}"),
-            sts_failure: client.failed_call().map(Box::new),
-        })?;
+        let read = client
+            .read_snapshot_observed(|p| {
+                progress.send_replace(ReadProgress {
+                    calls: p.calls,
+                    objects: p.objects,
+                    remaining_estimate: p.remaining_estimate,
+                    paging: p.paging,
+                    done: p.done,
+                });
+            })
+            .await
+            .map_err(|e| SourceError {
+                class: e.class(),
+                retriable: e.is_retriable(),
+                retry_not_before: None,
+                message: format!("reading STS Organisation for {cvr}: {e}"),
+                sts_failure: client.failed_call().map(Box::new),
+            })?;
         let mut issues: Vec<String> = read
             .issues
             .iter()

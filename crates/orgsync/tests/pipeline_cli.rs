@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orgsync_model::ids::Cvr;
 use orgsync_sts_sim::generate::{Size, domain_of, generate};
-use orgsync_sts_sim::server::{SimOptions, Simulator};
+use orgsync_sts_sim::server::{LatencyModel, SimOptions, Simulator};
 use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_orgsync");
@@ -170,13 +170,27 @@ async fn plan_then_sync_wait_then_runs_show_work_from_the_command_line() {
     let text = setup.orgsync(&["plan", "11111111"]).await;
     assert!(stdout(&text).contains("create"), "{}", stdout(&text));
 
-    // A worker and a run that is followed to its end.
+    // A worker and a run that is followed to its end. Every STS call takes 500 ms, so the read
+    // lasts a few seconds and `--wait` shows its progress (on stderr: not a terminal).
     setup.spawn(&["worker"]);
+    let sim = setup._sim.as_ref().unwrap();
+    let quick = sim.options();
+    sim.set_options(SimOptions {
+        latency: LatencyModel::fixed(500),
+        ..quick.clone()
+    });
     let out = setup.orgsync(&["sync", "11111111", "--wait"]).await;
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("state:        succeeded"), "{text}");
     assert!(text.contains(&format!("{creates} created")), "{text}");
+    let progress = stderr(&out);
+    let line = progress
+        .lines()
+        .find(|l| l.contains(": reading STS: ") && l.contains(" calls, "))
+        .unwrap_or_else(|| panic!("no read progress in:\n{progress}"));
+    assert!(line.contains(" objects, "), "{line}");
+    setup._sim.as_ref().unwrap().set_options(quick);
 
     // The second run writes nothing; its JSON report says so.
     let out = setup

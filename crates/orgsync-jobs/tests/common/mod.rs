@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orgsync_jobs::pipeline::{Pipeline, PipelineOptions};
 use orgsync_jobs::report::{RunReport, Trigger};
-use orgsync_jobs::sources::{Customer, SourceError, SourceRead, Sources};
+use orgsync_jobs::sources::{
+    Customer, ProgressSender, ReadProgress, SourceError, SourceRead, Sources,
+};
 use orgsync_jobs::worker::WorkerSettings;
 use orgsync_model::ids::{Cvr, UnitId, UserId};
 use orgsync_model::plan::{DepartmentItem, UserItem};
@@ -141,14 +143,34 @@ impl Sources for TestSources {
     }
 
     async fn read_snapshot(&self, cvr: &Cvr) -> Result<SourceRead, SourceError> {
+        let (progress, _) = tokio::sync::watch::channel(ReadProgress::default());
+        self.read_snapshot_with_progress(cvr, progress).await
+    }
+
+    async fn read_snapshot_with_progress(
+        &self,
+        cvr: &Cvr,
+        progress: ProgressSender,
+    ) -> Result<SourceRead, SourceError> {
         let client = StsClient::new(cvr.clone(), &self.sts, SystemLimits::new(0.0)).unwrap();
-        let read = client.read_snapshot().await.map_err(|e| SourceError {
-            class: e.class(),
-            retriable: e.is_retriable(),
-            retry_not_before: None,
-            message: e.to_string(),
-            sts_failure: client.failed_call().map(Box::new),
-        })?;
+        let read = client
+            .read_snapshot_observed(|p| {
+                progress.send_replace(ReadProgress {
+                    calls: p.calls,
+                    objects: p.objects,
+                    remaining_estimate: p.remaining_estimate,
+                    paging: p.paging,
+                    done: p.done,
+                });
+            })
+            .await
+            .map_err(|e| SourceError {
+                class: e.class(),
+                retriable: e.is_retriable(),
+                retry_not_before: None,
+                message: e.to_string(),
+                sts_failure: client.failed_call().map(Box::new),
+            })?;
         Ok(SourceRead {
             snapshot: read.snapshot,
             calls: read.calls,
@@ -269,7 +291,10 @@ impl TestApp {
         let pipeline = Pipeline::with_observer(
             queue.clone(),
             sources.clone(),
-            PipelineOptions::default(),
+            PipelineOptions {
+                progress_interval: Duration::from_millis(100),
+                ..PipelineOptions::default()
+            },
             Some(observed.clone()),
         );
         let (signal, stop) = orgsync_queue::manual_signal();

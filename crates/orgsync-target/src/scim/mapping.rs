@@ -8,6 +8,7 @@ use orgsync_model::fields::UserField;
 use orgsync_model::ids::{UnitId, UserId};
 use orgsync_model::plan::{CreateDefaults, DepartmentItem, UserFields};
 use orgsync_model::policy::Mappings;
+use orgsync_model::snapshot::UnitContact;
 use orgsync_model::target::{TargetDepartment, TargetUser};
 use scim_v2::Asserted;
 use scim_v2::models::enterprise_user::{EnterpriseUser, Manager};
@@ -22,7 +23,8 @@ pub(crate) const SOURCE: &str = "orgsync";
 
 /// The orgsync extension on Users: `source`, `currency`, `mustChangePassword`, `primaryDepartment`.
 pub const USER_EXTENSION: &str = "urn:ietf:params:scim:schemas:extension:orgsync:2.0:User";
-/// The orgsync extension on Groups that are departments: `parent`, `customId`, `active`, `manager`.
+/// The orgsync extension on Groups that are departments: `parent`, `customId`, `active`, `manager`,
+/// and with the `unit_contact` mapping `postalAddress`, `email`, `phone`, `ean`, `pNumber`, `cvr`.
 pub const ORG_UNIT_EXTENSION: &str = "urn:ietf:params:scim:schemas:extension:orgsync:2.0:OrgUnit";
 
 fn display_name(fields: &UserFields) -> Option<String> {
@@ -312,7 +314,26 @@ fn org_unit(item: &DepartmentItem, mappings: Mappings, active: bool) -> Value {
             extension.insert("manager".into(), json!(manager.to_string()));
         }
     }
+    if mappings.unit_contact {
+        for (name, value) in contact_attributes(&item.fields.contact) {
+            if let Some(value) = value {
+                extension.insert(name.into(), json!(value));
+            }
+        }
+    }
     Value::Object(extension)
+}
+
+/// The OrgUnit extension's contact attributes and their values.
+fn contact_attributes(contact: &UnitContact) -> [(&'static str, &Option<String>); 6] {
+    [
+        ("postalAddress", &contact.postal_address),
+        ("email", &contact.email),
+        ("phone", &contact.phone),
+        ("ean", &contact.ean),
+        ("pNumber", &contact.p_number),
+        ("cvr", &contact.cvr),
+    ]
 }
 
 /// The body of `POST /Groups` for a department.
@@ -351,11 +372,25 @@ pub(crate) fn group_patch(
     replace.insert(ORG_UNIT_EXTENSION.into(), extension);
     let mut removes = Vec::new();
     if active && item.fields.parent.is_none() && current.parent.is_some() {
-        removes.push("urn:ietf:params:scim:schemas:extension:orgsync:2.0:OrgUnit:parent");
+        removes
+            .push("urn:ietf:params:scim:schemas:extension:orgsync:2.0:OrgUnit:parent".to_owned());
     }
     if active && mappings.manager && item.fields.manager.is_none() && current.manager.is_some() {
-        removes.push("urn:ietf:params:scim:schemas:extension:orgsync:2.0:OrgUnit:manager");
+        removes
+            .push("urn:ietf:params:scim:schemas:extension:orgsync:2.0:OrgUnit:manager".to_owned());
     }
+    if active && mappings.unit_contact {
+        let now = contact_attributes(&current.contact);
+        for ((name, wanted), (_, held)) in contact_attributes(&item.fields.contact)
+            .into_iter()
+            .zip(now)
+        {
+            if wanted.is_none() && held.is_some() {
+                removes.push(format!("{ORG_UNIT_EXTENSION}:{name}"));
+            }
+        }
+    }
+    let removes: Vec<&str> = removes.iter().map(String::as_str).collect();
     patch(replace, &removes).unwrap_or(Value::Null)
 }
 
@@ -473,6 +508,14 @@ pub(crate) fn target_department(resource: &Value) -> TargetDepartment {
         manager: ext_string("manager")
             .and_then(|s| uuid::Uuid::parse_str(s).ok())
             .map(UserId),
+        contact: UnitContact {
+            postal_address: ext_string("postalAddress").map(str::to_owned),
+            email: ext_string("email").map(str::to_owned),
+            phone: ext_string("phone").map(str::to_owned),
+            ean: ext_string("ean").map(str::to_owned),
+            p_number: ext_string("pNumber").map(str::to_owned),
+            cvr: ext_string("cvr").map(str::to_owned),
+        },
         active: extension
             .and_then(|e| e.get("active"))
             .and_then(Value::as_bool)

@@ -8,13 +8,17 @@ use orgsync_model::fields::UserField;
 use orgsync_model::ids::{UnitId, UserId};
 use orgsync_model::plan::{Action, DepartmentItem, UserItem};
 use orgsync_model::policy::Mappings;
+use orgsync_model::snapshot::UnitContact;
 use orgsync_model::target::{TargetDepartment, TargetUser};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::{TargetError, WriteOutcome, department_differs, may_adopt, user_changes, user_label};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_directory.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_directory.sql"),
+    include_str!("../../migrations/sqlite/0002_unit_contact.sql"),
+];
 
 /// Opens (creating it and its directory if needed) and migrates the database.
 pub(crate) fn open(path: &Path) -> Result<Connection, TargetError> {
@@ -102,7 +106,7 @@ fn uuid_column<T>(
     .transpose()
 }
 
-const DEPARTMENT_COLUMNS: &str = "external_id, title, custom_id, parent, manager, active";
+const DEPARTMENT_COLUMNS: &str = "external_id, title, custom_id, parent, manager, active, postal_address, email, phone, ean, p_number, cvr_number";
 
 fn department_row(row: &Row<'_>) -> rusqlite::Result<TargetDepartment> {
     Ok(TargetDepartment {
@@ -116,6 +120,14 @@ fn department_row(row: &Row<'_>) -> rusqlite::Result<TargetDepartment> {
         parent: uuid_column(row, 3, UnitId)?,
         manager: uuid_column(row, 4, UserId)?,
         active: row.get(5)?,
+        contact: UnitContact {
+            postal_address: row.get(6)?,
+            email: row.get(7)?,
+            phone: row.get(8)?,
+            ean: row.get(9)?,
+            p_number: row.get(10)?,
+            cvr: row.get(11)?,
+        },
     })
 }
 
@@ -269,39 +281,67 @@ pub(crate) fn write_department(
     let active = item.action != Action::Deactivate;
     let f = &item.fields;
     let manager = |current: Option<UserId>| if mappings.manager { f.manager } else { current };
+    // Unmapped contact data is left as the department holds it.
+    let contact = |current: &UnitContact| {
+        if mappings.unit_contact {
+            f.contact.clone()
+        } else {
+            current.clone()
+        }
+    };
     let result = match current {
         None if !active => return Ok(WriteOutcome::Unchanged), // nothing to deactivate
-        None => conn.execute(
-            "INSERT INTO departments (cvr, external_id, title, custom_id, parent, manager, active, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)",
-            params![
-                cvr,
-                item.external_id.to_string(),
-                f.title,
-                f.custom_id,
-                f.parent.map(|p| p.to_string()),
-                manager(None).map(|m| m.to_string()),
-                now()
-            ],
-        ),
+        None => {
+            let c = contact(&UnitContact::default());
+            conn.execute(
+                "INSERT INTO departments (cvr, external_id, title, custom_id, parent, manager, active, created_at, updated_at,
+                                          postal_address, email, phone, ean, p_number, cvr_number)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    cvr,
+                    item.external_id.to_string(),
+                    f.title,
+                    f.custom_id,
+                    f.parent.map(|p| p.to_string()),
+                    manager(None).map(|m| m.to_string()),
+                    now(),
+                    c.postal_address,
+                    c.email,
+                    c.phone,
+                    c.ean,
+                    c.p_number,
+                    c.cvr,
+                ],
+            )
+        }
         Some(current) if !department_differs(&current, item, mappings) => return Ok(WriteOutcome::Unchanged),
         Some(_) if !active => conn.execute(
             "UPDATE departments SET active = 0, updated_at = ?3 WHERE cvr = ?1 AND external_id = ?2",
             params![cvr, item.external_id.to_string(), now()],
         ),
-        Some(current) => conn.execute(
-            "UPDATE departments SET title = ?3, custom_id = ?4, parent = ?5, manager = ?6, active = 1, updated_at = ?7
-             WHERE cvr = ?1 AND external_id = ?2",
-            params![
-                cvr,
-                item.external_id.to_string(),
-                f.title,
-                f.custom_id,
-                f.parent.map(|p| p.to_string()),
-                manager(current.manager).map(|m| m.to_string()),
-                now()
-            ],
-        ),
+        Some(current) => {
+            let c = contact(&current.contact);
+            conn.execute(
+                "UPDATE departments SET title = ?3, custom_id = ?4, parent = ?5, manager = ?6, active = 1, updated_at = ?7,
+                                        postal_address = ?8, email = ?9, phone = ?10, ean = ?11, p_number = ?12, cvr_number = ?13
+                 WHERE cvr = ?1 AND external_id = ?2",
+                params![
+                    cvr,
+                    item.external_id.to_string(),
+                    f.title,
+                    f.custom_id,
+                    f.parent.map(|p| p.to_string()),
+                    manager(current.manager).map(|m| m.to_string()),
+                    now(),
+                    c.postal_address,
+                    c.email,
+                    c.phone,
+                    c.ean,
+                    c.p_number,
+                    c.cvr,
+                ],
+            )
+        }
     };
     result.map_err(|e| write_error(object, e))?;
     Ok(WriteOutcome::Written)

@@ -431,8 +431,16 @@ const OLD_TIME: &str = "2020-02-03T08:00:00.000+01:00";
 
 impl World {
     /// A unit's `FiltreretOejebliksbillede` children (ObjektType, Registrering) with `obj` as the
-    /// organisationenhed prefix, inside an element the caller opened.
-    pub(crate) fn write_unit(&self, w: &mut XmlWriter, obj: &str, index: usize, window: &Window) {
+    /// organisationenhed prefix, inside an element the caller opened. As for users, the address
+    /// role's `Label` exists only in Organisation 6.
+    pub(crate) fn write_unit(
+        &self,
+        w: &mut XmlWriter,
+        dialect: Dialect,
+        obj: &str,
+        index: usize,
+        window: &Window,
+    ) {
         let unit = &self.snapshot.units[index];
         let id = unit.uuid.0;
         let e = |name: &str| format!("{obj}:{name}");
@@ -509,7 +517,9 @@ impl World {
                 uuid_element(w, &sd("ReferenceID"), address.uuid);
                 w.open(&sd("Rolle"));
                 w.leaf(&sd("UUIDIdentifikator"), &role.to_string());
-                w.leaf(&sd("Label"), label);
+                if dialect == Dialect::Organisation6 {
+                    w.leaf(&sd("Label"), label);
+                }
                 w.end(&sd("Rolle"));
                 uuid_element(w, &sd("Type"), ADDRESS_TYPE_UNIT);
                 w.leaf(&sd("Indeks"), &derive(address.uuid, i as u64).to_string());

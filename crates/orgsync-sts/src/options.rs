@@ -32,7 +32,7 @@ pub struct ClientOptions {
     pub base_url: Url,
     /// The municipality's Organisation UUID; `None` = look it up from the CVR (2 calls).
     pub organisation_uuid: Option<Uuid>,
-    /// At most this many `list` calls in flight per customer (default 4).
+    /// At most this many `list` calls in flight per customer (default 6).
     pub max_in_flight: usize,
     /// At most this many pages of searches (`soeg`, `FremsoegObjekthierarki`) in flight per
     /// customer, issued ahead of the page being read (default 4). A budget of its own, so that
@@ -90,7 +90,7 @@ impl Default for ClientOptions {
             base_url: Url::parse("http://127.0.0.1:8089/organisation/")
                 .unwrap_or_else(|_| unreachable!()),
             organisation_uuid: None,
-            max_in_flight: 4,
+            max_in_flight: 6,
             max_pages_in_flight: 4,
             max_calls_per_second: 14.0,
             call_timeout: Duration::from_secs(180),

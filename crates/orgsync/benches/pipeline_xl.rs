@@ -1,6 +1,6 @@
 //! Benchmark: the whole pipeline on a synthetic municipality, as in production: the STS
 //! simulator with docs/sizes.md §5's latency model, an `orgsync worker` process with the default
-//! politeness limits (4 calls in flight, 14 calls/s) and the SQLite target, Redis at
+//! politeness limits (6 lists and 4 pages in flight, 14 calls/s) and the SQLite target, Redis at
 //! 127.0.0.1:6379. Runs a first sync and a no-change second sync side by side and prints one
 //! table: wall time, STS calls, target writes, department jobs, worker peak memory, and what the
 //! provisioning log holds after each run (entries, Redis bytes, bytes per entry).
@@ -72,7 +72,7 @@ async fn run() -> i32 {
     let cvr = Cvr::parse("11111111").unwrap();
     let truth = generate(&cvr, size, 1, chrono::Utc::now().date_naive());
     println!(
-        "pipeline benchmark: municipality {size} ({} units, {} users), latency {latency:?}, default limits (4 in flight, 14 calls/s), SQLite target",
+        "pipeline benchmark: municipality {size} ({} units, {} users), latency {latency:?}, default limits (6 lists and 4 pages in flight, 14 calls/s), SQLite target",
         truth.units.len(),
         truth.users.len()
     );

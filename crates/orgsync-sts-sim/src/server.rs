@@ -1726,7 +1726,7 @@ fn list(
             Service::OrganisationEnhed => world
                 .units
                 .get(&id)
-                .map(|&i| world.write_unit(&mut item, "ns5", i, &window))
+                .map(|&i| world.write_unit(&mut item, dialect, "ns5", i, &window))
                 .is_some(),
             Service::Bruger => match world.users.get(&id) {
                 Some(&i) => {
@@ -1752,6 +1752,11 @@ fn list(
                 .function_index
                 .get(&id)
                 .map(|&i| world.write_function(&mut item, "ns5", i, &window))
+                .is_some(),
+            Service::Virksomhed => world
+                .companies
+                .get(&id)
+                .map(|&company| world.write_company(&mut item, "ns5", id, company, &window))
                 .is_some(),
             _ => false,
         };
@@ -1815,7 +1820,7 @@ fn hierarchy(
         w.open("ns6:OrganisationEnheder");
         for index in offset..end {
             w.open("ns6:FiltreretOejebliksbillede");
-            world.write_unit(&mut w, "ns5", index, &window);
+            world.write_unit(&mut w, dialect, "ns5", index, &window);
             w.end("ns6:FiltreretOejebliksbillede");
         }
         w.end("ns6:OrganisationEnheder");

@@ -9,6 +9,7 @@ use orgsync_model::ids::UnitId;
 use orgsync_sts::client::StsClient;
 use orgsync_sts::limits::SystemLimits;
 use orgsync_sts::options::ClientOptions;
+use orgsync_sts::wire::{Operation, Service};
 use orgsync_sts_sim::generate::{Size, expected_read, expected_read_with_unit_contact};
 use orgsync_sts_sim::server::SimOptions;
 
@@ -176,6 +177,58 @@ async fn a_server_returning_full_history_gives_the_same_snapshot() {
     assert_eq!(
         normalised(read.snapshot),
         normalised(expected_read(&truth, today()))
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_full_history_a_units_p_number_and_cvr_are_the_ones_valid_now() {
+    let truth = municipality(Size::S, 3);
+    let sim = start(
+        truth.clone(),
+        SimOptions {
+            full_history: true,
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let options = ClientOptions {
+        unit_contact: true,
+        ..fast_options(&sim)
+    };
+    let recording = Recording::new(&options);
+    let client =
+        StsClient::with_transport(cvr(), &options, SystemLimits::new(0.0), recording.clone());
+    let read = client.read_snapshot().await.unwrap();
+    assert!(
+        read.issues.is_empty(),
+        "{:?}",
+        &read.issues[..read.issues.len().min(3)]
+    );
+    assert_eq!(
+        normalised(read.snapshot),
+        normalised(expected_read_with_unit_contact(&truth, today()))
+    );
+    // The history is on the wire: some Virksomhed carries an ended Egenskab with another number.
+    let log = recording.log.lock().unwrap().clone();
+    let company_lists: Vec<String> = log
+        .iter()
+        .filter(|(call, _, _)| call.service == Service::Virksomhed)
+        .filter(|(call, _, _)| call.operation == Operation::List)
+        .map(|(_, _, body)| String::from_utf8_lossy(body).into_owned())
+        .collect();
+    assert!(!company_lists.is_empty());
+    let objects = company_lists
+        .iter()
+        .map(|b| b.matches("FiltreretOejebliksbillede>").count() / 2)
+        .sum::<usize>();
+    let properties = company_lists
+        .iter()
+        .map(|b| b.matches("Egenskab>").count() / 2)
+        .sum::<usize>();
+    assert!(
+        properties > objects,
+        "{properties} Egenskab entries on {objects} Virksomhed objects: no history served"
     );
     sim.shutdown().await;
 }

@@ -60,7 +60,8 @@ pub enum UnitKind {
 }
 
 /// A unit's contact data (the `unit_contact` mapping): what STS holds in the unit's `Adresser`
-/// relations, chosen by role UUID. The same value is what a department carries in a plan and in
+/// relations, chosen by role UUID, and (P-number, CVR) on the `Virksomhed` objects its
+/// `Produktionsenhed` and `Skatteenhed` relations name. The same value is what a department carries in a plan and in
 /// a target. Texts as STS holds them (trimmed); an absent relation is `None`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitContact {
@@ -76,10 +77,11 @@ pub struct UnitContact {
     /// EAN location number, for electronic invoicing (role EAN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ean: Option<String>,
-    /// P-number (production unit number).
+    /// P-number (production unit number): the `Produktionsenhed` Virksomhed's `P-NummerTekst`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_number: Option<String>,
-    /// The CVR number the unit belongs to, where it is not the municipality's own.
+    /// The CVR number the unit belongs to: the `Skatteenhed` Virksomhed's `CVR-NummerTekst`
+    /// (which may be the municipality's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cvr: Option<String>,
 }

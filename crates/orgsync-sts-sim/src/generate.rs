@@ -596,10 +596,10 @@ fn unit_name(rng: &mut ChaCha8Rng, level: usize, max_depth: usize, parent: &str)
 
 /// A unit's contact data, derived from its UUID (so that the random stream, and with it every
 /// other generated value, is the same as without it): a postal address on about 70 % of
-/// units, an e-mail on 40 %, a phone on 30 %, an EAN on 10 %. No P-number or CVR: the
-/// simulator serves contact data as Adresse objects, and those two are no Adresse role.
+/// units, an e-mail on 40 %, a phone on 30 %, an EAN on 10 %; a P-number (10 digits) on
+/// 80 % and a CVR number (8 digits) on 70 %, which the simulator serves as Virksomhed objects.
 fn unit_contact(id: uuid::Uuid, name: &str) -> UnitContact {
-    let bits = id.as_u64_pair().1;
+    let (high, bits) = id.as_u64_pair();
     let part = |shift: u32, modulo: u64| (bits >> shift) % modulo;
     let slug = ascii_slug(name);
     UnitContact {
@@ -628,8 +628,9 @@ fn unit_contact(id: uuid::Uuid, name: &str) -> UnitContact {
             )
         }),
         ean: (part(48, 10) < 1).then(|| format!("579800{:07}", part(52, 10_000_000))),
-        p_number: None,
-        cvr: None,
+        p_number: (high % 10 < 8)
+            .then(|| (1_000_000_000 + (high >> 8) % 9_000_000_000).to_string()),
+        cvr: ((high >> 4) % 10 < 7).then(|| (10_000_000 + (high >> 20) % 90_000_000).to_string()),
     }
 }
 
@@ -644,18 +645,15 @@ pub fn expected_read(truth: &Snapshot, today: NaiveDate) -> Snapshot {
     expected
 }
 
-/// What a correct client with the `unit_contact` option reads: [`expected_read`] with each
-/// unit's postal address, e-mail, phone and EAN (P-number and CVR are not served as Adresse
-/// objects, so they are not read).
+/// What a correct Organisation 6 client with the `unit_contact` option reads: [`expected_read`]
+/// with each unit's whole contact data (postal address, e-mail, phone and EAN from Adresse
+/// objects, P-number and CVR from Virksomhed objects). A v5 client reads no P-number or CVR
+/// (that contract has no Virksomhed service).
 pub fn expected_read_with_unit_contact(truth: &Snapshot, today: NaiveDate) -> Snapshot {
     let mut expected = truth.clone();
     for user in &mut expected.users {
         user.positions
             .retain(|p| p.valid_to.is_none_or(|to| to > today));
-    }
-    for unit in &mut expected.units {
-        unit.contact.p_number = None;
-        unit.contact.cvr = None;
     }
     expected
 }

@@ -1753,6 +1753,11 @@ fn list(
                 .get(&id)
                 .map(|&i| world.write_function(&mut item, "ns5", i, &window))
                 .is_some(),
+            Service::Virksomhed => world
+                .companies
+                .get(&id)
+                .map(|&company| world.write_company(&mut item, "ns5", id, company, &window))
+                .is_some(),
             _ => false,
         };
         if written {

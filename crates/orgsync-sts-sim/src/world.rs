@@ -134,6 +134,14 @@ pub(crate) struct Address {
     pub text: String,
 }
 
+/// What a Virksomhed a unit points at carries: a production unit's P-number (the unit's
+/// `Produktionsenhed`) or a tax unit's CVR number (its `Skatteenhed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CompanyRole {
+    Production,
+    Tax,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Function {
     pub uuid: Uuid,
@@ -158,10 +166,23 @@ pub struct World {
     /// Each unit's contact data as Adresse objects (postal, e-mail, phone, EAN), plus a web
     /// address on some units, whose role no client reads.
     pub(crate) unit_addresses: Vec<Vec<Address>>,
+    /// The Virksomhed objects the units' `Produktionsenhed` / `Skatteenhed` relations name:
+    /// (unit index, role).
+    pub(crate) companies: HashMap<Uuid, (usize, CompanyRole)>,
     pub(crate) functions: Vec<Function>,
     pub(crate) function_index: HashMap<Uuid, usize>,
     pub(crate) functions_by_unit: HashMap<Uuid, Vec<usize>>,
     pub(crate) today: NaiveDate,
+}
+
+/// The Virksomhed a unit's `Produktionsenhed` relation names.
+fn production_unit(unit: Uuid) -> Uuid {
+    derive(unit, 25)
+}
+
+/// The Virksomhed a unit's `Skatteenhed` relation names.
+fn tax_unit(unit: Uuid) -> Uuid {
+    derive(unit, 26)
 }
 
 /// The Organisation and Virksomhed UUIDs the simulator uses for a CVR.
@@ -239,9 +260,16 @@ impl World {
             }
         }
         let mut unit_addresses = Vec::with_capacity(snapshot.units.len());
+        let mut companies = HashMap::new();
         for (index, unit) in snapshot.units.iter().enumerate() {
             let id = unit.uuid.0;
             let c = &unit.contact;
+            if c.p_number.is_some() {
+                companies.insert(production_unit(id), (index, CompanyRole::Production));
+            }
+            if c.cvr.is_some() {
+                companies.insert(tax_unit(id), (index, CompanyRole::Tax));
+            }
             let mut mine = Vec::new();
             for (n, kind, text) in [
                 (20, AddressKind::UnitPostal, &c.postal_address),
@@ -293,6 +321,7 @@ impl World {
             addresses,
             user_addresses,
             unit_addresses,
+            companies,
             functions,
             function_index,
             functions_by_unit,
@@ -431,8 +460,8 @@ const OLD_TIME: &str = "2020-02-03T08:00:00.000+01:00";
 
 impl World {
     /// A unit's `FiltreretOejebliksbillede` children (ObjektType, Registrering) with `obj` as the
-    /// organisationenhed prefix, inside an element the caller opened. As for users, the address
-    /// role's `Label` exists only in Organisation 6.
+    /// organisationenhed prefix, inside an element the caller opened. The address role's
+    /// `Label` exists only in Organisation 6 (as for users).
     pub(crate) fn write_unit(
         &self,
         w: &mut XmlWriter,
@@ -536,6 +565,12 @@ impl World {
             }
             if let Some(parent) = unit.parent_uuid {
                 relation(w, "Overordnet", ALWAYS, parent.0);
+            }
+            if unit.contact.p_number.is_some() {
+                relation(w, "Produktionsenhed", ALWAYS, production_unit(id));
+            }
+            if unit.contact.cvr.is_some() {
+                relation(w, "Skatteenhed", ALWAYS, tax_unit(id));
             }
             relation(w, "Tilhoerer", ALWAYS, self.organisation);
             w.end(&e("RelationListe"));
@@ -680,6 +715,62 @@ impl World {
         w.leaf(&sd("BrugervendtNoegleTekst"), &address.uuid.to_string());
         w.leaf(&format!("{}:AdresseTekst", P.sts), &address.text);
         w.end(&e("Egenskab"));
+        w.end(&e("AttributListe"));
+        w.empty(&e("TilstandListe"));
+        w.empty(&e("RelationListe"));
+        w.end(&e("Registrering"));
+    }
+
+    /// A Virksomhed a unit points at: its P-number or CVR number in `Egenskab`. Some carry an
+    /// ended entry with an older number as well, so clients must take the one valid now.
+    pub(crate) fn write_company(
+        &self,
+        w: &mut XmlWriter,
+        obj: &str,
+        id: Uuid,
+        (index, role): (usize, CompanyRole),
+        window: &Window,
+    ) {
+        let unit = &self.snapshot.units[index];
+        let (number, element) = match role {
+            CompanyRole::Production => (&unit.contact.p_number, "P-NummerTekst"),
+            CompanyRole::Tax => (&unit.contact.cvr, "CVR-NummerTekst"),
+        };
+        let number = number.as_deref().unwrap_or_default();
+        let e = |name: &str| format!("{obj}:{name}");
+        uuid_element(w, &e("ObjektType"), id);
+        w.open(&e("Registrering"));
+        registration_head(w, CURRENT_TIME, "Importeret", None);
+        w.open(&e("AttributListe"));
+        let mut entries = vec![(ALWAYS, number.to_owned())];
+        if bucket(id, 3) == 0 {
+            // An older number that ended last month.
+            let old: String = number.chars().rev().collect();
+            entries = vec![
+                (
+                    Period {
+                        from: None,
+                        to: Some(self.last_month()),
+                    },
+                    old,
+                ),
+                (
+                    Period {
+                        from: Some(self.last_month()),
+                        to: None,
+                    },
+                    number.to_owned(),
+                ),
+            ];
+        }
+        for (period, text) in entries.iter().filter(|(p, _)| window.admits(*p)) {
+            w.open(&e("Egenskab"));
+            virkning(w, *period);
+            w.leaf(&sd("BrugervendtNoegleTekst"), &id.to_string());
+            w.leaf(&format!("{}:{element}", P.sts), text);
+            w.leaf(&format!("{}:NavnTekst", P.sts), &unit.name);
+            w.end(&e("Egenskab"));
+        }
         w.end(&e("AttributListe"));
         w.empty(&e("TilstandListe"));
         w.empty(&e("RelationListe"));

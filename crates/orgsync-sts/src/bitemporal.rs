@@ -364,6 +364,12 @@ pub(crate) struct UnitRecord {
     /// `(role, address)` of each address relation valid now, in `Indeks` order; read only
     /// when the unit's contact data is asked for (empty otherwise).
     pub addresses: Vec<(Uuid, Uuid)>,
+    /// The `Produktionsenhed` Virksomhed valid now (its `P-NummerTekst` is the unit's
+    /// P-number); read only with the contact data.
+    pub production_unit: Option<Uuid>,
+    /// The `Skatteenhed` Virksomhed valid now (its `CVR-NummerTekst` is the unit's CVR); read
+    /// only with the contact data.
+    pub tax_unit: Option<Uuid>,
     pub active: bool,
 }
 
@@ -424,10 +430,19 @@ pub(crate) fn unit(
         .cloned();
     let unit_type = kind
         .and_then(|k| r.reference(k.reference.as_ref(), "RelationListe/Enhedstype/ReferenceID"));
-    let addresses = if contact {
-        addresses(registration, &mut r)
+    let (addresses, production_unit, tax_unit) = if contact {
+        (
+            addresses(registration, &mut r),
+            company_relation(
+                registration,
+                |l| &l.production_unit,
+                "Produktionsenhed",
+                &mut r,
+            ),
+            company_relation(registration, |l| &l.tax_unit, "Skatteenhed", &mut r),
+        )
     } else {
-        Vec::new()
+        (Vec::new(), None, None)
     };
     let active = active_now(registration, &mut r);
     Some(UnitRecord {
@@ -438,8 +453,70 @@ pub(crate) fn unit(
         belongs_to,
         unit_type,
         addresses,
+        production_unit,
+        tax_unit,
         active,
     })
+}
+
+/// The Virksomhed a unit's `Produktionsenhed` or `Skatteenhed` relation names now.
+fn company_relation<'x>(
+    registration: &'x RegistrationXml,
+    pick: impl Fn(&'x crate::response::RelationList) -> &'x Vec<RelationXml>,
+    name: &str,
+    r: &mut Reader<'_>,
+) -> Option<Uuid> {
+    let element = format!("RelationListe/{name}");
+    let entry = r
+        .current(
+            relations(registration, pick),
+            |x| x.virkning.as_ref(),
+            &element,
+        )
+        .cloned()?;
+    r.reference(entry.reference.as_ref(), &format!("{element}/ReferenceID"))
+}
+
+/// A `Virksomhed` as read: its P-number and CVR number valid now (either may be absent: a
+/// production unit has a P-number, a tax unit a CVR number).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CompanyRecord {
+    pub p_number: Option<String>,
+    pub cvr: Option<String>,
+}
+
+/// Reads a `Virksomhed`: `(uuid, record)`; `None` when absent. One with neither number valid
+/// now is kept (empty) and reported.
+pub(crate) fn company(
+    object: &ObjectXml,
+    now: DateTime<Utc>,
+    issues: &mut Vec<ReadIssue>,
+) -> Option<(Uuid, CompanyRecord)> {
+    let uuid = object_uuid(object, "Virksomhed", issues)?;
+    let mut r = Reader {
+        now,
+        kind: "Virksomhed",
+        object: Some(uuid),
+        issues,
+    };
+    let registration = latest_registration(object, &mut r)?;
+    let property = r.current(
+        properties(registration),
+        |p| p.virkning.as_ref(),
+        "AttributListe/Egenskab",
+    );
+    let record = CompanyRecord {
+        p_number: property.and_then(|p| text(p.p_number.as_ref())),
+        cvr: property.and_then(|p| text(p.cvr.as_ref())),
+    };
+    if record == CompanyRecord::default() {
+        r.issue(
+            ReadIssueCode::Missing,
+            "AttributListe/Egenskab/P-NummerTekst",
+            "the Virksomhed has neither P-NummerTekst nor CVR-NummerTekst valid now",
+        );
+    }
+    Some((uuid, record))
 }
 
 /// A `Bruger` as read.

@@ -15,7 +15,7 @@ use tokio::sync::{OnceCell, Semaphore, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::bitemporal::{self, FunctionRecord, UnitRecord, UserRecord};
+use crate::bitemporal::{self, CompanyRecord, FunctionRecord, UnitRecord, UserRecord};
 use crate::error::{CallSite, StsError, TransportError};
 use crate::issues::{ReadIssue, ReadIssueCode};
 use crate::limits::SystemLimits;
@@ -510,12 +510,12 @@ impl StsClient {
         })?;
         let state = Arc::new(ReadState::default());
 
-        // The units, then (with the unit_contact option) the Adresse objects they name, while
-        // positions and users are read.
+        // The units, then (with the unit_contact option) the Adresse and Virksomhed objects
+        // they name, while positions and users are read.
         let units = async {
             let units = self.read_units(&state, now).await?;
-            let texts = self.unit_address_texts(&units, &state, now).await;
-            Ok::<_, StsError>((units, texts))
+            let contact = self.unit_contact_data(&units, &state, now).await;
+            Ok::<_, StsError>((units, contact))
         };
         let positions = self.read_functions(organisation, None, &state, now);
         let users = self.read_users(organisation, &state, now);
@@ -523,13 +523,13 @@ impl StsClient {
         if let Some(fatal) = self.take_fatal() {
             return Err(fatal);
         }
-        let (units, texts) = units?;
+        let (units, contact) = units?;
 
         let (mut issues, partial) = state.finish();
         let snapshot = assemble(
             self.inner.cvr.clone(),
             organisation,
-            (units, &texts),
+            (units, &contact),
             functions,
             users,
             partial,
@@ -560,9 +560,7 @@ impl StsClient {
             .filter_map(|o| bitemporal::unit(o, now, contact, &mut issues))
             .find(|u| u.uuid == unit.0);
         state.issues(issues);
-        let texts = self
-            .unit_address_texts(record.as_slice(), &state, now)
-            .await;
+        let contact_data = self.unit_contact_data(record.as_slice(), &state, now).await;
 
         let functions = self
             .read_functions(organisation, Some(unit.0), &state, now)
@@ -596,7 +594,7 @@ impl StsClient {
             return Err(fatal);
         }
         let (mut issues, partial) = state.finish();
-        let unit = record.and_then(|r| to_unit(r, organisation, &texts, &mut issues));
+        let unit = record.and_then(|r| to_unit(r, organisation, &contact_data, &mut issues));
         Ok(UnitRead {
             unit,
             users,
@@ -877,40 +875,110 @@ impl StsClient {
             .collect()
     }
 
-    /// The texts of the Adresse objects the units' contact roles name, by UUID (none without
-    /// the `unit_contact` option: then no call is made). Lists run concurrently, in batches of
-    /// at most `list_batch_size`, within the client's in-flight limit.
-    async fn unit_address_texts(
+    /// The objects the units' contact data is read from (none without the `unit_contact`
+    /// option: then no call is made): the texts of the Adresse objects their contact roles
+    /// name, and the P-number / CVR of the Virksomhed objects their `Produktionsenhed` and
+    /// `Skatteenhed` relations name. The legacy v5 contract has no Virksomhed service, so there
+    /// P-number and CVR stay empty. Lists run concurrently, in batches of at most
+    /// `list_batch_size`, within the client's in-flight limit.
+    async fn unit_contact_data(
         &self,
         units: &[UnitRecord],
         state: &Arc<ReadState>,
         now: DateTime<Utc>,
-    ) -> HashMap<Uuid, Option<String>> {
+    ) -> ContactData {
         if !self.inner.options.unit_contact {
-            return HashMap::new();
+            return ContactData::default();
         }
         let mut seen = HashSet::new();
-        let ids: Vec<Uuid> = units
+        let address_ids: Vec<Uuid> = units
             .iter()
             .flat_map(|u| &u.addresses)
             .filter(|(role, _)| UNIT_CONTACT_ROLES.contains(role))
             .map(|(_, address)| *address)
             .filter(|a| seen.insert(*a))
             .collect();
+        let company_ids: Vec<Uuid> = if self.inner.options.dialect.offers(Service::Virksomhed) {
+            units
+                .iter()
+                .flat_map(|u| [u.production_unit, u.tax_unit])
+                .flatten()
+                .filter(|c| seen.insert(*c))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut tasks = JoinSet::new();
-        for chunk in ids.chunks(self.inner.options.list_batch_size) {
+        for chunk in address_ids.chunks(self.inner.options.list_batch_size) {
             let client = self.clone();
             let state = state.clone();
             let ids = chunk.to_vec();
             tasks.spawn(async move {
-                client
+                let texts = client
                     .values(Service::Adresse, "Adresse", ids, &state, now)
-                    .await
-                    .into_iter()
-                    .collect::<Vec<_>>()
+                    .await;
+                vec![ContactData {
+                    texts,
+                    companies: HashMap::new(),
+                }]
             });
         }
-        join_all(tasks, state).await.into_iter().flatten().collect()
+        for chunk in company_ids.chunks(self.inner.options.list_batch_size) {
+            let client = self.clone();
+            let state = state.clone();
+            let ids = chunk.to_vec();
+            tasks.spawn(async move {
+                vec![ContactData {
+                    texts: HashMap::new(),
+                    companies: client.companies(ids, &state, now).await,
+                }]
+            });
+        }
+        let mut data = ContactData::default();
+        for part in join_all(tasks, state).await.into_iter().flatten() {
+            data.texts.extend(part.texts);
+            data.companies.extend(part.companies);
+        }
+        data
+    }
+
+    /// The P-number and CVR of Virksomhed objects by UUID (one `list` of at most
+    /// `list_batch_size`). A failed list makes the read partial.
+    async fn companies(
+        &self,
+        ids: Vec<Uuid>,
+        state: &ReadState,
+        now: DateTime<Utc>,
+    ) -> HashMap<Uuid, CompanyRecord> {
+        let mut companies = HashMap::new();
+        if ids.is_empty() {
+            return companies;
+        }
+        match self.list_objects(Service::Virksomhed, &ids, None).await {
+            Ok(objects) => {
+                let mut issues = Vec::new();
+                for object in &objects {
+                    if let Some((id, record)) = bitemporal::company(object, now, &mut issues) {
+                        companies.insert(id, record);
+                    }
+                }
+                for id in ids.iter().filter(|id| !companies.contains_key(id)) {
+                    issues.push(ReadIssue {
+                        code: ReadIssueCode::NotReturned,
+                        object_kind: "Virksomhed".to_owned(),
+                        object: Some(*id),
+                        element: "FiltreretOejebliksbillede".to_owned(),
+                        message: "a unit refers to it but list did not return it".to_owned(),
+                    });
+                }
+                state.issues(issues);
+            }
+            Err(error) => state.fail(format!(
+                "Virksomhed list of {} objects failed: {error}",
+                ids.len()
+            )),
+        }
+        companies
     }
 
     /// Person names or Adresse texts by UUID (lists of at most `list_batch_size`).
@@ -1302,31 +1370,41 @@ const UNIT_CONTACT_ROLES: [Uuid; 4] = [
     UNIT_ADDRESS_ROLE_EAN,
 ];
 
+/// What the units' contact data is read from: Adresse texts and Virksomhed numbers by UUID
+/// (both empty without the `unit_contact` option).
+#[derive(Debug, Default)]
+struct ContactData {
+    texts: HashMap<Uuid, Option<String>>,
+    companies: HashMap<Uuid, CompanyRecord>,
+}
+
 /// A unit's contact data: per role UUID (never by label) the first address valid now, by
-/// `Indeks`. P-number and CVR are not Adresse roles in Organisation 6 (they are `Virksomhed`
-/// relations), so the read leaves them empty.
-fn unit_contact(record: &UnitRecord, texts: &HashMap<Uuid, Option<String>>) -> UnitContact {
+/// `Indeks`; the P-number from the `Produktionsenhed` Virksomhed's `P-NummerTekst` and the
+/// CVR from the `Skatteenhed` Virksomhed's `CVR-NummerTekst` (Organisation 6 holds these two
+/// on Virksomhed objects, not as Adresse roles).
+fn unit_contact(record: &UnitRecord, data: &ContactData) -> UnitContact {
     let by_role = |role: Uuid| {
         record
             .addresses
             .iter()
             .find(|(r, _)| *r == role)
-            .and_then(|(_, a)| texts.get(a).cloned().flatten())
+            .and_then(|(_, a)| data.texts.get(a).cloned().flatten())
     };
+    let company = |id: Option<Uuid>| id.and_then(|c| data.companies.get(&c));
     UnitContact {
         postal_address: by_role(UNIT_ADDRESS_ROLE_POSTAL),
         email: by_role(UNIT_ADDRESS_ROLE_EMAIL),
         phone: by_role(UNIT_ADDRESS_ROLE_PHONE),
         ean: by_role(UNIT_ADDRESS_ROLE_EAN),
-        p_number: None,
-        cvr: None,
+        p_number: company(record.production_unit).and_then(|c| c.p_number.clone()),
+        cvr: company(record.tax_unit).and_then(|c| c.cvr.clone()),
     }
 }
 
 fn to_unit(
     record: UnitRecord,
     organisation: Uuid,
-    texts: &HashMap<Uuid, Option<String>>,
+    contact: &ContactData,
     issues: &mut Vec<ReadIssue>,
 ) -> Option<Unit> {
     match record.belongs_to {
@@ -1356,7 +1434,7 @@ fn to_unit(
         t if t == UNIT_TYPE_TEAM => UnitKind::Team,
         _ => UnitKind::Other,
     });
-    let contact = unit_contact(&record, texts);
+    let contact = unit_contact(&record, contact);
     Some(Unit {
         uuid: UnitId(record.uuid),
         name: record.name.unwrap_or_default(),
@@ -1371,7 +1449,7 @@ fn to_unit(
 fn assemble(
     cvr: Cvr,
     organisation: Uuid,
-    (units, texts): (Vec<UnitRecord>, &HashMap<Uuid, Option<String>>),
+    (units, contact): (Vec<UnitRecord>, &ContactData),
     functions: Vec<FunctionRecord>,
     users: Vec<UserRow>,
     partial: Option<String>,
@@ -1379,7 +1457,7 @@ fn assemble(
 ) -> Snapshot {
     let units: Vec<Unit> = units
         .into_iter()
-        .filter_map(|u| to_unit(u, organisation, texts, issues))
+        .filter_map(|u| to_unit(u, organisation, contact, issues))
         .collect();
     let mut positions: HashMap<Uuid, Vec<Position>> = HashMap::new();
     for function in functions {

@@ -133,6 +133,12 @@ pub(crate) struct PropertyXml {
     pub person_name: Option<String>,
     #[serde(rename = "AdresseTekst", default)]
     pub address: Option<String>,
+    /// Virksomhed: `sts:P-NummerTekst`.
+    #[serde(rename = "P-NummerTekst", default)]
+    pub p_number: Option<String>,
+    /// Virksomhed: `sts:CVR-NummerTekst`.
+    #[serde(rename = "CVR-NummerTekst", default)]
+    pub cvr: Option<String>,
 }
 
 /// `TilstandListe`.
@@ -162,6 +168,10 @@ pub(crate) struct RelationList {
     pub function_type: Vec<RelationXml>,
     #[serde(rename = "Overordnet", default)]
     pub parent: Vec<RelationXml>,
+    #[serde(rename = "Produktionsenhed", default)]
+    pub production_unit: Vec<RelationXml>,
+    #[serde(rename = "Skatteenhed", default)]
+    pub tax_unit: Vec<RelationXml>,
     #[serde(rename = "Tilhoerer", default)]
     pub belongs_to: Vec<RelationXml>,
     #[serde(rename = "TilknyttedeBrugere", default)]

@@ -9,6 +9,7 @@ use orgsync_model::ids::UnitId;
 use orgsync_sts::client::StsClient;
 use orgsync_sts::limits::SystemLimits;
 use orgsync_sts::options::ClientOptions;
+use orgsync_sts::wire::{Operation, Service};
 use orgsync_sts_sim::generate::{Size, expected_read, expected_read_with_unit_contact};
 use orgsync_sts_sim::server::SimOptions;
 
@@ -74,9 +75,22 @@ async fn unit_contact_data_is_read_by_role_only_with_the_option_and_costs_calls_
             .sum::<u64>()
     };
     let plain_adresse = adresse_lists(&sim);
+    let virksomhed_lists = |sim: &orgsync_sts_sim::server::Simulator| {
+        sim.stats()
+            .by_operation
+            .get("virksomhed/list")
+            .copied()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        virksomhed_lists(&sim),
+        0,
+        "without the option no Virksomhed is listed"
+    );
 
     // On: postal address, e-mail, phone and EAN by role UUID, whatever the label says (the
-    // simulator mislabels some, and adds a web address whose role is not read).
+    // simulator mislabels some, and adds a web address whose role is not read); P-number and
+    // CVR from the Virksomhed objects the units' Produktionsenhed and Skatteenhed name.
     let options = ClientOptions {
         unit_contact: true,
         ..fast_options(&sim)
@@ -95,6 +109,39 @@ async fn unit_contact_data_is_read_by_role_only_with_the_option_and_costs_calls_
     }
     assert_eq!(actual, expected);
     assert!(actual.units.iter().any(|u| u.contact.ean.is_some()));
+    let with_p_number = actual
+        .units
+        .iter()
+        .filter(|u| u.contact.p_number.is_some())
+        .count();
+    let with_cvr = actual
+        .units
+        .iter()
+        .filter(|u| u.contact.cvr.is_some())
+        .count();
+    assert!(
+        with_p_number * 2 > actual.units.len() && with_cvr * 2 > actual.units.len(),
+        "most units have a P-number ({with_p_number}) and a CVR ({with_cvr}) of {}",
+        actual.units.len()
+    );
+    assert!(actual.units.iter().all(|u| {
+        u.contact
+            .p_number
+            .as_ref()
+            .is_none_or(|p| p.len() == 10 && p.bytes().all(|b| b.is_ascii_digit()))
+            && u.contact
+                .cvr
+                .as_ref()
+                .is_none_or(|c| c.len() == 8 && c.bytes().all(|b| b.is_ascii_digit()))
+    }));
+    // Each unit names its own production and tax unit: one Virksomhed per number, listed in
+    // batches of at most list_batch_size.
+    let batch = options.list_batch_size;
+    assert_eq!(
+        virksomhed_lists(&sim),
+        (with_p_number + with_cvr).div_ceil(batch) as u64,
+        "Virksomhed lists of at most {batch}"
+    );
     let contact_adresse = adresse_lists(&sim) - plain_adresse;
     assert!(
         contact_adresse > plain_adresse,
@@ -105,13 +152,16 @@ async fn unit_contact_data_is_read_by_role_only_with_the_option_and_costs_calls_
     let unit = truth
         .units
         .iter()
-        .find(|u| u.active && u.contact.postal_address.is_some())
+        .find(|u| {
+            u.active
+                && u.contact.postal_address.is_some()
+                && u.contact.p_number.is_some()
+                && u.contact.cvr.is_some()
+        })
         .unwrap();
     let one = client.read_unit(unit.uuid).await.unwrap();
-    assert_eq!(
-        one.unit.unwrap().contact.postal_address,
-        unit.contact.postal_address
-    );
+    assert!(one.issues.is_empty(), "{:?}", one.issues);
+    assert_eq!(one.unit.unwrap().contact, unit.contact);
     sim.shutdown().await;
 }
 
@@ -127,6 +177,58 @@ async fn a_server_returning_full_history_gives_the_same_snapshot() {
     assert_eq!(
         normalised(read.snapshot),
         normalised(expected_read(&truth, today()))
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_full_history_a_units_p_number_and_cvr_are_the_ones_valid_now() {
+    let truth = municipality(Size::S, 3);
+    let sim = start(
+        truth.clone(),
+        SimOptions {
+            full_history: true,
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let options = ClientOptions {
+        unit_contact: true,
+        ..fast_options(&sim)
+    };
+    let recording = Recording::new(&options);
+    let client =
+        StsClient::with_transport(cvr(), &options, SystemLimits::new(0.0), recording.clone());
+    let read = client.read_snapshot().await.unwrap();
+    assert!(
+        read.issues.is_empty(),
+        "{:?}",
+        &read.issues[..read.issues.len().min(3)]
+    );
+    assert_eq!(
+        normalised(read.snapshot),
+        normalised(expected_read_with_unit_contact(&truth, today()))
+    );
+    // The history is on the wire: some Virksomhed carries an ended Egenskab with another number.
+    let log = recording.log.lock().unwrap().clone();
+    let company_lists: Vec<String> = log
+        .iter()
+        .filter(|(call, _, _)| call.service == Service::Virksomhed)
+        .filter(|(call, _, _)| call.operation == Operation::List)
+        .map(|(_, _, body)| String::from_utf8_lossy(body).into_owned())
+        .collect();
+    assert!(!company_lists.is_empty());
+    let objects = company_lists
+        .iter()
+        .map(|b| b.matches("FiltreretOejebliksbillede>").count() / 2)
+        .sum::<usize>();
+    let properties = company_lists
+        .iter()
+        .map(|b| b.matches("Egenskab>").count() / 2)
+        .sum::<usize>();
+    assert!(
+        properties > objects,
+        "{properties} Egenskab entries on {objects} Virksomhed objects: no history served"
     );
     sim.shutdown().await;
 }

@@ -117,13 +117,30 @@ async fn every_v5_body_on_the_wire_validates_against_the_v5_schemas() {
         },
     )
     .await;
-    let options = v5_options(&sim);
+    // With the units' contact data: v5 reads the Adresse roles, but has no Virksomhed service,
+    // so P-number and CVR stay empty (and cost no call).
+    let options = orgsync_sts::options::ClientOptions {
+        unit_contact: true,
+        ..v5_options(&sim)
+    };
     let recording = Recording::new(&options);
     let client =
         StsClient::with_transport(cvr(), &options, SystemLimits::new(0.0), recording.clone());
     let read = client.read_snapshot().await.unwrap();
     assert_eq!(read.snapshot.partial, None);
     assert!(!read.snapshot.units.is_empty() && !read.snapshot.users.is_empty());
+    assert!(
+        read.snapshot
+            .units
+            .iter()
+            .any(|u| u.contact.postal_address.is_some())
+    );
+    assert!(
+        read.snapshot
+            .units
+            .iter()
+            .all(|u| u.contact.p_number.is_none() && u.contact.cvr.is_none())
+    );
     let unit = read
         .snapshot
         .units

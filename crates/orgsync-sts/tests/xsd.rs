@@ -50,7 +50,11 @@ fn payload_of(envelope: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_body_on_the_wire_validates_against_the_official_schemas() {
     let sim = start(municipality(Size::Xs, 11), SimOptions::default()).await;
-    let options = fast_options(&sim);
+    // With the units' contact data, so the Adresse and Virksomhed lists it costs are checked too.
+    let options = orgsync_sts::options::ClientOptions {
+        unit_contact: true,
+        ..fast_options(&sim)
+    };
     let recording = Recording::new(&options);
     let client =
         StsClient::with_transport(cvr(), &options, SystemLimits::new(0.0), recording.clone());
@@ -170,6 +174,8 @@ async fn every_body_on_the_wire_validates_against_the_official_schemas() {
         "organisationfunktion-list-response-20",
         "person-list-response-20",
         "adresse-list-response-20",
+        "virksomhed-list-request-20",
+        "virksomhed-list-response-20",
     ] {
         assert!(
             keys.iter().any(|k| k.as_str() == must),

@@ -49,11 +49,23 @@ fn queue_stats_prints_json_for_scripts_and_a_table_for_people() {
 
 #[test]
 fn dlq_list_on_an_empty_queue_says_so() {
-    orgsync(&prefix("dlq"))
+    let prefix = prefix("dlq");
+    orgsync(&prefix)
         .args(["dlq", "list"])
         .assert()
         .success()
         .stdout(predicate::str::contains("0 dead letters"));
+    // Listing marks the (empty) dead-letter index as built: remove that key again.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let queue = orgsync_queue::QueueHandle::connect(orgsync_queue::QueueConfig::new(
+            "redis://127.0.0.1:6379",
+            prefix.as_str(),
+        ))
+        .await
+        .unwrap();
+        queue.purge_all_keys().await.unwrap();
+    });
 }
 
 #[test]

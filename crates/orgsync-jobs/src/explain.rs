@@ -168,7 +168,7 @@ impl Pipeline {
         key: &str,
         uuid: Option<Uuid>,
     ) -> Result<Now, PipelineError> {
-        let today = Utc::now().date_naive();
+        let today = orgsync_model::time::danish_date(&Utc::now());
         let mut now = Now {
             today,
             sts_user: None,

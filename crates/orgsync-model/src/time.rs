@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Europe::Copenhagen;
 
 /// The date in Denmark (Europe/Copenhagen, DST-correct) at the instant `at`.
+#[allow(clippy::disallowed_methods)] // the one place a date is taken, in Copenhagen time
 pub fn danish_date<Z: TimeZone>(at: &DateTime<Z>) -> NaiveDate {
     at.with_timezone(&Copenhagen).date_naive()
 }
@@ -79,6 +80,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the UTC date, to show it differs
     fn a_run_just_after_danish_midnight_plans_for_the_danish_day() {
         let run: DateTime<Utc> = "2027-01-01T00:30:00+01:00".parse().expect("a valid time");
         assert_eq!(run.date_naive(), date("2026-12-31"));

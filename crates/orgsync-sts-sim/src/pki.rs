@@ -92,6 +92,8 @@ fn dn(common_name: &str, organisation: &str) -> DistinguishedName {
     dn
 }
 
+// Certificate validity is stamped in UTC (X.509 times are UTC), so the UTC date is right here.
+#[allow(clippy::disallowed_methods)]
 fn validity(params: &mut CertificateParams, days_valid: i64) {
     let from = Utc::now().date_naive() - Duration::days(1);
     let to = Utc::now().date_naive() + Duration::days(days_valid);

@@ -513,7 +513,7 @@ async fn operators_find_replay_and_release_a_failed_run_in_a_real_browser() {
 async fn the_department_tree_of_the_m_municipality_shows_all_its_departments() {
     use orgsync_sts_sim::generate::{Size, domain_of, expected_read, generate};
     let _one = ONE_AT_A_TIME.lock().await;
-    let today = chrono::Utc::now().date_naive();
+    let today = orgsync_model::time::danish_date(&chrono::Utc::now());
     let truth = generate(&common::cvr(), Size::M, 3, today);
     let mut policy = policy();
     policy.domains = vec![orgsync_model::ids::Domain::parse(&domain_of(Size::M)).unwrap()];

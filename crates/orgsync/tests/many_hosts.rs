@@ -56,7 +56,7 @@ async fn three_workers_and_two_schedulers_run_ten_customers_once_within_the_rate
     let sizes: Vec<Size> = (0..10)
         .map(|i| if i < 2 { Size::S } else { Size::Xs })
         .collect();
-    let today = Utc::now().date_naive();
+    let today = orgsync_model::time::danish_date(&Utc::now());
     let worlds = cvrs
         .iter()
         .zip(&sizes)

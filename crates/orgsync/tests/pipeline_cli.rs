@@ -30,7 +30,7 @@ impl Setup {
                 &Cvr::parse("11111111").unwrap(),
                 Size::Xs,
                 3,
-                chrono::Utc::now().date_naive(),
+                orgsync_model::time::danish_date(&chrono::Utc::now()),
             )],
             SimOptions::default(),
         )

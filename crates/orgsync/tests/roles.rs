@@ -37,7 +37,7 @@ impl Setup {
                 &Cvr::parse("11111111").unwrap(),
                 Size::Xs,
                 5,
-                chrono::Utc::now().date_naive(),
+                orgsync_model::time::danish_date(&chrono::Utc::now()),
             )],
             SimOptions {
                 latency: LatencyModel::fixed(latency_ms),

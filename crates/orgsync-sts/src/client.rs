@@ -1179,7 +1179,7 @@ fn backoff(options: &ClientOptions, attempt: u32) -> Duration {
 }
 
 /// Turns an HTTP answer into the payload, or a typed error.
-fn interpret<T: DeserializeOwned + HasStatus>(
+pub(crate) fn interpret<T: DeserializeOwned + HasStatus>(
     dialect: Dialect,
     site: &CallSite,
     response: &SoapResponse,

@@ -17,6 +17,8 @@ pub mod cli;
 pub mod client;
 pub mod dsig;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod issues;
 pub mod limits;

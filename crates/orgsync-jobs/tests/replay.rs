@@ -89,10 +89,7 @@ async fn replaying_300_dead_department_jobs_at_once_spends_one_attempt_each_and_
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let elapsed = started.elapsed();
-    let dead = records
-        .iter()
-        .filter(|r| r.state == JobState::Dead)
-        .count();
+    let dead = records.iter().filter(|r| r.state == JobState::Dead).count();
     let spent: u32 = records.iter().map(|r| r.attempts).sum();
     let snoozes: u32 = records.iter().map(|r| r.snoozes).sum();
     println!(
@@ -166,7 +163,10 @@ async fn a_replay_that_finds_the_customer_busy_snoozes_without_spending_attempts
     let lock = format!("run-lock:{}", common::CVR);
     let ttl = Duration::from_secs(60);
     assert_eq!(
-        app.queue.try_lock(&lock, "other-holder", ttl).await.unwrap(),
+        app.queue
+            .try_lock(&lock, "other-holder", ttl)
+            .await
+            .unwrap(),
         orgsync_queue::LockAttempt::Acquired
     );
     let dead = orgsync_queue::JobId::new(failed.failed_departments[0].job_id.clone());
@@ -206,7 +206,11 @@ async fn a_replay_that_finds_the_customer_busy_snoozes_without_spending_attempts
     let report = app
         .report_when(&failed.run_id, |r| r.state == RunState::Succeeded)
         .await;
-    assert!(user(&app.state().await, p(7)).is_some(), "{}", report.to_text());
+    assert!(
+        user(&app.state().await, p(7)).is_some(),
+        "{}",
+        report.to_text()
+    );
     let done = app.queue.job(&replay.new_job).await.unwrap().unwrap();
     assert_eq!(done.state, JobState::Succeeded, "{done:?}");
     assert_eq!(done.attempts, 0, "no attempt was spent waiting: {done:?}");

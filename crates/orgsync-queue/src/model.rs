@@ -395,7 +395,10 @@ impl JobRecord {
             worker: h.get("worker").cloned(),
             attempt_log: log,
             snoozes: h.get("snoozes").and_then(|o| o.parse().ok()).unwrap_or(0),
-            snoozed_ms: h.get("snoozed_ms").and_then(|o| o.parse().ok()).unwrap_or(0),
+            snoozed_ms: h
+                .get("snoozed_ms")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0),
             last_snooze: h.get("last_snooze").cloned(),
         })
     }

@@ -95,7 +95,10 @@ async fn a_snoozed_job_runs_again_without_spending_attempts_and_is_listed_while_
     );
     let waiting = t.queue.job(&id).await.unwrap().unwrap();
     assert_eq!(waiting.attempts, 0, "{waiting:?}");
-    assert!(matches!(waiting.state, JobState::Retrying | JobState::Waiting | JobState::Running));
+    assert!(matches!(
+        waiting.state,
+        JobState::Retrying | JobState::Waiting | JobState::Running
+    ));
     assert!(waiting.snoozed_ms >= 500, "{waiting:?}");
     assert!(
         waiting

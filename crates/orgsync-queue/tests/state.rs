@@ -464,7 +464,11 @@ async fn a_shared_lock_is_held_by_its_group_together_excludes_others_and_the_las
             .unwrap(),
         SharedRelease::NotHeld
     );
-    assert!(q.extend_shared_lock(name, group, "job-a", ttl).await.unwrap());
+    assert!(
+        q.extend_shared_lock(name, group, "job-a", ttl)
+            .await
+            .unwrap()
+    );
     assert!(
         !q.extend_shared_lock(name, "replay:run-0", "job-a", ttl)
             .await
@@ -511,13 +515,19 @@ async fn a_shared_lock_whose_holder_crashed_is_freed_by_its_expiry() {
         LockAttempt::Acquired
     );
     assert_eq!(
-        q.try_shared_lock(name, group, "alive", short).await.unwrap(),
+        q.try_shared_lock(name, group, "alive", short)
+            .await
+            .unwrap(),
         LockAttempt::Acquired
     );
     // The live holder renews and ends its hold; the crashed one never does, so the lock stays
     // (its hold has not expired yet) ...
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(q.extend_shared_lock(name, group, "alive", short).await.unwrap());
+    assert!(
+        q.extend_shared_lock(name, group, "alive", short)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         q.release_shared_lock(name, group, "alive").await.unwrap(),
         SharedRelease::Kept

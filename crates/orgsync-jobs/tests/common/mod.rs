@@ -198,6 +198,9 @@ impl orgsync_jobs::RunObserver for RecordingObserver {
     }
 }
 
+/// A running worker (`orgsync_jobs::worker::run`).
+type WorkerHandle = tokio::task::JoinHandle<Result<(), orgsync_jobs::worker::WorkerError>>;
+
 pub struct TestApp {
     pub observed: Arc<RecordingObserver>,
     pub queue: QueueHandle,
@@ -209,10 +212,7 @@ pub struct TestApp {
     stop: Option<Box<dyn FnOnce() + Send>>,
     worker: Option<tokio::task::JoinHandle<Result<(), orgsync_jobs::worker::WorkerError>>>,
     /// Further workers (as in further worker processes), from `add_workers`.
-    extra_workers: Vec<(
-        Box<dyn FnOnce() + Send>,
-        tokio::task::JoinHandle<Result<(), orgsync_jobs::worker::WorkerError>>,
-    )>,
+    extra_workers: Vec<(Box<dyn FnOnce() + Send>, WorkerHandle)>,
     _dir: tempfile::TempDir,
 }
 

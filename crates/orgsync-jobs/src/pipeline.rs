@@ -51,6 +51,11 @@ pub struct PipelineOptions {
     /// While a run reads STS, its report's `read_progress` is updated at most this often
     /// (default 1 s).
     pub progress_interval: Duration,
+    /// A replayed department job that finds the customer busy (a new run, a `FinishRun` or a
+    /// release holds it) snoozes this long, or until the holder's lock expires if sooner, and
+    /// tries again without spending an attempt (default 15 s; the worker's `max_snooze`
+    /// bounds the total).
+    pub busy_snooze: Duration,
 }
 
 impl Default for PipelineOptions {
@@ -60,6 +65,7 @@ impl Default for PipelineOptions {
             data_ttl: Duration::from_secs(7 * 24 * 3600),
             lock_ttl: Duration::from_secs(60 * 60),
             progress_interval: Duration::from_secs(1),
+            busy_snooze: Duration::from_secs(15),
         }
     }
 }
@@ -911,31 +917,10 @@ impl Pipeline {
                 .await;
         }
         // The run lock. While the run is active it is the run's (taken again if it lapsed) and
-        // only FinishRun releases it. A replay after the run ended takes it under its own owner
-        // for its write, so it never releases a lock someone else holds.
+        // only FinishRun releases it. A replay after the run ended shares it with the run's
+        // other replays (see `replay_department`).
         if report.state.is_final() {
-            let owner = format!("replay:{run_id}:{}", ctx.job_id);
-            match self
-                .store
-                .try_lock(&cvr, &owner, self.options.lock_ttl)
-                .await
-                .map_err(queue_error)?
-            {
-                LockAttempt::Acquired => {}
-                LockAttempt::Held { owner: holder, .. } => {
-                    // The run is being finished or released, or a newer run is working: later.
-                    return Err(failure(
-                        ErrorClass::RunBusy,
-                        true,
-                        format!("{holder} holds {cvr}; this replay tries again later"),
-                    ));
-                }
-            }
-            let heartbeat = self.heartbeat(&cvr, &owner);
-            let result = self.write_department(&report, unit, &ctx).await;
-            drop(heartbeat);
-            let _ = self.store.release_lock(&cvr, &owner).await;
-            return result;
+            return self.replay_department(&report, unit, &ctx).await;
         }
         match self
             .store
@@ -973,6 +958,76 @@ impl Pipeline {
             let _ = self.store.release_lock(&cvr, run_id).await;
         }
         result
+    }
+
+    /// A replay of a department job after its run ended. Its write holds the customer's lock
+    /// shared by the run's replays (group `replay:<run>`, this job one of its holders), so the
+    /// replays of one run never wait for each other, while a new run, a `FinishRun` or a
+    /// release (other owners) excludes them and is excluded by them. The last replay to end
+    /// frees the lock; a replay that crashed stops renewing its hold, which then expires with
+    /// the lock's TTL. When someone else holds the customer, the job snoozes (no attempt spent)
+    /// and tries again.
+    async fn replay_department(
+        &self,
+        report: &RunReport,
+        unit: Uuid,
+        ctx: &JobContext,
+    ) -> Result<(), JobError> {
+        let cvr = report.cvr.as_str();
+        let group = format!("replay:{}", report.run_id);
+        let holder = ctx.job_id.as_str();
+        match self
+            .store
+            .try_shared_lock(cvr, &group, holder, self.options.lock_ttl)
+            .await
+            .map_err(queue_error)?
+        {
+            LockAttempt::Acquired => {}
+            LockAttempt::Held { owner, ttl_left } => {
+                // The run is being finished or released, or a newer run is working: later.
+                let delay = self
+                    .options
+                    .busy_snooze
+                    .min(ttl_left)
+                    .max(Duration::from_millis(50));
+                return Err(JobError::snooze(
+                    ErrorClass::RunBusy.as_str(),
+                    format!(
+                        "{owner} holds {cvr}; this replay waits {} ms and tries again without spending an attempt",
+                        delay.as_millis()
+                    ),
+                    delay,
+                ));
+            }
+        }
+        let heartbeat = self.shared_heartbeat(cvr, &group, holder);
+        let result = self.write_department(report, unit, ctx).await;
+        drop(heartbeat);
+        let _ = self.store.release_shared_lock(cvr, &group, holder).await;
+        result
+    }
+
+    /// Renews `holder`'s hold of the customer's shared lock (group `group`) every third of its
+    /// lifetime until the returned guard is dropped.
+    fn shared_heartbeat(&self, cvr: &str, group: &str, holder: &str) -> Heartbeat {
+        let store = self.store.clone();
+        let (cvr, group, holder) = (cvr.to_owned(), group.to_owned(), holder.to_owned());
+        let ttl = self.options.lock_ttl;
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match store.extend_shared_lock(&cvr, &group, &holder, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => warn!(
+                        customer.cvr = %cvr, job.id = %holder,
+                        "{group} no longer holds the run lock of {cvr} (it expired)"
+                    ),
+                    Err(e) => {
+                        warn!(customer.cvr = %cvr, job.id = %holder, "cannot extend the shared run lock: {e}")
+                    }
+                }
+            }
+        }))
     }
 
     /// A department job that does nothing says so: in the log and in the run's notes.

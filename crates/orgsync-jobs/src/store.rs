@@ -146,6 +146,42 @@ impl Store {
         self.queue.release_lock(&lock_name(cvr), owner).await
     }
 
+    /// The customer's run lock shared by a group (a run's replays), `holder` one of them.
+    pub(crate) async fn try_shared_lock(
+        &self,
+        cvr: &str,
+        group: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LockAttempt, QueueError> {
+        self.queue
+            .try_shared_lock(&lock_name(cvr), group, holder, ttl)
+            .await
+    }
+
+    pub(crate) async fn extend_shared_lock(
+        &self,
+        cvr: &str,
+        group: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        self.queue
+            .extend_shared_lock(&lock_name(cvr), group, holder, ttl)
+            .await
+    }
+
+    pub(crate) async fn release_shared_lock(
+        &self,
+        cvr: &str,
+        group: &str,
+        holder: &str,
+    ) -> Result<orgsync_queue::SharedRelease, QueueError> {
+        self.queue
+            .release_shared_lock(&lock_name(cvr), group, holder)
+            .await
+    }
+
     pub(crate) async fn lock_owner(&self, cvr: &str) -> Result<Option<String>, QueueError> {
         self.queue.lock_owner(&lock_name(cvr)).await
     }

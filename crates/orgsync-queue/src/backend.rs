@@ -92,6 +92,8 @@ struct Outcome {
     class: String,
     message: String,
     retry_ms: i64,
+    /// `>= 0`: a snooze of this many ms (not a failure; `retry_ms` unused).
+    snooze_ms: i64,
     log: String,
 }
 
@@ -116,6 +118,7 @@ struct Fetched {
     replay_of: Option<String>,
     enqueued_at: Option<DateTime<Utc>>,
     batch: Option<String>,
+    snoozed_ms: u64,
 }
 
 impl<J: Job> QueueBackend<J> {
@@ -459,6 +462,43 @@ impl Shared {
         finished: DateTime<Utc>,
         failure: Option<&JobError>,
     ) {
+        // A snooze within the job type's limit waits without spending an attempt; beyond the
+        // limit it is an ordinary failed attempt that says so.
+        let over_limit;
+        let mut snooze = None;
+        let failure = match failure {
+            Some(error) => match error.snooze_for() {
+                Some(delay) if job.snoozed + delay <= self.options.max_snooze => {
+                    snooze = Some(delay);
+                    Some(error)
+                }
+                Some(_) => {
+                    over_limit = error.snooze_limit_reached(job.snoozed, self.options.max_snooze);
+                    Some(&over_limit)
+                }
+                None => Some(error),
+            },
+            None => None,
+        };
+        if let (Some(delay), Some(error)) = (snooze, failure) {
+            let mut outcome = self.failure_outcome(job, started, finished, error, -1);
+            outcome.snooze_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            tracing::info!(
+                job.id = %job.job_id,
+                job.type = job.job_type,
+                customer.cvr = job.customer.as_deref().unwrap_or(""),
+                run.id = job.run_id.as_deref().unwrap_or(""),
+                job.attempt = job.attempt,
+                error.class = error.class(),
+                "job {} ({}) is snoozed for {delay:?} without spending attempt {} (waited {:?} in snoozes before): {error}",
+                job.job_id,
+                job.job_type,
+                job.attempt,
+                job.snoozed
+            );
+            self.send_outcome(outcome).await;
+            return;
+        }
         let outcome = match failure {
             None => Outcome {
                 jid: job.job_id.to_string(),
@@ -470,6 +510,7 @@ impl Shared {
                 class: String::new(),
                 message: String::new(),
                 retry_ms: -1,
+                snooze_ms: -1,
                 log: String::new(),
             },
             Some(error) => {
@@ -551,6 +592,7 @@ impl Shared {
             class: error.class().to_owned(),
             message: error.chain().join(": "),
             retry_ms,
+            snooze_ms: -1,
             log: serde_json::to_string(&record).unwrap_or_default(),
         }
     }
@@ -637,7 +679,7 @@ impl Shared {
         if reply.first().map(String::as_str) != Some("jobs") {
             return Ok(out);
         }
-        for row in reply[1..].chunks(8) {
+        for row in reply[1..].chunks(9) {
             let [
                 eid,
                 jid,
@@ -647,6 +689,7 @@ impl Shared {
                 replay_of,
                 enqueued_at,
                 batch,
+                snoozed_ms,
             ] = row
             else {
                 return Err(QueueError::Protocol("short fetch row".into()));
@@ -660,6 +703,7 @@ impl Shared {
                 replay_of: Some(replay_of.clone()).filter(|r| !r.is_empty()),
                 enqueued_at: parse_ms(enqueued_at),
                 batch: Some(batch.clone()).filter(|b| !b.is_empty()),
+                snoozed_ms: snoozed_ms.parse().unwrap_or(0),
             });
         }
         Ok(out)
@@ -676,6 +720,7 @@ impl Shared {
             batch: row.batch.clone(),
             enqueued_at: row.enqueued_at.unwrap_or_else(Utc::now),
             run_id: None,
+            snoozed: Duration::from_millis(row.snoozed_ms),
             worker: self.consumer.clone(),
             entry_id: row.eid.clone(),
         }

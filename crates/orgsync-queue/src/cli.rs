@@ -431,6 +431,15 @@ fn render_jobs(out: &mut impl Write, state: ListedState, jobs: &[JobRecord]) -> 
                 },
                 match state {
                     ListedState::Running => j.worker.clone().unwrap_or_else(|| "-".into()),
+                    // Snoozed (busy, no attempt spent) and never failed: why it waits.
+                    _ if j.last_error.is_none() && j.snoozes > 0 => truncate(
+                        &format!(
+                            "snoozed {}x: {}",
+                            j.snoozes,
+                            j.last_snooze.as_deref().unwrap_or("-")
+                        ),
+                        70,
+                    ),
                     _ => truncate(
                         &format!(
                             "{}{}",

@@ -461,6 +461,7 @@ impl QueueHandle {
                 running,
                 succeeded,
                 failed_attempts: counter("failed_attempts"),
+                snoozes: counter("snoozed"),
                 dead: counter("dead"),
                 oldest_waiting_ms,
                 attempt_durations: crate::model::DurationHistogram::from_counters(&counters),

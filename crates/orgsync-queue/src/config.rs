@@ -202,6 +202,11 @@ pub struct WorkerOptions {
     /// A job whose worker died this many times while running it goes to the
     /// dead-letter queue (class `abandoned`) instead of killing yet another worker.
     pub max_orphaned: u32,
+    /// The most a job may wait in snoozes ([`JobError::snooze`]: busy, not failed; no attempt
+    /// spent), summed over its snoozes; a snooze beyond it is an ordinary failed attempt.
+    ///
+    /// [`JobError::snooze`]: crate::JobError::snooze
+    pub max_snooze: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -216,6 +221,7 @@ impl Default for WorkerOptions {
             promote_interval: Duration::from_millis(500),
             idle_poll: Duration::from_millis(200),
             max_orphaned: 3,
+            max_snooze: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -237,6 +243,7 @@ impl WorkerOptions {
             promote_interval: Duration::from_millis(25),
             idle_poll: Duration::from_millis(20),
             max_orphaned: 3,
+            max_snooze: Duration::from_secs(30),
         }
     }
 

@@ -134,6 +134,7 @@ pub struct JobError {
     class: String,
     retriable: bool,
     not_before: Option<std::time::Duration>,
+    snooze: Option<std::time::Duration>,
     chain: Vec<String>,
 }
 
@@ -161,6 +162,7 @@ impl JobError {
             class: class.into(),
             retriable,
             not_before: None,
+            snooze: None,
             chain: error_chain(error),
         }
     }
@@ -171,6 +173,7 @@ impl JobError {
             class: class.into(),
             retriable,
             not_before: None,
+            snooze: None,
             chain: vec![message.into()],
         }
     }
@@ -180,6 +183,54 @@ impl JobError {
     pub fn not_before(mut self, delay: Option<std::time::Duration>) -> Self {
         self.not_before = delay;
         self
+    }
+
+    /// The job could not do its work yet because something it needs is busy (a lock another
+    /// holder has): run it again after `delay` *without spending an attempt* (Sidekiq's and
+    /// BullMQ's "snooze"). Bounded per job type by [`WorkerOptions::max_snooze`]: a job whose
+    /// snoozes would add up to more than that is failed instead (an ordinary, retriable failed
+    /// attempt whose message says so).
+    ///
+    /// [`WorkerOptions::max_snooze`]: crate::WorkerOptions::max_snooze
+    pub fn snooze(
+        class: impl Into<String>,
+        message: impl Into<String>,
+        delay: std::time::Duration,
+    ) -> Self {
+        Self {
+            snooze: Some(delay),
+            ..Self::message(class, true, message)
+        }
+    }
+
+    /// How long the job asked to snooze, if it is a snooze rather than a failure.
+    pub fn snooze_for(&self) -> Option<std::time::Duration> {
+        self.snooze
+    }
+
+    /// This snooze turned into an ordinary (retriable) failure: the job has been busy for
+    /// longer than its limit.
+    pub(crate) fn snooze_limit_reached(
+        &self,
+        snoozed: std::time::Duration,
+        limit: std::time::Duration,
+    ) -> Self {
+        let mut chain = self.chain.clone();
+        let first = chain.first().cloned().unwrap_or_default();
+        let text = format!(
+            "{first} (busy for longer than the snooze limit: snoozed {snoozed:?} in total, the limit is {limit:?}; counted as a failed attempt)"
+        );
+        match chain.first_mut() {
+            Some(c) => *c = text,
+            None => chain.push(text),
+        }
+        Self {
+            class: self.class.clone(),
+            retriable: true,
+            not_before: self.not_before,
+            snooze: None,
+            chain,
+        }
     }
 
     /// The shortest wait before another attempt, if the error asks for one.

@@ -9,7 +9,7 @@
 //! `P:idem:KEY` string (idempotency), `P:workers` zset (heartbeats), `P:worker:NAME` hash,
 //! `P:batch:B` hash, `P:batch-pending:B` set, `P:batch-dead:B` list, `P:batch-children:B`
 //! list (batches; the Lua scripts build these names too), and the run-state store under
-//! `P:state:` (`lock:NAME`, `pacer:NAME`, `value:NAME`, `map:NAME`, `rec:COLLECTION:{doc:ID,all,by:INDEX}`).
+//! `P:state:` (`lock:NAME`, `lock-holders:NAME` (a shared lock's holders), `pacer:NAME`, `value:NAME`, `map:NAME`, `rec:COLLECTION:{doc:ID,all,by:INDEX}`).
 //! The dead-letter index: `P:dead-by:KIND:VALUE` zsets (KIND `type`, `customer`, `class`,
 //! `run`; dead-letter ids by time of death; and `word`, one per word of the error text, class
 //! and customer, at most 32 words a dead letter; a word of more than 5,000 dead letters goes to
@@ -112,6 +112,11 @@ impl Keys {
 
     pub(crate) fn lock(&self, name: &str) -> String {
         format!("{}:state:lock:{name}", self.prefix)
+    }
+
+    /// The holders of shared lock `name` (a zset: holder → its expiry, ms).
+    pub(crate) fn lock_holders(&self, name: &str) -> String {
+        format!("{}:state:lock-holders:{name}", self.prefix)
     }
 
     pub(crate) fn pacer(&self, name: &str) -> String {

@@ -66,4 +66,4 @@ pub use model::{
     JobState, JobTypeStats, NewJob, QueueStats, Replayed, WorkerInfo,
 };
 pub use object_log::{ObjectLogEntry, StoredLogEntry};
-pub use state::LockAttempt;
+pub use state::{LockAttempt, SharedRelease};

@@ -58,6 +58,7 @@ impl Family<'_> {
 ///
 /// Series: `orgsync_queue_jobs{job_type,state}` (gauge; states `waiting`, `scheduled`,
 /// `running`, `succeeded`, `dead`), `orgsync_queue_failed_attempts_total{job_type}` (counter),
+/// `orgsync_queue_snoozes_total{job_type}` (counter),
 /// `orgsync_queue_dead_letters{job_type}` (gauge), `orgsync_queue_oldest_waiting_seconds{job_type}`
 /// (gauge, 0 when nothing waits), `orgsync_queue_workers{job_type}` (gauge, live workers),
 /// `orgsync_queue_attempt_duration_seconds{job_type}` (histogram of every attempt, succeeded or
@@ -80,12 +81,18 @@ pub fn render_prometheus(stats: &QueueStats, out: &mut String) {
             f.sample(&[("job_type", &t.job_type), ("state", state)], n);
         }
     }
-    let series: [Series; 4] = [
+    let series: [Series; 5] = [
         (
             "orgsync_queue_failed_attempts_total",
             "counter",
             "Failed attempts, all time.",
             |t| t.failed_attempts as f64,
+        ),
+        (
+            "orgsync_queue_snoozes_total",
+            "counter",
+            "Snoozes (a job found what it needs busy and runs again later without spending an attempt), all time.",
+            |t| t.snoozes as f64,
         ),
         (
             "orgsync_queue_dead_letters",
@@ -196,6 +203,7 @@ mod tests {
                 running: 2,
                 succeeded: 40,
                 failed_attempts: 7,
+                snoozes: 9,
                 dead: 5,
                 oldest_waiting_ms: Some(1500),
                 live_workers: 4,
@@ -216,6 +224,8 @@ mod tests {
             "orgsync_queue_jobs{job_type=\"sync_customer\",state=\"dead\"} 5",
             "# TYPE orgsync_queue_failed_attempts_total counter",
             "orgsync_queue_failed_attempts_total{job_type=\"sync_customer\"} 7",
+            "# TYPE orgsync_queue_snoozes_total counter",
+            "orgsync_queue_snoozes_total{job_type=\"sync_customer\"} 9",
             "orgsync_queue_dead_letters{job_type=\"sync_customer\"} 5",
             "orgsync_queue_oldest_waiting_seconds{job_type=\"sync_customer\"} 1.5",
             "orgsync_queue_workers{job_type=\"sync_customer\"} 4",

@@ -208,6 +208,8 @@ pub struct JobContext {
     pub enqueued_at: DateTime<Utc>,
     /// The run the job belongs to ([`Job::run_id`]).
     pub run_id: Option<String>,
+    /// How long the job has waited in snoozes so far ([`JobError::snooze`](crate::JobError::snooze)).
+    pub snoozed: Duration,
     /// The worker running it.
     pub worker: String,
     pub(crate) entry_id: String,
@@ -344,6 +346,12 @@ pub struct JobRecord {
     pub worker: Option<String>,
     /// Every failed attempt.
     pub attempt_log: Vec<AttemptRecord>,
+    /// How often it snoozed (busy: run again later without spending an attempt).
+    pub snoozes: u32,
+    /// How long it waited in snoozes, in total, in milliseconds.
+    pub snoozed_ms: u64,
+    /// Why it snoozed last (the handler's message).
+    pub last_snooze: Option<String>,
 }
 
 impl JobRecord {
@@ -386,6 +394,12 @@ impl JobRecord {
             run_at: time(&h, "run_at"),
             worker: h.get("worker").cloned(),
             attempt_log: log,
+            snoozes: h.get("snoozes").and_then(|o| o.parse().ok()).unwrap_or(0),
+            snoozed_ms: h
+                .get("snoozed_ms")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0),
+            last_snooze: h.get("last_snooze").cloned(),
         })
     }
 }
@@ -537,6 +551,8 @@ pub struct JobTypeStats {
     pub succeeded: u64,
     /// Failed attempts, all time.
     pub failed_attempts: u64,
+    /// Snoozes (busy: run again later without spending an attempt), all time.
+    pub snoozes: u64,
     /// In the dead-letter queue now.
     pub dead: u64,
     /// Age of the oldest waiting job, in milliseconds.

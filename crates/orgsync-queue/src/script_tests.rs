@@ -51,7 +51,7 @@ async fn fetch_as(q: &QueueHandle, consumer: &str, n: usize) -> Vec<(String, Str
         .await
         .expect("fetch");
     reply[1..]
-        .chunks(8)
+        .chunks(9)
         .map(|row| (row[0].clone(), row[1].clone()))
         .collect()
 }

@@ -297,7 +297,7 @@ return {'created', ids}
 
 /// ARGV: prefix, type, group, consumer, count.
 /// Returns `{'empty'}` or `{'jobs', eid, jid, payload, attempts, customer, replay_of, enqueued_at,
-/// batch, ...}`. Fetching does not mark a job as started: a fetched job may wait in the
+/// batch, snoozed_ms, ...}`. Fetching does not mark a job as started: a fetched job may wait in the
 /// worker's buffer; `START` records the start when its handler begins.
 pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -313,13 +313,13 @@ for _, e in ipairs(res[1][2]) do
   local v = nil
   if jid then
     v = redis.call('HMGET', p .. ':job:' .. jid, 'payload', 'attempts', 'customer', 'replay_of', 'enqueued_at',
-      'batch')
+      'batch', 'snoozed_ms')
   end
   if not v or not v[1] then
     redis.call('XACK', s, g, eid)
     redis.call('XDEL', s, eid)
   else
-    local row = {eid, jid, v[1], v[2] or '0', v[3] or '', v[4] or '', v[5] or '0', v[6] or ''}
+    local row = {eid, jid, v[1], v[2] or '0', v[3] or '', v[4] or '', v[5] or '0', v[6] or '', v[7] or '0'}
     for _, x in ipairs(row) do table.insert(out, x) end
   end
 end
@@ -357,7 +357,11 @@ return res
 /// ARGV: prefix, type, group, consumer, retention ms, error-log max length, JSON failures,
 /// then groups of four for successes: job id, entry id, started ms, finished ms (plus a log
 /// flag `1` when the job has failed attempts whose log must expire too, else `0`: five).
-/// Returns per success then per failure `ok`, `retry`, `dead` or `stale` (no longer ours).
+/// A failure with `snooze_ms >= 0` is a snooze, not a failure: the job waits that long
+/// (state `retrying`, due at `run_at`) without spending an attempt, and its `snoozes` and
+/// `snoozed_ms` grow; nothing goes to the error log (the worker decided it is within the
+/// job type's snooze limit).
+/// Returns per success then per failure `ok`, `retry`, `snoozed`, `dead` or `stale` (no longer ours).
 pub(crate) static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -399,6 +403,17 @@ end
 for _, o in ipairs(fails) do
   if not owned(o.eid) then
     table.insert(res, 'stale')
+  elseif o.snooze_ms >= 0 then
+    local h = p .. ':job:' .. o.jid
+    local due = d(now + o.snooze_ms)
+    redis.call('HINCRBY', h, 'snoozes', 1)
+    redis.call('HINCRBY', h, 'snoozed_ms', d(o.snooze_ms))
+    redis.call('HSET', h, 'state', 'retrying', 'run_at', due, 'last_snooze', o.message,
+      'last_snoozed_at', o.finished_at)
+    redis.call('HDEL', h, 'worker')
+    redis.call('ZADD', p .. ':delayed:' .. ty, due, o.jid)
+    redis.call('HINCRBY', cnt, 'snoozed', 1)
+    table.insert(res, 'snoozed')
   else
     local h = p .. ':job:' .. o.jid
     local customer = redis.call('HGET', h, 'customer') or ''
@@ -707,6 +722,67 @@ pub(crate) static RELEASE_LOCK: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
+",
+    )
+});
+
+/// KEYS: the lock, its holders zset. ARGV: group owner, holder, ttl ms. A lock shared by
+/// the holders of one group: taken for `group` when free (stale holders of an earlier hold
+/// are dropped), joined when `group` holds it already. Each holder is kept in the zset with
+/// its own expiry (now + ttl); the lock lives at least ttl from now. Returns
+/// `{'acquired', group, ttl}` or `{'held', owner, ttl left}` (someone outside the group).
+pub(crate) static TRY_SHARED_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local k, hk, group, holder, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local cur = redis.call('GET', k)
+if not cur then
+  redis.call('DEL', hk)
+  redis.call('SET', k, group, 'PX', ttl)
+elseif cur ~= group then
+  return {'held', cur, redis.call('PTTL', k)}
+elseif redis.call('PTTL', k) < ttl then
+  redis.call('PEXPIRE', k, ttl)
+end
+redis.call('ZADD', hk, d(now_ms() + ttl), holder)
+redis.call('PEXPIRE', hk, redis.call('PTTL', k))
+return {'acquired', group, ttl}
+",
+    )
+});
+
+/// KEYS: the lock, its holders zset. ARGV: group owner, holder, ttl ms. Renews `holder`'s
+/// hold (and the lock, to at least ttl from now) while `group` holds the lock; returns 1,
+/// else 0.
+pub(crate) static EXTEND_SHARED_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local k, hk, group, holder, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('GET', k) ~= group then return 0 end
+if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+redis.call('ZADD', hk, d(now_ms() + ttl), holder)
+redis.call('PEXPIRE', hk, redis.call('PTTL', k))
+return 1
+",
+    )
+});
+
+/// KEYS: the lock, its holders zset. ARGV: group owner, holder. Ends `holder`'s hold while
+/// `group` holds the lock; holders whose expiry has passed (they stopped renewing: crashed)
+/// are dropped, and the last holder deletes the lock. Returns 0 (the lock is not the
+/// group's: nothing done), 1 (the lock was freed) or 2 (other holders keep it).
+pub(crate) static RELEASE_SHARED_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local k, hk, group, holder = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+if redis.call('GET', k) ~= group then return 0 end
+redis.call('ZREM', hk, holder)
+redis.call('ZREMRANGEBYSCORE', hk, '-inf', d(now_ms()))
+if redis.call('ZCARD', hk) == 0 then
+  redis.call('DEL', k, hk)
+  return 1
+end
+return 2
 ",
     )
 });

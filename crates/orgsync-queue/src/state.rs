@@ -28,6 +28,17 @@ pub enum LockAttempt {
     },
 }
 
+/// The answer of [`QueueHandle::release_shared_lock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedRelease {
+    /// The lock is not the group's (expired, or someone else's): nothing was done.
+    NotHeld,
+    /// This was the last holder: the lock is free.
+    Freed,
+    /// Other holders of the group still hold it.
+    Kept,
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -122,6 +133,82 @@ impl QueueHandle {
             .invoke_async(&mut conn)
             .await?;
         Ok(released == 1)
+    }
+
+    /// Takes lock `name` for the group `group`, as one of its holders (`holder`), for `ttl`:
+    /// the holders of one group share the lock (none waits for another), while anyone else
+    /// ([`try_lock`](Self::try_lock) with another owner, or another group) finds it held by
+    /// `group`. Each holder renews its hold with [`extend_shared_lock`](Self::extend_shared_lock)
+    /// and ends it with [`release_shared_lock`](Self::release_shared_lock); the last holder's
+    /// release frees the lock. A holder that crashed stops renewing: its hold ends `ttl` after
+    /// its last renewal, and the lock expires `ttl` after the last renewal of any holder.
+    pub async fn try_shared_lock(
+        &self,
+        name: &str,
+        group: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LockAttempt, QueueError> {
+        let mut conn = self.conn.clone();
+        let (outcome, owner, ttl_left): (String, String, i64) = scripts::TRY_SHARED_LOCK
+            .key(self.keys.lock(name))
+            .key(self.keys.lock_holders(name))
+            .arg(group)
+            .arg(holder)
+            .arg(ms(ttl))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match outcome.as_str() {
+            "acquired" => LockAttempt::Acquired,
+            _ => LockAttempt::Held {
+                owner,
+                ttl_left: Duration::from_millis(u64::try_from(ttl_left).unwrap_or(0)),
+            },
+        })
+    }
+
+    /// Renews `holder`'s hold of shared lock `name` (and the lock) for `ttl` from now while
+    /// `group` holds it; false when the lock is not `group`'s any more.
+    pub async fn extend_shared_lock(
+        &self,
+        name: &str,
+        group: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let extended: i64 = scripts::EXTEND_SHARED_LOCK
+            .key(self.keys.lock(name))
+            .key(self.keys.lock_holders(name))
+            .arg(group)
+            .arg(holder)
+            .arg(ms(ttl))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(extended == 1)
+    }
+
+    /// Ends `holder`'s hold of shared lock `name`; the last holder of `group` frees the lock.
+    /// A lock that is not `group`'s is never touched.
+    pub async fn release_shared_lock(
+        &self,
+        name: &str,
+        group: &str,
+        holder: &str,
+    ) -> Result<SharedRelease, QueueError> {
+        let mut conn = self.conn.clone();
+        let released: i64 = scripts::RELEASE_SHARED_LOCK
+            .key(self.keys.lock(name))
+            .key(self.keys.lock_holders(name))
+            .arg(group)
+            .arg(holder)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match released {
+            1 => SharedRelease::Freed,
+            2 => SharedRelease::Kept,
+            _ => SharedRelease::NotHeld,
+        })
     }
 
     /// Who holds lock `name`, if anyone.

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestQueue;
-use orgsync_queue::{LockAttempt, ObjectLogEntry, QueueError};
+use orgsync_queue::{LockAttempt, ObjectLogEntry, QueueError, SharedRelease};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_has_one_owner_and_only_the_owner_extends_or_releases_it() {
@@ -426,5 +426,129 @@ async fn a_counter_counts_across_connections_and_expires_a_window_after_its_firs
     // Later counts do not extend the window: it ends 400 ms after the first.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(t.queue.increment_value("window", window).await.unwrap(), 1);
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_lock_is_held_by_its_group_together_excludes_others_and_the_last_holder_frees_it()
+{
+    let t = TestQueue::new("state-shared-lock").await;
+    let q = &t.queue;
+    let ttl = Duration::from_secs(30);
+    let (name, group) = ("run-lock:1", "replay:run-1");
+    for holder in ["job-a", "job-b", "job-c"] {
+        assert_eq!(
+            q.try_shared_lock(name, group, holder, ttl).await.unwrap(),
+            LockAttempt::Acquired,
+            "{holder} joins its group's hold without waiting"
+        );
+    }
+    assert_eq!(q.lock_owner(name).await.unwrap().as_deref(), Some(group));
+    // Others (a new run, a release, another run's replays) find it held by the group.
+    match q.try_lock(name, "run-2", ttl).await.unwrap() {
+        LockAttempt::Held { owner, .. } => assert_eq!(owner, group),
+        LockAttempt::Acquired => panic!("a run took a lock the replays share"),
+    }
+    match q
+        .try_shared_lock(name, "replay:run-0", "job-x", ttl)
+        .await
+        .unwrap()
+    {
+        LockAttempt::Held { owner, .. } => assert_eq!(owner, group),
+        LockAttempt::Acquired => panic!("another group joined"),
+    }
+    assert!(!q.release_lock(name, "run-2").await.unwrap());
+    assert_eq!(
+        q.release_shared_lock(name, "replay:run-0", "job-x")
+            .await
+            .unwrap(),
+        SharedRelease::NotHeld
+    );
+    assert!(
+        q.extend_shared_lock(name, group, "job-a", ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !q.extend_shared_lock(name, "replay:run-0", "job-a", ttl)
+            .await
+            .unwrap()
+    );
+    // Only the last holder frees it.
+    assert_eq!(
+        q.release_shared_lock(name, group, "job-a").await.unwrap(),
+        SharedRelease::Kept
+    );
+    assert_eq!(
+        q.release_shared_lock(name, group, "job-b").await.unwrap(),
+        SharedRelease::Kept
+    );
+    assert_eq!(q.lock_owner(name).await.unwrap().as_deref(), Some(group));
+    assert_eq!(
+        q.release_shared_lock(name, group, "job-c").await.unwrap(),
+        SharedRelease::Freed
+    );
+    assert_eq!(q.lock_owner(name).await.unwrap(), None);
+    // Free again: an ordinary owner takes it, and the group's release never touches it.
+    assert_eq!(
+        q.try_lock(name, "run-2", ttl).await.unwrap(),
+        LockAttempt::Acquired
+    );
+    assert_eq!(
+        q.release_shared_lock(name, group, "job-c").await.unwrap(),
+        SharedRelease::NotHeld
+    );
+    assert_eq!(q.lock_owner(name).await.unwrap().as_deref(), Some("run-2"));
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_lock_whose_holder_crashed_is_freed_by_its_expiry() {
+    let t = TestQueue::new("state-shared-lock-expiry").await;
+    let q = &t.queue;
+    let short = Duration::from_millis(1000);
+    let (name, group) = ("run-lock:2", "replay:run-1");
+    assert_eq!(
+        q.try_shared_lock(name, group, "crashed", short)
+            .await
+            .unwrap(),
+        LockAttempt::Acquired
+    );
+    assert_eq!(
+        q.try_shared_lock(name, group, "alive", short)
+            .await
+            .unwrap(),
+        LockAttempt::Acquired
+    );
+    // The live holder renews and ends its hold; the crashed one never does, so the lock stays
+    // (its hold has not expired yet) ...
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        q.extend_shared_lock(name, group, "alive", short)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        q.release_shared_lock(name, group, "alive").await.unwrap(),
+        SharedRelease::Kept
+    );
+    assert_eq!(q.lock_owner(name).await.unwrap().as_deref(), Some(group));
+    // ... until its TTL ends it: then anyone may take it.
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    assert_eq!(q.lock_owner(name).await.unwrap(), None);
+    assert_eq!(
+        q.try_lock(name, "run-2", short).await.unwrap(),
+        LockAttempt::Acquired
+    );
+    // A new hold of the group after an expiry starts without the stale holders.
+    assert!(q.release_lock(name, "run-2").await.unwrap());
+    assert_eq!(
+        q.try_shared_lock(name, group, "next", short).await.unwrap(),
+        LockAttempt::Acquired
+    );
+    assert_eq!(
+        q.release_shared_lock(name, group, "next").await.unwrap(),
+        SharedRelease::Freed
+    );
     t.cleanup().await;
 }

@@ -44,6 +44,9 @@ pub struct FaultyTarget {
     pub fail_department: Mutex<Option<UnitId>>,
     pub fail_deactivations: std::sync::atomic::AtomicBool,
     pub reject_deactivations: std::sync::atomic::AtomicBool,
+    /// Every user write fails with a 401 (the target revoked our token): every department
+    /// job of a run dies.
+    pub fail_users: std::sync::atomic::AtomicBool,
     /// Added to every user write (a slow target keeps a run going for a while).
     pub write_delay: Mutex<Duration>,
 }
@@ -103,7 +106,8 @@ impl Target for FaultyTarget {
             tokio::time::sleep(delay).await;
         }
         let armed = *self.fail_department.lock().unwrap();
-        if armed.is_some() && armed == item.fields.primary_department {
+        let all = self.fail_users.load(std::sync::atomic::Ordering::SeqCst);
+        if all || (armed.is_some() && armed == item.fields.primary_department) {
             return Err(TargetError::Unauthorized {
                 status: 401,
                 detail: "token revoked (test fault)".to_owned(),
@@ -194,6 +198,9 @@ impl orgsync_jobs::RunObserver for RecordingObserver {
     }
 }
 
+/// A running worker (`orgsync_jobs::worker::run`).
+type WorkerHandle = tokio::task::JoinHandle<Result<(), orgsync_jobs::worker::WorkerError>>;
+
 pub struct TestApp {
     pub observed: Arc<RecordingObserver>,
     pub queue: QueueHandle,
@@ -204,6 +211,8 @@ pub struct TestApp {
     pub pipeline: Arc<Pipeline>,
     stop: Option<Box<dyn FnOnce() + Send>>,
     worker: Option<tokio::task::JoinHandle<Result<(), orgsync_jobs::worker::WorkerError>>>,
+    /// Further workers (as in further worker processes), from `add_workers`.
+    extra_workers: Vec<(Box<dyn FnOnce() + Send>, WorkerHandle)>,
     _dir: tempfile::TempDir,
 }
 
@@ -284,6 +293,7 @@ impl TestApp {
                 fail_department: Mutex::new(None),
                 fail_deactivations: std::sync::atomic::AtomicBool::new(false),
                 reject_deactivations: std::sync::atomic::AtomicBool::new(false),
+                fail_users: std::sync::atomic::AtomicBool::new(false),
                 write_delay: Mutex::new(Duration::ZERO),
             }),
         });
@@ -293,6 +303,7 @@ impl TestApp {
             sources.clone(),
             PipelineOptions {
                 progress_interval: Duration::from_millis(100),
+                busy_snooze: Duration::from_millis(200),
                 ..PipelineOptions::default()
             },
             Some(observed.clone()),
@@ -313,8 +324,31 @@ impl TestApp {
             pipeline,
             stop: Some(Box::new(stop)),
             worker: Some(worker),
+            extra_workers: Vec::new(),
             _dir: dir,
         }
+    }
+
+    /// Starts `n` more workers on the same queue and pipeline (as more worker processes
+    /// would), each with the default settings' concurrency per job type.
+    pub fn add_workers(&mut self, n: usize) {
+        for _ in 0..n {
+            let (signal, stop) = orgsync_queue::manual_signal();
+            let worker = tokio::spawn(orgsync_jobs::worker::run(
+                self.pipeline.clone(),
+                WorkerSettings::fast_for_tests(),
+                signal,
+            ));
+            self.extra_workers.push((Box::new(stop), worker));
+        }
+    }
+
+    /// Every user write fails (401) while `fail` holds.
+    pub fn fail_users(&self, fail: bool) {
+        self.sources
+            .target
+            .fail_users
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The SQLite target's file (for changes "by hand").
@@ -420,7 +454,16 @@ impl TestApp {
         if let Some(stop) = self.stop.take() {
             stop();
         }
+        let extra: Vec<_> = self.extra_workers.drain(..).collect();
+        let mut joins = Vec::new();
+        for (stop, worker) in extra {
+            stop();
+            joins.push(worker);
+        }
         if let Some(worker) = self.worker.take() {
+            let _ = worker.await;
+        }
+        for worker in joins {
             let _ = worker.await;
         }
         self.queue.purge_all_keys().await.unwrap();

@@ -708,7 +708,9 @@ impl Pipeline {
                 return Err(failure(
                     ErrorClass::StsPartialRead,
                     true,
-                    format!("the STS read was incomplete ({partial}); the whole read is done again"),
+                    format!(
+                        "the STS read was incomplete ({partial}); the whole read is done again"
+                    ),
                 ));
             }
             report.note(if partial.is_retriable() {

@@ -715,8 +715,13 @@ impl RunReport {
             if self.state == RunState::Held {
                 let _ = writeln!(
                     out,
-                    "              check them, then: orgsync runs release {}",
-                    self.run_id
+                    "              check them, then: orgsync runs release {}{}",
+                    self.run_id,
+                    if held.unread.is_empty() {
+                        ""
+                    } else {
+                        " (a new run reads the unread ones again; --include-unread deactivates them)"
+                    }
                 );
             }
         }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::ids::{Cvr, Email, UnitId, UserId};
 use crate::policy::{CustomIdSource, Policy};
-use crate::snapshot::{PartialRead, Position, Unit, UnitContact, User};
+use crate::snapshot::{PartialRead, Position, Snapshot, Unit, UnitContact, User};
 use crate::target::{TargetDepartment, TargetState, TargetUser};
 use crate::validate::{Issue, ValidSnapshot};
 
@@ -406,20 +406,13 @@ pub fn plan(
 
     let mut summary = Summary::default();
     let mut departments = plan_departments(&tree, target, policy, managers.as_ref(), &mut summary);
-    // A read that may have missed positions (or the units they name) cannot verify that a
-    // membership ended or a primary department moved: those are kept as the target has them.
-    let positions_verified = snapshot
-        .partial
-        .as_ref()
-        .is_none_or(|p| p.positions_complete());
     let (mut users, conflicts) = plan_users(
         &eligibility,
-        &snapshot.users,
+        snapshot,
         &tree,
         target,
         policy,
         managers.as_ref(),
-        positions_verified,
         &mut summary,
     );
     // Deactivations come last in each list; they are moved to `held` below when a guard trips.
@@ -862,14 +855,20 @@ fn plan_departments(
 
 fn plan_users(
     eligibility: &Eligibility<'_>,
-    sts_users: &[User],
+    snapshot: &Snapshot,
     tree: &Tree<'_>,
     target: &TargetState,
     policy: &Policy,
     managers: Option<&HashMap<UnitId, UserId>>,
-    positions_verified: bool,
     summary: &mut Summary,
 ) -> (Vec<UserItem>, Vec<SkippedUser>) {
+    let sts_users = &snapshot.users;
+    // A read that may have missed positions (or the units they name) cannot verify that a
+    // membership ended or a primary department moved: those are kept as the target has them.
+    let positions_verified = snapshot
+        .partial
+        .as_ref()
+        .is_none_or(|p| p.positions_complete());
     let eligible_ids: HashSet<UserId> = eligibility.eligible.iter().map(|e| e.user.uuid).collect();
     let mut by_ext: HashMap<UserId, usize> = HashMap::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
@@ -1122,12 +1121,7 @@ fn user_changes(current: &TargetUser, id: UserId, fields: &UserFields, policy: &
 /// missed, users it read but whose positions (or their units) it may have missed (not inactive
 /// ones: their state was read), and units it may have missed.
 fn unread_deactivations(plan: &Plan, valid: &ValidSnapshot, partial: &PartialRead) -> Unread {
-    let read: HashMap<UserId, &User> = valid
-        .snapshot()
-        .users
-        .iter()
-        .map(|u| (u.uuid, u))
-        .collect();
+    let read: HashMap<UserId, &User> = valid.snapshot().users.iter().map(|u| (u.uuid, u)).collect();
     let users = plan
         .users
         .iter()

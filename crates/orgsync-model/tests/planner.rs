@@ -6,9 +6,9 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
+use orgsync_model::error_class::ErrorClass;
 use orgsync_model::plan::{Action, HoldReason};
 use orgsync_model::policy::{CustomIdSource, Mappings};
-use orgsync_model::error_class::ErrorClass;
 use orgsync_model::snapshot::{PartialRead, ReadFailure, ReadPart, UnitContact};
 use orgsync_model::validate::SourceCounts;
 
@@ -653,7 +653,9 @@ fn a_plan_from_a_partial_read_deactivates_nothing() {
     let policy = policy();
     let target = synced(&snapshot(small_tree(), five_users()), &policy);
     let mut partial = snapshot(small_tree(), five_users()[..4].to_vec());
-    partial.partial = Some(orgsync_model::snapshot::PartialRead::unknown("Bruger list batch 3 failed"));
+    partial.partial = Some(orgsync_model::snapshot::PartialRead::unknown(
+        "Bruger list batch 3 failed",
+    ));
     let plan = make_plan(&partial, &target, &policy);
     check(&plan, "held 1 [partial_read]");
     assert!(
@@ -712,7 +714,11 @@ fn a_partial_read_that_may_have_missed_positions_removes_no_membership_and_moves
          skip p3 no_position
          held 1 [partial_read]",
     );
-    let bo = plan.users.iter().find(|i| i.external_id == Some(p(2))).unwrap();
+    let bo = plan
+        .users
+        .iter()
+        .find(|i| i.external_id == Some(p(2)))
+        .unwrap();
     assert_eq!(bo.fields.memberships, vec![u(3), u(4)]);
     assert_eq!(bo.fields.primary_department, Some(u(3)));
     let held = plan.held.as_ref().unwrap();
@@ -773,8 +779,7 @@ fn a_partial_read_stored_as_text_by_an_older_version_still_loads() {
     let typed = PartialRead {
         failures: vec![failure(ReadPart::Users, Some(vec![p(2).0]))],
     };
-    let back: PartialRead =
-        serde_json::from_str(&serde_json::to_string(&typed).unwrap()).unwrap();
+    let back: PartialRead = serde_json::from_str(&serde_json::to_string(&typed).unwrap()).unwrap();
     assert_eq!(back, typed);
 }
 

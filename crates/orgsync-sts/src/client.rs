@@ -94,7 +94,12 @@ struct ReadState {
 
 /// A failure of a read's part that a new read may cure (an outage, a timeout) or not, as the
 /// error says.
-fn failed(part: ReadPart, error: &StsError, message: String, unread: Option<Vec<Uuid>>) -> ReadFailure {
+fn failed(
+    part: ReadPart,
+    error: &StsError,
+    message: String,
+    unread: Option<Vec<Uuid>>,
+) -> ReadFailure {
     ReadFailure {
         part,
         class: error.class(),
@@ -892,7 +897,11 @@ impl StsClient {
                 message: "soeg found the user but list did not return it".to_owned(),
             });
         }
-        let missing: Vec<Uuid> = ids.iter().copied().filter(|id| !returned.contains(id)).collect();
+        let missing: Vec<Uuid> = ids
+            .iter()
+            .copied()
+            .filter(|id| !returned.contains(id))
+            .collect();
         if !missing.is_empty() {
             // An unread user must not look absent: absent users are deactivated.
             state.fail(not_returned(

@@ -108,6 +108,20 @@ pub enum PipelineError {
     /// The operation does not fit the run's state.
     #[error("{0}")]
     State(String),
+    /// A release without `include_unread` of a run holding deactivations of objects its partial
+    /// read may not have read.
+    #[error(
+        "run {run_id} holds {} deactivations of objects its partial STS read may not have read ({users} users, {departments} departments, marked [unread] in `orgsync runs show {run_id}`): they are unread, not absent, and may still be in STS; a new run reads them again (`orgsync sync`), or release with --include-unread to deactivate them anyway",
+        users + departments
+    )]
+    UnreadHeld {
+        /// The run.
+        run_id: String,
+        /// Unread users among the held deactivations.
+        users: usize,
+        /// Unread departments among the held deactivations.
+        departments: usize,
+    },
 }
 
 /// A run that was enqueued (or found already enqueued for the same fire).
@@ -692,6 +706,31 @@ impl Pipeline {
             report.sts_failure = e.sts_failure.clone();
             job_error(&e)
         })?;
+        if let Some(partial) = &read.snapshot.partial {
+            // A read cut short by an outage is done again as a whole, like one that fails at
+            // the start; only a read that stays partial after every attempt (or fails in a way a
+            // new read repeats) is planned, and then holds what it could not verify.
+            if partial.is_retriable() && ctx.attempt < ctx.max_attempts {
+                return Err(failure(
+                    ErrorClass::StsPartialRead,
+                    true,
+                    format!(
+                        "the STS read was incomplete ({partial}); the whole read is done again"
+                    ),
+                ));
+            }
+            report.note(if partial.is_retriable() {
+                format!(
+                    "the STS read stayed incomplete through all {} attempts: planned from the partial read, its deactivations held",
+                    ctx.max_attempts
+                )
+            } else {
+                format!(
+                    "the STS read was incomplete in a way a new read repeats ({}): planned from the partial read, its deactivations held",
+                    partial.class()
+                )
+            });
+        }
         report.durations.read_ms = elapsed_ms(started);
         report.sts_calls = read.calls;
         let counts = SourceCounts::of(&read.snapshot);

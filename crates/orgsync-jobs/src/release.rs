@@ -48,11 +48,30 @@ async fn with_customer_lock<T>(
 /// Applies the held deactivations of `run_id` that still apply; records who did it and when.
 ///
 /// Refused when the run is not held, when a newer run of the customer has started (its plan
-/// decides), or while another run of the customer is active.
+/// decides), while another run of the customer is active, or when some held deactivations are
+/// of objects a partial read may not have read (see [`release_with`]).
 pub async fn release(
     pipeline: &Pipeline,
     run_id: &str,
     by: &str,
+) -> Result<RunReport, PipelineError> {
+    release_with(pipeline, run_id, by, ReleaseOptions::default()).await
+}
+
+/// How a person releases a held run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseOptions {
+    /// Also deactivate objects the run's partial read may simply not have read (marked unread
+    /// in the held list); without it a release of a run holding any is refused.
+    pub include_unread: bool,
+}
+
+/// [`release`], with `options`.
+pub async fn release_with(
+    pipeline: &Pipeline,
+    run_id: &str,
+    by: &str,
+    options: ReleaseOptions,
 ) -> Result<RunReport, PipelineError> {
     let cvr = pipeline.report(run_id).await?.cvr;
     // Boxed: the locked release holds reports across awaits, too large a future to embed in
@@ -62,7 +81,7 @@ pub async fn release(
         &cvr,
         "release",
         run_id,
-        release_locked(pipeline, run_id, by),
+        release_locked(pipeline, run_id, by, options),
     ))
     .await
 }
@@ -71,6 +90,7 @@ async fn release_locked(
     pipeline: &Pipeline,
     run_id: &str,
     by: &str,
+    options: ReleaseOptions,
 ) -> Result<RunReport, PipelineError> {
     let store = pipeline.store();
     // Checked under the lock, so two releases cannot both pass.
@@ -85,6 +105,13 @@ async fn release_locked(
             report.state
         )));
     };
+    if !held.unread.is_empty() && !options.include_unread {
+        return Err(PipelineError::UnreadHeld {
+            run_id: run_id.to_owned(),
+            users: held.unread.users.len(),
+            departments: held.unread.departments.len(),
+        });
+    }
     let cvr = report.cvr.clone();
     if let Some(current) = store.current_run(&cvr).await? {
         if current != run_id {
@@ -111,10 +138,18 @@ async fn release_locked(
                 r.add_writes(w);
             }
             r.note(format!(
-                "released by {} ({} applied, {} no longer needed)",
+                "released by {} ({} applied, {} no longer needed{})",
                 release.by,
                 release.applied,
-                release.skipped.len()
+                release.skipped.len(),
+                if release.unread_included > 0 {
+                    format!(
+                        "; {} unread objects included by --include-unread",
+                        release.unread_included
+                    )
+                } else {
+                    String::new()
+                }
             ));
             r.release = Some(release.clone());
             r.state = RunState::Released;
@@ -204,6 +239,7 @@ async fn apply(
         applied: written_users.written + written_departments.written,
         skipped,
         rejected,
+        unread_included: held.unread.len() as u64,
     };
     Ok((release, vec![written_users, written_departments]))
 }

@@ -181,6 +181,14 @@ pub struct Release {
     /// Deactivations the target rejected, each with its message.
     #[serde(default)]
     pub rejected: Vec<String>,
+    /// Held deactivations of objects the partial read may not have read that the person
+    /// released too (`--include-unread`); 0 when there were none or they were refused.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unread_included: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One line for what a person did (a release, a revert), then what was skipped and rejected.
@@ -667,21 +675,32 @@ impl RunReport {
                 held.users.len(),
                 held.reason
             );
+            if !held.unread.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "              {} of them UNREAD, not absent: the partial read may have missed them (release needs --include-unread)",
+                    held.unread.len()
+                );
+            }
             const SHOWN: usize = 50;
+            let mark = |unread: bool| if unread { " [unread]" } else { "" };
             for d in held.departments.iter().take(SHOWN) {
                 let _ = writeln!(
                     out,
-                    "  deactivate department {} ({})",
-                    d.fields.title, d.external_id
+                    "  deactivate department {} ({}){}",
+                    d.fields.title,
+                    d.external_id,
+                    mark(held.is_unread_department(d))
                 );
             }
             for u in held.users.iter().take(SHOWN) {
                 let _ = writeln!(
                     out,
-                    "  deactivate user {} ({} {})",
+                    "  deactivate user {} ({} {}){}",
                     u.fields.user_name,
                     u.fields.first_name.as_deref().unwrap_or(""),
-                    u.fields.last_name.as_deref().unwrap_or("")
+                    u.fields.last_name.as_deref().unwrap_or(""),
+                    mark(held.is_unread_user(u))
                 );
             }
             let more = held.departments.len().saturating_sub(SHOWN)
@@ -696,8 +715,13 @@ impl RunReport {
             if self.state == RunState::Held {
                 let _ = writeln!(
                     out,
-                    "              check them, then: orgsync runs release {}",
-                    self.run_id
+                    "              check them, then: orgsync runs release {}{}",
+                    self.run_id,
+                    if held.unread.is_empty() {
+                        ""
+                    } else {
+                        " (a new run reads the unread ones again; --include-unread deactivates them)"
+                    }
                 );
             }
         }

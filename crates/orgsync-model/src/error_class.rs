@@ -89,9 +89,10 @@ error_classes! {
     StsBadData = "sts.bad_data", Run,
         "Nothing was written. Send the KOMBIT text in the ticket (what was called, when, the answer) to KOMBIT's service desk, or ask the municipality to correct its organisation; the next night's run tries again.";
     /// The STS read finished with parts missing: what is absent may only be unread, so every
-    /// deactivation of the run is held.
+    /// deactivation of the run is held. A `SyncCustomer` attempt fails with it (retriable) while
+    /// attempts are left, so the whole read is done again.
     StsPartialRead = "sts.partial_read", Run,
-        "Creates and updates were written, deactivations are held. Check `orgsync runs show <run>`; when the next run reads completely it decides again. Release only if you know the held objects are really gone.";
+        "A `SyncCustomer` attempt whose read STS cut short is retried (the whole read again); the run itself ends with this class when the read stayed partial through every attempt: creates and updates were written, deactivations are held, those of objects the read may have missed marked `[unread]`. Check `orgsync runs show <run>`; when the next run reads completely it decides again. Release only if you know the held objects are really gone (`--include-unread` for the unread ones).";
     /// The target refused orgsync's credentials.
     TargetAuth = "target.auth", Run,
         "Renew the target's API token or password (the customer file names the environment variable), then replay the dead letters.";

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::ids::{Cvr, Email, UnitId, UserId};
 use crate::policy::{CustomIdSource, Policy};
-use crate::snapshot::{Position, Unit, UnitContact, User};
+use crate::snapshot::{PartialRead, Position, Snapshot, Unit, UnitContact, User};
 use crate::target::{TargetDepartment, TargetState, TargetUser};
 use crate::validate::{Issue, ValidSnapshot};
 
@@ -222,6 +222,46 @@ pub struct Held {
     pub departments: Vec<DepartmentItem>,
     /// The held user deactivations.
     pub users: Vec<UserItem>,
+    /// Which of them a partial read may simply not have read (unread, not absent): `runs
+    /// release` refuses to deactivate these without `--include-unread`.
+    #[serde(default, skip_serializing_if = "Unread::is_empty")]
+    pub unread: Unread,
+}
+
+/// Held deactivations of objects the read may have missed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unread {
+    /// Departments, by external id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub departments: Vec<UnitId>,
+    /// Users, by their target user name (unique in the target; users made by hand have no
+    /// external id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+}
+
+impl Unread {
+    /// Whether nothing is marked unread.
+    pub fn is_empty(&self) -> bool {
+        self.departments.is_empty() && self.users.is_empty()
+    }
+
+    /// How many held deactivations are of unread objects.
+    pub fn len(&self) -> usize {
+        self.departments.len() + self.users.len()
+    }
+}
+
+impl Held {
+    /// Whether this held user deactivation is of a user the read may not have read.
+    pub fn is_unread_user(&self, item: &UserItem) -> bool {
+        self.unread.users.contains(&item.fields.user_name)
+    }
+
+    /// Whether this held department deactivation is of a unit the read may not have read.
+    pub fn is_unread_department(&self, item: &DepartmentItem) -> bool {
+        self.unread.departments.contains(&item.external_id)
+    }
 }
 
 /// Why deactivations are held.
@@ -303,6 +343,7 @@ impl Plan {
             reasons: Vec::new(),
             departments: Vec::new(),
             users: Vec::new(),
+            unread: Unread::default(),
         });
         held.departments.extend(departments);
         held.users.extend(users);
@@ -367,7 +408,7 @@ pub fn plan(
     let mut departments = plan_departments(&tree, target, policy, managers.as_ref(), &mut summary);
     let (mut users, conflicts) = plan_users(
         &eligibility,
-        &snapshot.users,
+        snapshot,
         &tree,
         target,
         policy,
@@ -814,13 +855,20 @@ fn plan_departments(
 
 fn plan_users(
     eligibility: &Eligibility<'_>,
-    sts_users: &[User],
+    snapshot: &Snapshot,
     tree: &Tree<'_>,
     target: &TargetState,
     policy: &Policy,
     managers: Option<&HashMap<UnitId, UserId>>,
     summary: &mut Summary,
 ) -> (Vec<UserItem>, Vec<SkippedUser>) {
+    let sts_users = &snapshot.users;
+    // A read that may have missed positions (or the units they name) cannot verify that a
+    // membership ended or a primary department moved: those are kept as the target has them.
+    let positions_verified = snapshot
+        .partial
+        .as_ref()
+        .is_none_or(|p| p.positions_complete());
     let eligible_ids: HashSet<UserId> = eligibility.eligible.iter().map(|e| e.user.uuid).collect();
     let mut by_ext: HashMap<UserId, usize> = HashMap::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
@@ -977,6 +1025,10 @@ fn plan_users(
             continue;
         };
         let current = &target.users[index];
+        let mut fields = fields;
+        if !positions_verified {
+            keep_unverified_placement(&mut fields, current);
+        }
         let changes = user_changes(current, e.user.uuid, &fields, policy);
         let action = if !current.active {
             Action::Reactivate
@@ -1028,6 +1080,22 @@ fn plan_users(
     (items, extra_skips)
 }
 
+/// For a read that may have missed positions: keeps every membership the target user has (adding
+/// the ones read is verified; removing one is not) and its primary department, with the title
+/// and manager that go with it, when the read would move it.
+fn keep_unverified_placement(fields: &mut UserFields, current: &TargetUser) {
+    let mut memberships: BTreeSet<UnitId> = fields.memberships.iter().copied().collect();
+    memberships.extend(current.memberships.iter().copied());
+    fields.memberships = memberships.into_iter().collect();
+    if let Some(primary) = current.primary_department {
+        if fields.primary_department != Some(primary) {
+            fields.primary_department = Some(primary);
+            fields.title.clone_from(&current.title);
+            fields.manager = current.manager;
+        }
+    }
+}
+
 /// Whether a target user is in the customer's domains (by e-mail, else by user name).
 pub fn in_domains(user: &TargetUser, policy: &Policy) -> bool {
     user.email
@@ -1049,14 +1117,43 @@ fn user_changes(current: &TargetUser, id: UserId, fields: &UserFields, policy: &
         .collect()
 }
 
+/// The deactivations in `plan` of objects a partial read may not have read: users it may have
+/// missed, users it read but whose positions (or their units) it may have missed (not inactive
+/// ones: their state was read), and units it may have missed.
+fn unread_deactivations(plan: &Plan, valid: &ValidSnapshot, partial: &PartialRead) -> Unread {
+    let read: HashMap<UserId, &User> = valid.snapshot().users.iter().map(|u| (u.uuid, u)).collect();
+    let users = plan
+        .users
+        .iter()
+        .filter(|item| item.action == Action::Deactivate)
+        .filter(|item| match item.external_id.and_then(|id| read.get(&id)) {
+            Some(user) => user.active && !partial.positions_complete(),
+            None => partial.may_have_missed_user(item.external_id),
+        })
+        .map(|item| item.fields.user_name.clone())
+        .collect();
+    let departments = plan
+        .departments
+        .iter()
+        .filter(|item| item.action == Action::Deactivate)
+        .filter(|item| partial.may_have_missed_unit(item.external_id))
+        .map(|item| item.external_id)
+        .collect();
+    Unread { departments, users }
+}
+
 fn apply_guards(plan: &mut Plan, valid: &ValidSnapshot, target: &TargetState, policy: &Policy) {
-    if let Some(reason) = &valid.snapshot().partial {
+    if let Some(partial) = &valid.snapshot().partial {
+        let unread = unread_deactivations(plan, valid, partial);
         plan.hold_deactivations(
             HoldReason::PartialRead,
             &format!(
-                "the STS read was incomplete ({reason}), so absent objects may only be unread"
+                "the STS read was incomplete ({partial}), so absent objects may only be unread"
             ),
         );
+        if let Some(held) = plan.held.as_mut() {
+            held.unread = unread;
+        }
     }
     if let Some(drop) = valid.source_drop() {
         plan.hold_deactivations(

@@ -6,6 +6,9 @@
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use uuid::Uuid;
+
+use crate::error_class::ErrorClass;
 use crate::ids::{Cvr, UnitId, UserId};
 
 /// Everything read from STS for one municipality at one moment.
@@ -17,10 +20,169 @@ pub struct Snapshot {
     pub units: Vec<Unit>,
     /// Every user read (active and inactive).
     pub users: Vec<User>,
-    /// `Some(reason)` when the read did not cover the whole organisation (a page or a batch
-    /// failed for good). A plan from a partial snapshot deactivates nothing.
+    /// `Some(what failed)` when the read did not cover the whole organisation (a page or a
+    /// batch failed for good). A plan from a partial snapshot deactivates nothing, and changes no
+    /// membership or primary department it could not verify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partial: Option<String>,
+    pub partial: Option<PartialRead>,
+}
+
+/// Which part of an STS read failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadPart {
+    /// `OrganisationEnhed` (the unit tree).
+    Units,
+    /// `Bruger` (users).
+    Users,
+    /// `OrganisationFunktion` (positions and manager roles).
+    Positions,
+    /// `Person` (users' names).
+    Persons,
+    /// `Adresse` (users' e-mail and phone, units' contact data).
+    Addresses,
+    /// `Virksomhed` (units' P-number and CVR).
+    Companies,
+    /// Anything else (a read task that died): nothing of the read can be trusted to be complete.
+    Other,
+}
+
+impl ReadPart {
+    /// The stable key (as in JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadPart::Units => "units",
+            ReadPart::Users => "users",
+            ReadPart::Positions => "positions",
+            ReadPart::Persons => "persons",
+            ReadPart::Addresses => "addresses",
+            ReadPart::Companies => "companies",
+            ReadPart::Other => "other",
+        }
+    }
+}
+
+/// One part of a read that failed for good (after the client's own retries).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReadFailure {
+    /// What was being read.
+    pub part: ReadPart,
+    /// The error class of the failure.
+    pub class: ErrorClass,
+    /// Whether reading again may succeed (an outage, a timeout), as opposed to a fault that a
+    /// new read repeats (a server that ignores the paging offset).
+    pub retriable: bool,
+    /// What failed, for people.
+    pub message: String,
+    /// The UUIDs of the objects of `part` this failure left unread, when known (a failed `list`
+    /// batch knows them); `None` when an unknown set is unread (a failed search page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<Vec<Uuid>>,
+}
+
+/// What an incomplete read missed: every failure, in the order they happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PartialReadWire")]
+pub struct PartialRead {
+    /// The failures (at least one).
+    pub failures: Vec<ReadFailure>,
+}
+
+/// `partial` as stored: the typed form, or the text older snapshots carry.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PartialReadWire {
+    Typed { failures: Vec<ReadFailure> },
+    Text(String),
+}
+
+impl From<PartialReadWire> for PartialRead {
+    fn from(wire: PartialReadWire) -> PartialRead {
+        match wire {
+            PartialReadWire::Typed { failures } => PartialRead { failures },
+            PartialReadWire::Text(message) => PartialRead::unknown(message),
+        }
+    }
+}
+
+impl PartialRead {
+    /// A partial read known only by its description (nothing of it can be verified, not
+    /// retriable).
+    pub fn unknown(message: impl Into<String>) -> PartialRead {
+        PartialRead {
+            failures: vec![ReadFailure {
+                part: ReadPart::Other,
+                class: ErrorClass::StsPartialRead,
+                retriable: false,
+                message: message.into(),
+                unread: None,
+            }],
+        }
+    }
+
+    /// Whether reading again may complete it: every failure is retriable.
+    pub fn is_retriable(&self) -> bool {
+        self.failures.iter().all(|f| f.retriable)
+    }
+
+    /// The class of the first failure that a new read would not cure, else of the first one.
+    pub fn class(&self) -> ErrorClass {
+        self.failures
+            .iter()
+            .find(|f| !f.retriable)
+            .or_else(|| self.failures.first())
+            .map_or(ErrorClass::StsPartialRead, |f| f.class)
+    }
+
+    fn failed(&self, part: ReadPart) -> impl Iterator<Item = &ReadFailure> {
+        self.failures
+            .iter()
+            .filter(move |f| f.part == part || f.part == ReadPart::Other)
+    }
+
+    /// Whether every user's positions (and the units they name) were read: without that, a
+    /// user's memberships and primary department cannot be verified.
+    pub fn positions_complete(&self) -> bool {
+        self.failed(ReadPart::Positions).next().is_none()
+            && self.failed(ReadPart::Units).next().is_none()
+    }
+
+    /// Whether the user `id` (`None`: a target user made by hand, matched by e-mail) may have
+    /// been left unread: a user search page failed, a `list` batch with it failed, or (for one
+    /// made by hand) any user, or its e-mail address, may be unread.
+    pub fn may_have_missed_user(&self, id: Option<UserId>) -> bool {
+        let users = || self.failed(ReadPart::Users);
+        match id {
+            Some(id) => users().any(|f| f.unread.as_ref().is_none_or(|u| u.contains(&id.0))),
+            None => users()
+                .chain(self.failed(ReadPart::Addresses))
+                .next()
+                .is_some(),
+        }
+    }
+
+    /// Whether the unit `id` may have been left unread.
+    pub fn may_have_missed_unit(&self, id: UnitId) -> bool {
+        self.failed(ReadPart::Units)
+            .any(|f| f.unread.as_ref().is_none_or(|u| u.contains(&id.0)))
+    }
+}
+
+impl std::fmt::Display for PartialRead {
+    /// The first five failures, and how many more.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, failure) in self.failures.iter().take(5).enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            f.write_str(&failure.message)?;
+        }
+        let more = self.failures.len().saturating_sub(5);
+        if more > 0 {
+            write!(f, "; and {more} more failures")?;
+        }
+        Ok(())
+    }
 }
 
 /// An `OrganisationEnhed`.

@@ -6,9 +6,10 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
+use orgsync_model::error_class::ErrorClass;
 use orgsync_model::plan::{Action, HoldReason};
 use orgsync_model::policy::{CustomIdSource, Mappings};
-use orgsync_model::snapshot::UnitContact;
+use orgsync_model::snapshot::{PartialRead, ReadFailure, ReadPart, UnitContact};
 use orgsync_model::validate::SourceCounts;
 
 // ---- Departments (step 3) -------------------------------------------------------------------
@@ -652,7 +653,9 @@ fn a_plan_from_a_partial_read_deactivates_nothing() {
     let policy = policy();
     let target = synced(&snapshot(small_tree(), five_users()), &policy);
     let mut partial = snapshot(small_tree(), five_users()[..4].to_vec());
-    partial.partial = Some("Bruger list batch 3 failed".to_owned());
+    partial.partial = Some(orgsync_model::snapshot::PartialRead::unknown(
+        "Bruger list batch 3 failed",
+    ));
     let plan = make_plan(&partial, &target, &policy);
     check(&plan, "held 1 [partial_read]");
     assert!(
@@ -661,6 +664,123 @@ fn a_plan_from_a_partial_read_deactivates_nothing() {
             .reason
             .contains("Bruger list batch 3 failed")
     );
+}
+
+fn failure(part: ReadPart, unread: Option<Vec<uuid::Uuid>>) -> ReadFailure {
+    ReadFailure {
+        part,
+        class: ErrorClass::StsUnavailable,
+        retriable: true,
+        message: format!("{} list failed: HTTP 503", part.as_str()),
+        unread,
+    }
+}
+
+/// Anne in Økonomi (2, her primary) and Skole (3), Bo in Skole, Carl in Kantine (4).
+fn placed_users() -> Vec<orgsync_model::snapshot::User> {
+    vec![
+        user(1, "Anne Hansen", "anne@kommune.dk", &[2, 3]),
+        user(2, "Bo Jensen", "bo@kommune.dk", &[3]),
+        user(3, "Carl Nielsen", "carl@kommune.dk", &[4]),
+    ]
+}
+
+#[test]
+fn a_partial_read_that_may_have_missed_positions_removes_no_membership_and_moves_no_primary_department()
+ {
+    let policy = policy();
+    let target = synced(&snapshot(small_tree(), placed_users()), &policy);
+    // The read missed Anne's position in Økonomi and all of Carl's; Bo gained one in Kantine.
+    let mut read = snapshot(
+        small_tree(),
+        vec![
+            user(1, "Anne Hansen", "anne@kommune.dk", &[3]),
+            user(2, "Bo Jensen", "bo@kommune.dk", &[3, 4]),
+            user(3, "Carl Nielsen", "carl@kommune.dk", &[]),
+        ],
+    );
+    read.partial = Some(PartialRead {
+        failures: vec![failure(
+            ReadPart::Positions,
+            Some(vec![uuid::Uuid::from_u128(99)]),
+        )],
+    });
+    let plan = make_plan(&read, &target, &policy);
+    // Anne keeps Økonomi as membership and primary department; Bo's new membership is added
+    // (a position read is verified), his primary stays; Carl's deactivation is held as unread.
+    check(
+        &plan,
+        "user update p2 [memberships]
+         skip p3 no_position
+         held 1 [partial_read]",
+    );
+    let bo = plan
+        .users
+        .iter()
+        .find(|i| i.external_id == Some(p(2)))
+        .unwrap();
+    assert_eq!(bo.fields.memberships, vec![u(3), u(4)]);
+    assert_eq!(bo.fields.primary_department, Some(u(3)));
+    let held = plan.held.as_ref().unwrap();
+    assert_eq!(held.unread.users, vec!["carl@kommune.dk".to_owned()]);
+    assert!(held.is_unread_user(&held.users[0]));
+
+    // The same changes read completely are made: Anne leaves Økonomi and moves to Skole.
+    read.partial = None;
+    let plan = make_plan(&read, &target, &policy);
+    check(
+        &plan,
+        "user update p1 [memberships, primary_department]
+         user update p2 [memberships]
+         user deactivate p3
+         skip p3 no_position",
+    );
+}
+
+#[test]
+fn held_deactivations_of_users_a_partial_read_did_not_read_are_marked_unread_not_absent() {
+    let policy = policy();
+    let target = synced(&snapshot(small_tree(), placed_users()), &policy);
+    // Bo and Carl are absent: Bo's Bruger list batch failed (unread), Carl is gone from STS.
+    let mut read = snapshot(small_tree(), placed_users()[..1].to_vec());
+    read.partial = Some(PartialRead {
+        failures: vec![failure(ReadPart::Users, Some(vec![p(2).0]))],
+    });
+    let plan = make_plan(&read, &target, &policy);
+    check(&plan, "held 2 [partial_read]");
+    let held = plan.held.as_ref().unwrap();
+    assert_eq!(held.unread.users, vec!["bo@kommune.dk".to_owned()]);
+    assert_eq!(held.unread.len(), 1);
+    // Positions were read completely: memberships and primary departments are verified.
+    assert!(read.partial.as_ref().unwrap().positions_complete());
+
+    // A failed user search page leaves an unknown set unread: every absent user is unread.
+    read.partial = Some(PartialRead {
+        failures: vec![failure(ReadPart::Users, None)],
+    });
+    let plan = make_plan(&read, &target, &policy);
+    let held = plan.held.as_ref().unwrap();
+    assert_eq!(
+        held.unread.users,
+        vec!["bo@kommune.dk".to_owned(), "carl@kommune.dk".to_owned()]
+    );
+}
+
+#[test]
+fn a_partial_read_stored_as_text_by_an_older_version_still_loads() {
+    let json = r#"{"cvr":"11111111","units":[],"users":[],"partial":"Bruger list failed"}"#;
+    let snapshot: orgsync_model::snapshot::Snapshot = serde_json::from_str(json).unwrap();
+    let partial = snapshot.partial.unwrap();
+    assert_eq!(partial.to_string(), "Bruger list failed");
+    assert!(!partial.is_retriable());
+    assert!(!partial.positions_complete());
+    assert!(partial.may_have_missed_user(Some(p(1))));
+    // The typed form round-trips.
+    let typed = PartialRead {
+        failures: vec![failure(ReadPart::Users, Some(vec![p(2).0]))],
+    };
+    let back: PartialRead = serde_json::from_str(&serde_json::to_string(&typed).unwrap()).unwrap();
+    assert_eq!(back, typed);
 }
 
 #[test]

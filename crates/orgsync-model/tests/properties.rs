@@ -236,7 +236,9 @@ fn build(case: &Case) -> Option<(Snapshot, TargetState, Policy)> {
         build_users(&case.users, n),
     );
     if case.partial {
-        current.partial = Some("a page failed".to_owned());
+        current.partial = Some(orgsync_model::snapshot::PartialRead::unknown(
+            "a page failed",
+        ));
     }
     Some((current, target, policy))
 }

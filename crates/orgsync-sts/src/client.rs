@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use orgsync_model::error_class::FailedStsCall;
+use orgsync_model::error_class::{ErrorClass, FailedStsCall};
 use orgsync_model::ids::{Cvr, UnitId, UserId};
-use orgsync_model::snapshot::{Position, Snapshot, Unit, UnitContact, UnitKind, User};
+use orgsync_model::snapshot::{
+    PartialRead, Position, ReadFailure, ReadPart, Snapshot, Unit, UnitContact, UnitKind, User,
+};
 use serde::de::DeserializeOwned;
 use tokio::sync::{OnceCell, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -77,8 +79,8 @@ pub struct UnitRead {
     pub users: Vec<User>,
     /// Problems in the data.
     pub issues: Vec<ReadIssue>,
-    /// `Some(reason)` when a page or batch failed for good.
-    pub partial: Option<String>,
+    /// `Some(what failed)` when a page or batch failed for good.
+    pub partial: Option<PartialRead>,
     /// STS calls this read made.
     pub calls: u64,
 }
@@ -87,7 +89,71 @@ pub struct UnitRead {
 #[derive(Debug, Default)]
 struct ReadState {
     issues: Mutex<Vec<ReadIssue>>,
-    failures: Mutex<Vec<String>>,
+    failures: Mutex<Vec<ReadFailure>>,
+}
+
+/// A failure of a read's part that a new read may cure (an outage, a timeout) or not, as the
+/// error says.
+fn failed(
+    part: ReadPart,
+    error: &StsError,
+    message: String,
+    unread: Option<Vec<Uuid>>,
+) -> ReadFailure {
+    ReadFailure {
+        part,
+        class: error.class(),
+        retriable: error.is_retriable(),
+        message,
+        unread,
+    }
+}
+
+/// Objects a search found that `list` did not return: a new read may see them (STS changing
+/// while it is read).
+fn not_returned(part: ReadPart, message: String, unread: Vec<Uuid>) -> ReadFailure {
+    ReadFailure {
+        part,
+        class: ErrorClass::StsPartialRead,
+        retriable: true,
+        message,
+        unread: Some(unread),
+    }
+}
+
+/// A search whose pages repeat (a server that ignores the offset): a new read repeats it.
+fn repeated(part: ReadPart, message: String) -> ReadFailure {
+    ReadFailure {
+        part,
+        class: ErrorClass::StsBadData,
+        retriable: false,
+        message,
+        unread: None,
+    }
+}
+
+/// A read task that died (a panic): nothing of the read is known to be complete.
+fn task_died(message: String) -> ReadFailure {
+    ReadFailure {
+        part: ReadPart::Other,
+        class: ErrorClass::Unclassified,
+        retriable: true,
+        message,
+        unread: None,
+    }
+}
+
+/// The part of a read a service's objects are.
+fn part_of(service: Service) -> ReadPart {
+    match service {
+        Service::OrganisationEnhed | Service::OrganisationSystem => ReadPart::Units,
+        Service::Bruger => ReadPart::Users,
+        Service::OrganisationFunktion => ReadPart::Positions,
+        Service::Person => ReadPart::Persons,
+        Service::Adresse => ReadPart::Addresses,
+        Service::Virksomhed => ReadPart::Companies,
+        Service::Organisation => ReadPart::Other,
+    }
 }
 
 impl ReadState {
@@ -100,27 +166,19 @@ impl ReadState {
         }
     }
 
-    fn fail(&self, what: String) {
-        tracing::warn!(failure = %what, "STS read incomplete");
+    fn fail(&self, failure: ReadFailure) {
+        tracing::warn!(failure = %failure.message, part = failure.part.as_str(), error.class = failure.class.as_str(), retriable = failure.retriable, "STS read incomplete");
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(what);
+            .push(failure);
     }
 
-    fn finish(&self) -> (Vec<ReadIssue>, Option<String>) {
+    fn finish(&self) -> (Vec<ReadIssue>, Option<PartialRead>) {
         let issues = std::mem::take(&mut *self.issues.lock().unwrap_or_else(|e| e.into_inner()));
         let failures =
             std::mem::take(&mut *self.failures.lock().unwrap_or_else(|e| e.into_inner()));
-        let partial = (!failures.is_empty()).then(|| {
-            let shown: Vec<&str> = failures.iter().take(5).map(String::as_str).collect();
-            let more = failures.len().saturating_sub(shown.len());
-            let mut text = shown.join("; ");
-            if more > 0 {
-                text.push_str(&format!("; and {more} more failures"));
-            }
-            text
-        });
+        let partial = (!failures.is_empty()).then_some(PartialRead { failures });
         (issues, partial)
     }
 }
@@ -651,9 +709,9 @@ impl StsClient {
             .await;
         match end {
             PagerEnd::Complete => {}
-            PagerEnd::Repeated { offset } => state.fail(format!(
+            PagerEnd::Repeated { offset } => state.fail(repeated(ReadPart::Units, format!(
                 "OrganisationSystem FremsoegObjekthierarki: the page at FoersteResultatReference {offset} brought no unit not seen before (does the server ignore the offset?); paging stopped"
-            )),
+            ))),
             PagerEnd::Failed { error, .. } => return Err(error),
         }
         Ok(units)
@@ -716,14 +774,15 @@ impl StsClient {
                                                 .and_then(|t| Uuid::parse_str(t.trim()).ok())
                                         })
                                         .collect();
-                                    let missing = ids.iter().filter(|id| !returned.contains(id)).count();
-                                    if missing > 0 {
+                                    let missing: Vec<Uuid> = ids.iter().copied().filter(|id| !returned.contains(id)).collect();
+                                    if !missing.is_empty() {
                                         // Unread positions must not look ended: their users
                                         // would be deactivated for having none.
-                                        state.fail(format!(
-                                            "OrganisationFunktion list did not return {missing} of {} functions that soeg found",
+                                        state.fail(not_returned(ReadPart::Positions, format!(
+                                            "OrganisationFunktion list did not return {} of {} functions that soeg found",
+                                            missing.len(),
                                             ids.len()
-                                        ));
+                                        ), missing));
                                     }
                                     let mut issues = Vec::new();
                                     let records: Vec<FunctionRecord> = objects
@@ -734,10 +793,11 @@ impl StsClient {
                                     records
                                 }
                                 Err(error) => {
-                                    state.fail(format!(
+                                    let message = format!(
                                         "OrganisationFunktion list of {} functions failed: {error}",
                                         ids.len()
-                                    ));
+                                    );
+                                    state.fail(failed(ReadPart::Positions, &error, message, Some(ids)));
                                     Vec::new()
                                 }
                             }
@@ -809,10 +869,8 @@ impl StsClient {
         let objects = match self.list_objects(Service::Bruger, &ids, None).await {
             Ok(objects) => objects,
             Err(error) => {
-                state.fail(format!(
-                    "Bruger list of {} users failed: {error}",
-                    ids.len()
-                ));
+                let message = format!("Bruger list of {} users failed: {error}", ids.len());
+                state.fail(failed(ReadPart::Users, &error, message, Some(ids)));
                 return Vec::new();
             }
         };
@@ -839,12 +897,21 @@ impl StsClient {
                 message: "soeg found the user but list did not return it".to_owned(),
             });
         }
-        let missing = ids.iter().filter(|id| !returned.contains(id)).count();
-        if missing > 0 {
+        let missing: Vec<Uuid> = ids
+            .iter()
+            .copied()
+            .filter(|id| !returned.contains(id))
+            .collect();
+        if !missing.is_empty() {
             // An unread user must not look absent: absent users are deactivated.
-            state.fail(format!(
-                "Bruger list did not return {missing} of {} users that soeg found",
-                ids.len()
+            state.fail(not_returned(
+                ReadPart::Users,
+                format!(
+                    "Bruger list did not return {} of {} users that soeg found",
+                    missing.len(),
+                    ids.len()
+                ),
+                missing,
             ));
         }
         state.issues(issues);
@@ -973,10 +1040,10 @@ impl StsClient {
                 }
                 state.issues(issues);
             }
-            Err(error) => state.fail(format!(
-                "Virksomhed list of {} objects failed: {error}",
-                ids.len()
-            )),
+            Err(error) => {
+                let message = format!("Virksomhed list of {} objects failed: {error}", ids.len());
+                state.fail(failed(ReadPart::Companies, &error, message, Some(ids)));
+            }
         }
         companies
     }
@@ -1016,10 +1083,10 @@ impl StsClient {
                 }
                 state.issues(issues);
             }
-            Err(error) => state.fail(format!(
-                "{kind} list of {} objects failed: {error}",
-                ids.len()
-            )),
+            Err(error) => {
+                let message = format!("{kind} list of {} objects failed: {error}", ids.len());
+                state.fail(failed(part_of(service), &error, message, Some(ids)));
+            }
         }
         values
     }
@@ -1152,14 +1219,17 @@ impl StsClient {
                 .await;
             match end {
                 PagerEnd::Complete => {}
-                PagerEnd::Repeated { offset } => state.fail(format!(
+                PagerEnd::Repeated { offset } => state.fail(repeated(part_of(service), format!(
                     "{} soeg: the page at FoersteResultatReference {offset} brought no UUID not seen before (does the server ignore the offset?); paging stopped",
                     service.segment()
-                )),
-                PagerEnd::Failed { offset, error } => state.fail(format!(
-                    "{} soeg stopped at offset {offset}: {error}",
-                    service.segment()
-                )),
+                ))),
+                PagerEnd::Failed { offset, error } => {
+                    let message = format!(
+                        "{} soeg stopped at offset {offset}: {error}",
+                        service.segment()
+                    );
+                    state.fail(failed(part_of(service), &error, message, None));
+                }
             }
             join_all(tasks, &state)
                 .await
@@ -1297,7 +1367,7 @@ async fn join_all<R: Send + 'static>(mut tasks: JoinSet<Vec<R>>, state: &ReadSta
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(result) => results.push(result),
-            Err(error) => state.fail(format!("a read task failed: {error}")),
+            Err(error) => state.fail(task_died(format!("a read task failed: {error}"))),
         }
     }
     results
@@ -1316,7 +1386,7 @@ async fn join_futures<R: Send + 'static>(
         match joined {
             Ok(result) => results.push(result),
             // A search that died took its results with it: the read is not complete.
-            Err(error) => state.fail(format!("a read task failed: {error}")),
+            Err(error) => state.fail(task_died(format!("a read task failed: {error}"))),
         }
     }
     results.sort_by_key(|(index, _)| *index);
@@ -1452,7 +1522,7 @@ fn assemble(
     (units, contact): (Vec<UnitRecord>, &ContactData),
     functions: Vec<FunctionRecord>,
     users: Vec<UserRow>,
-    partial: Option<String>,
+    partial: Option<PartialRead>,
     issues: &mut Vec<ReadIssue>,
 ) -> Snapshot {
     let units: Vec<Unit> = units

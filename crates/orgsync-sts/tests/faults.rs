@@ -7,7 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use orgsync_model::error_class::ErrorClass;
 use orgsync_model::ids::Cvr;
+use orgsync_model::snapshot::ReadPart;
 use orgsync_sts::client::StsClient;
 use orgsync_sts::error::StsError;
 use orgsync_sts::limits::SystemLimits;
@@ -71,6 +73,20 @@ async fn a_batch_that_fails_for_good_makes_the_snapshot_partial_not_an_error() {
     sim.inject(script("person/list", 0, 100, FaultKind::Http(503)));
     let read = client(&sim).read_snapshot().await.unwrap();
     let partial = read.snapshot.partial.expect("the read should be partial");
+    // Typed: which part, the class, retriable, and which objects are unread.
+    assert!(!partial.failures.is_empty());
+    for failure in &partial.failures {
+        assert_eq!(failure.part, ReadPart::Persons, "{failure:?}");
+        assert_eq!(failure.class, ErrorClass::StsUnavailable, "{failure:?}");
+        assert!(failure.retriable, "{failure:?}");
+        assert!(
+            failure.unread.as_ref().is_some_and(|u| !u.is_empty()),
+            "a failed list knows its objects: {failure:?}"
+        );
+    }
+    assert!(partial.is_retriable());
+    assert!(partial.positions_complete());
+    let partial = partial.to_string();
     assert!(
         partial.contains("Person list") && partial.contains("503"),
         "{partial}"
@@ -330,6 +346,14 @@ async fn users_or_positions_that_soeg_found_but_list_did_not_return_make_the_rea
             .snapshot
             .partial
             .unwrap_or_else(|| panic!("{target}: the read should be partial"));
+        assert!(
+            partial
+                .failures
+                .iter()
+                .all(|f| f.retriable && f.unread.as_ref().is_some_and(|u| !u.is_empty())),
+            "{target}: {partial:?}"
+        );
+        let partial = partial.to_string();
         assert!(partial.contains(what), "{target}: {partial}");
         sim.shutdown().await;
     }

@@ -72,6 +72,11 @@ async fn a_server_that_ignores_the_offset_stops_the_read_as_partial_without_loop
         .unwrap();
     let partial = read.snapshot.partial.expect("the read is partial");
     assert!(
+        !partial.is_retriable(),
+        "a server ignoring the offset does so again: {partial:?}"
+    );
+    let partial = partial.to_string();
+    assert!(
         partial.contains(
             "bruger soeg: the page at FoersteResultatReference 500 brought no UUID not seen before"
         ),

@@ -141,7 +141,8 @@ impl WebError {
             Self::Pipeline(PipelineError::UnknownRun { .. })
             | Self::Pipeline(PipelineError::UnknownCustomer { .. }) => StatusCode::NOT_FOUND,
             Self::Pipeline(PipelineError::InvalidCvr(_)) => StatusCode::BAD_REQUEST,
-            Self::Pipeline(PipelineError::State(_)) => StatusCode::CONFLICT,
+            Self::Pipeline(PipelineError::State(_))
+            | Self::Pipeline(PipelineError::UnreadHeld { .. }) => StatusCode::CONFLICT,
             _ if self.is_retriable() => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -645,14 +645,18 @@ fn held_lists(r: &RunReport, page_no: usize) -> Markup {
     let departments = v["departments"].as_array().unwrap_or(&empty);
     let per = 100;
     let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_owned();
+    let unread_user = |u: &serde_json::Value| held.unread.users.contains(&s(&u["user_name"]));
     html! {
         h2 { "Held deactivations (" (held.deactivations) ")" }
         p id="held-reason" { (held.reason) }
+        @if !held.unread.is_empty() {
+            p id="held-unread" { strong { (held.unread.len()) " of them are unread, not absent" } ": the partial STS read may have missed them, so they may still be in STS. A new run reads them again." }
+        }
         h3 { "Users (" (users.len()) ")" }
         table id="held-users" {
-            tr { th { "user name" } th { "name" } th { "external id" } }
+            tr { th { "user name" } th { "name" } th { "external id" } th { "read" } }
             @for u in users.iter().skip(page_no * per).take(per) {
-                tr.held-user { td.user-name { (s(&u["user_name"])) } td { (s(&u["first_name"])) " " (s(&u["last_name"])) } td { code { (s(&u["external_id"])) } } }
+                tr.held-user { td.user-name { (s(&u["user_name"])) } td { (s(&u["first_name"])) " " (s(&u["last_name"])) } td { code { (s(&u["external_id"])) } } td { @if unread_user(u) { "unread" } @else { "absent" } } }
             }
         }
         @if users.len() > (page_no + 1) * per { p { a href=(format!("?page={}", page_no + 1)) { "More users →" } } }
@@ -757,6 +761,7 @@ pub async fn release_page(
     }
     let page_no = param(&q, "page").and_then(|p| p.parse().ok()).unwrap_or(0);
     let n = r.held.as_ref().map(|h| h.deactivations).unwrap_or(0);
+    let unread = r.held.as_ref().map_or(0, |h| h.unread.len());
     Ok(page(
         &format!("Release run {}", r.run_id),
         &user,
@@ -766,6 +771,9 @@ pub async fn release_page(
             form method="post" action=(format!("/runs/{}/release", r.run_id)) {
                 (csrf(&user))
                 p { label { input type="checkbox" name="confirm" value="yes" id="confirm-release" required; " I have checked these " (n) " deactivations" } }
+                @if unread > 0 {
+                    p { label { input type="checkbox" name="include_unread" value="yes" id="include-unread"; " Also deactivate the " (unread) " unread objects (without this the release is refused)" } }
+                }
                 button.danger type="submit" id="release" { "Release " (n) " deactivations" }
             }
         },
@@ -787,7 +795,12 @@ pub async fn release(
             "confirm: tick the confirmation to release".into(),
         ));
     }
-    orgsync_jobs::release::release(&state.pipeline, &id, &user.name).await?;
+    let options = orgsync_jobs::release::ReleaseOptions {
+        include_unread: form
+            .iter()
+            .any(|(k, v)| k == "include_unread" && v == "yes"),
+    };
+    orgsync_jobs::release::release_with(&state.pipeline, &id, &user.name, options).await?;
     tracing::info!(web.user = %user.name, run.id = %id, "run released from the dashboard");
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }

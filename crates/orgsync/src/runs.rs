@@ -84,6 +84,10 @@ pub(crate) enum RunsAction {
         /// Who releases (default $USER).
         #[arg(long)]
         by: Option<String>,
+        /// Also deactivate the objects a partial read may not have read (marked [unread] in
+        /// `runs show`); without it such a release is refused.
+        #[arg(long)]
+        include_unread: bool,
     },
     /// Reactivate what a run deactivated, each object re-checked against the target as it is
     /// now: one changed in the target since, or touched by a later run, is skipped and listed.
@@ -288,9 +292,16 @@ pub(crate) async fn runs(
             print_report(out, &report, *format)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(RunsAction::Release { run_id, by }) => {
+        Some(RunsAction::Release {
+            run_id,
+            by,
+            include_unread,
+        }) => {
             let by = by.clone().unwrap_or_else(orgsync_queue::current_user);
-            let report = orgsync_jobs::release::release(pipeline, run_id, &by)
+            let options = orgsync_jobs::release::ReleaseOptions {
+                include_unread: *include_unread,
+            };
+            let report = orgsync_jobs::release::release_with(pipeline, run_id, &by, options)
                 .await
                 .with_context(|| format!("cannot release run {run_id}"))?;
             print_report(out, &report, Format::Text)?;

@@ -212,9 +212,13 @@ pub fn fingerprint(dir: &Path) -> Fingerprint {
         files
             .into_iter()
             .map(|file| {
-                let stat = std::fs::metadata(&file)
-                    .ok()
-                    .map(|m| (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH), m.ino()));
+                let stat = std::fs::metadata(&file).ok().map(|m| {
+                    (
+                        m.len(),
+                        m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                        m.ino(),
+                    )
+                });
                 (file, stat)
             })
             .collect(),

@@ -196,9 +196,7 @@ impl Store {
 
     /// Forgets the baseline: the next run is a first run again (`runs accept-empty`).
     pub(crate) async fn clear_last_counts(&self, cvr: &str) -> Result<(), QueueError> {
-        self.queue
-            .delete_value(&format!("last-counts:{cvr}"))
-            .await
+        self.queue.delete_value(&format!("last-counts:{cvr}")).await
     }
 
     pub(crate) async fn set_last_counts(

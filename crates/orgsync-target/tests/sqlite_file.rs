@@ -41,10 +41,12 @@ fn first_plan() -> Plan {
 
 fn assert_gone(result: Result<impl std::fmt::Debug, TargetError>, path: &Path) {
     match result {
-        Err(error @ TargetError::Storage {
-            fault: StorageFault::Gone,
-            ..
-        }) => {
+        Err(
+            error @ TargetError::Storage {
+                fault: StorageFault::Gone,
+                ..
+            },
+        ) => {
             assert!(error.is_retriable(), "{error}");
             assert_eq!(error.class(), ErrorClass::TargetStorage);
             assert!(
@@ -72,7 +74,9 @@ async fn a_removed_file_is_not_written_into_nor_created_again() {
     assert_gone(target.write_department(&rest[0]).await, &path);
     assert!(!path.exists(), "a reopen created the file again");
     assert_gone(
-        SqliteTarget::open_existing(options(&path)).await.map(|_| ()),
+        SqliteTarget::open_existing(options(&path))
+            .await
+            .map(|_| ()),
         &path,
     );
 }
@@ -91,9 +95,13 @@ async fn a_replaced_file_fails_the_operation_once_and_the_next_one_uses_the_new_
         plan.departments.len()
     );
 
-    // Another (empty) database put in its place, as a restore or a mistaken copy would.
+    // Another (empty) database put in its place, as a restore or a mistaken copy would (with
+    // the old file's write-ahead log removed: SQLite would replay it into any file at the path).
     let other = dir.path().join("other.sqlite");
     drop(SqliteTarget::open(options(&other)).await.unwrap());
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
     std::fs::rename(&other, &path).unwrap();
     assert_gone(target.read_state().await, &path);
     // The next operation opens the file that is at the path now.

@@ -178,17 +178,16 @@ impl ConfigSources {
 
     /// The configuration now and the customer's target in it, or why the customer cannot be
     /// used.
-    fn customer_target(
-        &self,
-        cvr: &Cvr,
-    ) -> Result<(Arc<Config>, TargetKey), SourceError> {
+    fn customer_target(&self, cvr: &Cvr) -> Result<(Arc<Config>, TargetKey), SourceError> {
         let config = self.live.current();
         let key = match config.customer(cvr.as_str()) {
             Some(customer) => (customer.target.clone(), customer.policy.mappings),
             None => {
-                return Err(SourceError::config(self.customer_problem(cvr).unwrap_or_else(
-                    || format!("no customer has CVR {cvr}; add a file under customers/"),
-                )));
+                return Err(SourceError::config(
+                    self.customer_problem(cvr).unwrap_or_else(|| {
+                        format!("no customer has CVR {cvr}; add a file under customers/")
+                    }),
+                ));
             }
         };
         Ok((config, key))
@@ -198,13 +197,16 @@ impl ConfigSources {
     /// target; `create` creates a missing SQLite file.
     async fn open(&self, cvr: &Cvr, create: bool) -> Result<Arc<dyn Target>, SourceError> {
         let (config, key) = self.customer_target(cvr)?;
+        // A file to be created is opened anew: a cached target would reopen without creating.
+        let to_create =
+            create && matches!(&key.0, orgsync_config::TargetConfig::Sqlite(s) if !s.path.exists());
         if let Some((cached, target)) = self
             .targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(cvr.as_str())
         {
-            if *cached == key {
+            if *cached == key && !to_create {
                 return Ok(target.clone());
             }
         }
@@ -249,11 +251,14 @@ impl Sources for ConfigSources {
     }
 
     fn customer(&self, cvr: &Cvr) -> Option<Customer> {
-        self.live.current().customer(cvr.as_str()).map(|c| Customer {
-            cvr: c.cvr.clone(),
-            name: c.name.clone(),
-            policy: c.policy.clone(),
-        })
+        self.live
+            .current()
+            .customer(cvr.as_str())
+            .map(|c| Customer {
+                cvr: c.cvr.clone(),
+                name: c.name.clone(),
+                policy: c.policy.clone(),
+            })
     }
 
     fn customer_problem(&self, cvr: &Cvr) -> Option<String> {

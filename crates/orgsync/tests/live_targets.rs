@@ -236,11 +236,9 @@ fn unique() -> String {
 
 /// The users of `cvr` in an SQLite target.
 fn users_in(file: &Path, cvr: &str) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        file,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     conn.query_row("SELECT count(*) FROM users WHERE cvr = ?1", [cvr], |r| {
         r.get(0)
     })
@@ -249,15 +247,13 @@ fn users_in(file: &Path, cvr: &str) -> i64 {
 
 /// Every row of an SQLite target's tables, as text.
 fn contents(file: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open_with_flags(
-        file,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     let mut rows = Vec::new();
     for table in ["departments", "users", "memberships"] {
         let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY rowid"))
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
             .unwrap();
         let columns = stmt.column_count();
         let mut query = stmt.query([]).unwrap();
@@ -294,7 +290,10 @@ async fn a_changed_target_path_and_an_added_customer_take_effect_without_restart
     setup.write_customer("first.toml", FIRST, &new);
     let moved = setup.sync_wait(FIRST).await;
     assert_eq!(moved["state"], "succeeded", "{moved}");
-    assert!(new.exists(), "the run did not write to the new path: {moved}");
+    assert!(
+        new.exists(),
+        "the run did not write to the new path: {moved}"
+    );
     assert_eq!(users_in(&new, FIRST), created, "{moved}");
     assert!(
         contents(&old) == before,

@@ -201,7 +201,10 @@ pub fn load_customers(dir: &Path) -> CustomerFiles {
 /// `orgsync.toml` and every `customers/*.toml`): cheap to take, and different after any edit,
 /// added, removed or replaced file, so a process re-reads its configuration only when it changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Fingerprint(Vec<(PathBuf, Option<(u64, std::time::SystemTime, u64)>)>);
+pub struct Fingerprint(Vec<(PathBuf, Option<FileStat>)>);
+
+/// A file's size, modification time and inode.
+type FileStat = (u64, std::time::SystemTime, u64);
 
 /// The [`Fingerprint`] of the configuration directory `dir`.
 pub fn fingerprint(dir: &Path) -> Fingerprint {

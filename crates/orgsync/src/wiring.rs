@@ -134,8 +134,11 @@ pub(crate) struct ConfigSources {
     limits: SystemLimits,
     /// Open targets per CVR, with what they were opened from: a customer whose target
     /// configuration changed gets the new one, and the old one is dropped.
-    targets: Mutex<HashMap<String, (TargetKey, Arc<dyn Target>)>>,
+    targets: Mutex<HashMap<String, CachedTarget>>,
 }
+
+/// An open target and what it was opened from.
+type CachedTarget = (TargetKey, Arc<dyn Target>);
 
 /// What a target was opened from.
 type TargetKey = (

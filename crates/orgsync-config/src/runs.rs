@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 /// `[runs]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct RunsConfig {
     /// How long run reports are kept, in days.
     #[serde(default = "default_report_retention_days")]
@@ -40,7 +40,7 @@ fn default_grace_minutes() -> u32 {
 }
 
 /// `[worker]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct WorkerConfig {
     /// `SyncCustomer` jobs one worker process runs at once.
     #[serde(default = "default_customers")]

@@ -13,7 +13,7 @@ use crate::ENV_PREFIX;
 use crate::problem::{self, Position, Problem};
 
 /// The service configuration.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct ServiceConfig {
     /// The Redis that holds the job queue.
     #[serde(default)]
@@ -39,7 +39,7 @@ pub struct ServiceConfig {
 }
 
 /// `[redis]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`; a secret because it may hold a password.
     #[serde(default = "default_redis_url")]
@@ -157,7 +157,7 @@ const SIM_STS_PATH: &str = "/runtime/services/kombittrust/14/certificatemixed";
 const SIM_STS_REST_PATH: &str = "/runtime/api/rest/wstrust/v1/issue";
 
 /// `[sts]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct StsConfig {
     /// `exttest`, `production` or `sim`.
     #[serde(default)]
@@ -387,7 +387,7 @@ fn default_max_response_bytes() -> u64 {
 }
 
 /// `[web]`: the dashboard (`orgsync web`).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct WebConfig {
     /// Address the dashboard listens on. A non-loopback address needs at least one user.
     #[serde(default = "default_bind")]
@@ -406,7 +406,7 @@ pub struct WebConfig {
 }
 
 /// One `[[web.users]]` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct WebUserConfig {
     /// Login name (recorded in the audit log as who replayed, deleted or released).
     pub name: String,
@@ -442,7 +442,7 @@ fn default_bind() -> SocketAddr {
 }
 
 /// `[log]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct LogConfig {
     /// A `tracing` filter: `info`, `orgsync=debug,info`, ...; `RUST_LOG` wins when set.
     #[serde(default = "default_level")]

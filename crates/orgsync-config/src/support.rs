@@ -18,7 +18,7 @@ pub enum SupportSink {
 }
 
 /// `[support]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct SupportConfig {
     /// `zendesk` or `log` (default).
     #[serde(default)]

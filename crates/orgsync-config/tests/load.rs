@@ -574,3 +574,31 @@ fn sentinel_and_cluster_settings_are_checked_field_by_field() {
     let config = orgsync_config::load(dir.path()).expect("a valid cluster configuration");
     assert!(config.service.redis.cluster);
 }
+
+#[test]
+fn a_broken_customer_file_leaves_out_that_customer_only_and_changes_the_fingerprint() {
+    let dir = copy_with(|demo| demo);
+    let before = orgsync_config::fingerprint(dir.path());
+    let demo = fs::read_to_string(dir.path().join("customers/demo.toml")).unwrap();
+    let broken = format!(
+        "nmae = \"typo\"\n{}",
+        demo.replacen("cvr = \"11111111\"", "cvr = \"29189846\"", 1)
+    );
+    fs::write(dir.path().join("customers/broken.toml"), broken).unwrap();
+    assert_ne!(orgsync_config::fingerprint(dir.path()), before);
+
+    // A process that keeps running uses the good customer and names the broken file.
+    let files = orgsync_config::load_customers(dir.path());
+    assert_eq!(files.customers.len(), 1, "{:?}", files.broken);
+    assert_eq!(files.customers[0].cvr.as_str(), "11111111");
+    assert_eq!(files.broken.len(), 1);
+    let bad = &files.broken[0];
+    assert!(bad.file.ends_with("customers/broken.toml"), "{bad:?}");
+    assert_eq!(bad.cvr.as_ref().map(|c| c.as_str()), Some("29189846"));
+    assert!(
+        bad.problems.iter().any(|p| p.to_string().contains("nmae")),
+        "{bad:?}"
+    );
+    // `load` (config check, the short-lived commands) still refuses the whole directory.
+    assert!(problems(dir.path()).iter().any(|p| p.contains("nmae")));
+}

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use crate::provisioning::{self, LogAction, ProvisioningEntry, ProvisioningLog};
 use crate::report::{FailedDepartment, RunReport, RunState, Trigger};
-use crate::sources::{Customer, ReadProgress, SourceError, SourceRead, Sources};
+use crate::sources::{Customer, ReadProgress, SourceError, SourceRead, Sources, TargetOpen};
 use crate::store::{DepartmentResult, FinishData, Store};
 use crate::{FinishRun, SyncCustomer, SyncDepartment};
 
@@ -191,6 +191,19 @@ pub(crate) fn failure(class: ErrorClass, retriable: bool, message: impl Into<Str
     JobError::message(class.as_str(), retriable, message)
 }
 
+/// The `guard.target_lost` failure: not retriable (a person restores the target or accepts
+/// an empty one), naming the target and what the last trusted run read.
+fn target_lost(cvr: &Cvr, target: &str, how: &str, baseline: SourceCounts) -> JobError {
+    failure(
+        ErrorClass::GuardTargetLost,
+        false,
+        format!(
+            "{target} {how}, but the last trusted run read {} units and {} users for it; nothing was written. Restore it and replay this job, or, if it is meant to start empty, run `orgsync runs accept-empty {cvr}` first",
+            baseline.units, baseline.users
+        ),
+    )
+}
+
 pub(crate) fn queue_error(error: QueueError) -> JobError {
     let retriable = error.is_retriable();
     JobError::from_error(ErrorClass::QueueUnavailable.as_str(), retriable, &error)
@@ -260,6 +273,9 @@ impl Pipeline {
     pub(crate) fn customer(&self, cvr: &str) -> Result<Customer, PipelineError> {
         let parsed = Cvr::parse(cvr).map_err(|_| PipelineError::InvalidCvr(cvr.to_owned()))?;
         self.sources.customer(&parsed).ok_or_else(|| {
+            if let Some(problem) = self.sources.customer_problem(&parsed) {
+                return PipelineError::Source(SourceError::config(problem));
+            }
             let known: Vec<String> = self
                 .sources
                 .customers()
@@ -762,17 +778,15 @@ impl Pipeline {
             .collect();
 
         // 3. Plan against the target.
-        let target = self
-            .sources
-            .target(&customer.cvr)
-            .await
-            .map_err(|e| job_error(&e))?;
+        let (target, baseline) = self.open_run_target(&customer.cvr, previous).await?;
         let state = target
             .read_state()
             .await
             .map_err(|e| job_error(&SourceError::target(&e)))?;
         let today = orgsync_model::time::danish_date(&Utc::now());
         let plan = orgsync_model::plan::plan(&valid, &state, &customer.policy, today);
+        self.check_target_kept(&customer.cvr, baseline, &state, &plan)
+            .await?;
         let tree = orgsync_model::plan::department_tree(&valid, &state, &customer.policy, today);
         drop(state);
         self.store
@@ -925,6 +939,74 @@ impl Pipeline {
             "run {run_id}: departments written, {} department jobs enqueued", units.len()
         );
         Ok(())
+    }
+
+    /// The customer's target at a run's start, and the baseline it is checked against. A
+    /// missing target is created only when no trusted run has read objects for the customer
+    /// into this target (a first run, or a target the configuration names anew); otherwise it
+    /// was lost, and the run fails with `guard.target_lost` rather than creating everything
+    /// again.
+    async fn open_run_target(
+        &self,
+        cvr: &Cvr,
+        previous: Option<SourceCounts>,
+    ) -> Result<(Arc<dyn Target>, Option<SourceCounts>), JobError> {
+        let here = self.sources.describe_target(cvr);
+        let known = self
+            .store
+            .baseline_target(cvr.as_str())
+            .await
+            .map_err(queue_error)?;
+        // A baseline recorded before targets were recorded is taken to be this target's.
+        let same = known.as_deref().is_none_or(|known| known == here);
+        if !same {
+            info!(customer.cvr = %cvr, "the configuration names another target than the last run's ({} then, {here} now): it is filled as a new one", known.as_deref().unwrap_or_default());
+        }
+        let baseline = previous.filter(|c| same && c.units + c.users > 0);
+        match self
+            .sources
+            .open_target(cvr, baseline.is_none())
+            .await
+            .map_err(|e| job_error(&e))?
+        {
+            TargetOpen::Opened(target) => Ok((target, baseline)),
+            TargetOpen::Missing => Err(target_lost(
+                cvr,
+                &here,
+                "does not exist",
+                baseline.unwrap_or(SourceCounts { units: 0, users: 0 }),
+            )),
+        }
+    }
+
+    /// A target that holds nothing of the customer while the last trusted run read objects for
+    /// it, and the plan would create them all again, was lost (deleted, replaced, wiped): the
+    /// run fails with `guard.target_lost` before writing anything. A target that passes becomes
+    /// the one the baseline is about.
+    async fn check_target_kept(
+        &self,
+        cvr: &Cvr,
+        baseline: Option<SourceCounts>,
+        state: &orgsync_model::target::TargetState,
+        plan: &Plan,
+    ) -> Result<(), JobError> {
+        let here = self.sources.describe_target(cvr);
+        if let Some(baseline) = baseline {
+            let empty = state.departments.is_empty() && state.users.is_empty();
+            let creates = plan.summary.departments.create + plan.summary.users.create;
+            if empty && creates > 0 {
+                return Err(target_lost(
+                    cvr,
+                    &here,
+                    "holds nothing of this customer",
+                    baseline,
+                ));
+            }
+        }
+        self.store
+            .set_baseline_target(cvr.as_str(), &here)
+            .await
+            .map_err(queue_error)
     }
 
     /// `SyncDepartment`.

@@ -86,6 +86,28 @@ pub async fn release_with(
     .await
 }
 
+/// `orgsync runs accept-empty <cvr>`: a person confirms that the customer's target starts
+/// empty (a new HR system, a database deliberately thrown away). It forgets the last trusted
+/// run's counts, so the next run is a first run: it creates a missing SQLite file and fills an
+/// empty target instead of failing with `guard.target_lost`. Refused while a run of the
+/// customer is active. Returns the counts it forgot (`None` when there were none).
+pub async fn accept_empty(
+    pipeline: &Pipeline,
+    cvr: &str,
+    by: &str,
+) -> Result<Option<orgsync_model::validate::SourceCounts>, PipelineError> {
+    let customer = pipeline.customer(cvr)?;
+    let cvr = customer.cvr.as_str();
+    with_customer_lock(pipeline, cvr, "accept-empty", cvr, async {
+        let store = pipeline.store();
+        let previous = store.last_counts(cvr).await?;
+        store.clear_last_counts(cvr).await?;
+        info!(customer.cvr = %cvr, "{by} accepted an empty target for {cvr}: the baseline ({previous:?}) is forgotten, the next run is a first run");
+        Ok(previous)
+    })
+    .await
+}
+
 async fn release_locked(
     pipeline: &Pipeline,
     run_id: &str,

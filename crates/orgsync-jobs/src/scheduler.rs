@@ -132,20 +132,43 @@ pub async fn run(
     options: SchedulerOptions,
     shutdown: impl Future<Output = std::io::Result<()>>,
 ) {
+    run_reloading(pipeline, move || customers.clone(), options, shutdown).await;
+}
+
+/// Runs until `shutdown` resolves, asking `customers` for the scheduled customers on every
+/// tick, so that a customer file added, changed or removed while the scheduler runs takes
+/// effect without a restart (the caller makes the question cheap when nothing changed). A
+/// customer that appears later is scheduled from then on; one that disappears is no longer
+/// enqueued.
+pub async fn run_reloading(
+    pipeline: Arc<Pipeline>,
+    customers: impl Fn() -> Vec<ScheduledCustomer>,
+    options: SchedulerOptions,
+    shutdown: impl Future<Output = std::io::Result<()>>,
+) {
     let grace = chrono::Duration::from_std(options.grace).unwrap_or(chrono::Duration::hours(6));
     // One cursor per customer: a fire that could not be enqueued (Redis away) is tried again
-    // on the next tick without holding back the other customers.
+    // on the next tick without holding back the other customers. The customers of the start
+    // look back over the grace period; those added later start from when they appeared.
     let start = Utc::now() - grace;
-    let mut cursors: Vec<DateTime<Utc>> = vec![start; customers.len()];
-    for c in &customers {
+    let mut cursors: std::collections::HashMap<String, DateTime<Utc>> =
+        std::collections::HashMap::new();
+    for c in customers() {
         if let Some(next) = (c.next_after)(Utc::now()) {
             info!(customer.cvr = %c.cvr, "{} fires next at {}", c.cvr, next.to_rfc3339());
         }
+        cursors.insert(c.cvr.clone(), start);
     }
     tokio::pin!(shutdown);
     loop {
         let now = Utc::now();
-        for (customer, cursor) in customers.iter().zip(cursors.iter_mut()) {
+        let current = customers();
+        cursors.retain(|cvr, _| current.iter().any(|c| c.cvr == *cvr));
+        for customer in &current {
+            let cursor = cursors.entry(customer.cvr.clone()).or_insert_with(|| {
+                info!(customer.cvr = %customer.cvr, "{} is scheduled from now on", customer.cvr);
+                now
+            });
             let results =
                 enqueue_due(&pipeline, std::slice::from_ref(customer), *cursor, now).await;
             if results.iter().all(Result::is_ok) {

@@ -100,11 +100,27 @@ impl SourceError {
     }
 }
 
+/// What [`Sources::open_target`] found at a run's start.
+#[derive(Debug)]
+pub enum TargetOpen {
+    /// The target, open.
+    Opened(Arc<dyn Target>),
+    /// The target does not exist and was not to be created (an SQLite file that is absent).
+    Missing,
+}
+
 /// Where a customer's data comes from and goes to.
 #[async_trait]
 pub trait Sources: Send + Sync + std::fmt::Debug + 'static {
     /// The customer with this CVR, or `None` when no customer file has it.
     fn customer(&self, cvr: &Cvr) -> Option<Customer>;
+
+    /// Why the customer with this CVR cannot be used although a file names it (the file and
+    /// its problems), when [`Sources::customer`] answers `None` for that reason.
+    fn customer_problem(&self, cvr: &Cvr) -> Option<String> {
+        let _ = cvr;
+        None
+    }
 
     /// Every configured customer's CVR (for error messages).
     fn customers(&self) -> Vec<Cvr>;
@@ -123,8 +139,23 @@ pub trait Sources: Send + Sync + std::fmt::Debug + 'static {
         self.read_snapshot(cvr).await
     }
 
-    /// Opens the customer's target.
+    /// Opens the customer's target as it exists: a target that would be created by opening it
+    /// (an SQLite file that is absent) is an error, never created here.
     async fn target(&self, cvr: &Cvr) -> Result<Arc<dyn Target>, SourceError>;
+
+    /// Opens the customer's target at a run's start: with `create`, a target that does not
+    /// exist yet is created (a first run); without, [`TargetOpen::Missing`] says it is absent.
+    /// The default opens it with [`Sources::target`].
+    async fn open_target(&self, cvr: &Cvr, create: bool) -> Result<TargetOpen, SourceError> {
+        let _ = create;
+        self.target(cvr).await.map(TargetOpen::Opened)
+    }
+
+    /// The customer's target for people (`the SQLite file /var/lib/orgsync/x.sqlite`), named in
+    /// errors about it.
+    fn describe_target(&self, cvr: &Cvr) -> String {
+        format!("the target of {cvr}")
+    }
 
     /// What the target holds, for `plan`, which must not write anything: an implementation
     /// whose target would be created by opening it (an SQLite file that does not exist yet)

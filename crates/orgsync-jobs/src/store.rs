@@ -210,6 +210,31 @@ impl Store {
             .transpose()
     }
 
+    /// The target (for people: `the SQLite file PATH`) the customer's runs last wrote to, as
+    /// the run that opened it recorded: the baseline's counts are about that target.
+    pub(crate) async fn baseline_target(&self, cvr: &str) -> Result<Option<String>, QueueError> {
+        Ok(self
+            .queue
+            .get_value(&format!("baseline-target:{cvr}"))
+            .await?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub(crate) async fn set_baseline_target(
+        &self,
+        cvr: &str,
+        target: &str,
+    ) -> Result<(), QueueError> {
+        self.queue
+            .put_value(&format!("baseline-target:{cvr}"), target.as_bytes(), None)
+            .await
+    }
+
+    /// Forgets the baseline: the next run is a first run again (`runs accept-empty`).
+    pub(crate) async fn clear_last_counts(&self, cvr: &str) -> Result<(), QueueError> {
+        self.queue.delete_value(&format!("last-counts:{cvr}")).await
+    }
+
     pub(crate) async fn set_last_counts(
         &self,
         cvr: &str,

@@ -126,6 +126,11 @@ error_classes! {
     /// dead-lettered, a newer run superseded it, or it was finished by a replay).
     GuardHeld = "guard.held", Run,
         "Replay the failed department jobs first if any (`orgsync dlq list --run <run>`), then check and `orgsync runs release <run>`.";
+    /// The target is missing or empty at a run's start while the last trusted run read objects
+    /// for it (an SQLite file deleted or replaced, a wiped HR system): the run wrote nothing,
+    /// rather than creating everything again in an empty target.
+    GuardTargetLost = "guard.target_lost", Run,
+        "Nothing was written. Restore the target (the error names the file and how many objects the last trusted run read), then replay the dead letter or run the customer again. If the target is meant to start empty, `orgsync runs accept-empty <cvr>` forgets the baseline and the next run fills it.";
     /// The configuration cannot work for this customer (unknown or invalid CVR, a missing
     /// secret, a bad path).
     ConfigInvalid = "config.invalid", Run,

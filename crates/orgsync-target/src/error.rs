@@ -15,6 +15,10 @@ pub enum StorageFault {
     Environment,
     /// The file is corrupt or not a database: retries cannot help; restore it.
     Corrupt,
+    /// The file at the configured path is not the one the connection opened (removed, moved
+    /// or replaced), or does not exist when it must: nothing is written to it, and the next
+    /// attempt opens the path again.
+    Gone,
     /// Anything else (a bug, a failed migration, a panicked write).
     Other,
 }
@@ -114,7 +118,10 @@ impl TargetError {
             | TargetError::Server { .. }
             | TargetError::Conflict { .. } => true,
             TargetError::Storage { fault, .. } => {
-                matches!(fault, StorageFault::Busy | StorageFault::Environment)
+                matches!(
+                    fault,
+                    StorageFault::Busy | StorageFault::Environment | StorageFault::Gone
+                )
             }
             TargetError::Unauthorized { .. }
             | TargetError::Rejected { .. }

@@ -208,7 +208,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let signals = ops::Signals::install()?;
             let config = Arc::new(load_config(&cli.config)?);
             let settings = wiring::worker_settings(&config);
-            let pipeline = wiring::pipeline(config.clone()).await?;
+            let live = wiring::LiveConfig::new(config.clone());
+            ops::reload_on_sighup(live.clone())?;
+            let pipeline = wiring::pipeline_live(live).await?;
             start_ops(&role, pipeline.queue(), "worker", &signals).await?;
             tracing::info!(
                 redis = %pipeline.queue().redis_url_masked(),
@@ -241,7 +243,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let signals = ops::Signals::install()?;
             let config = Arc::new(load_config(&cli.config)?);
             let (customers, options) = wiring::scheduled(&config);
-            let pipeline = wiring::pipeline(config.clone()).await?;
+            let live = wiring::LiveConfig::new(config.clone());
+            ops::reload_on_sighup(live.clone())?;
+            let pipeline = wiring::pipeline_live(live.clone()).await?;
             start_ops(&role, pipeline.queue(), "scheduler", &signals).await?;
             tracing::info!(
                 redis = %pipeline.queue().redis_url_masked(),
@@ -260,7 +264,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &signals,
                 grace,
                 Box::pin(async {
-                    orgsync_jobs::scheduler::run(pipeline, customers, options, shutdown).await;
+                    // The customer files are re-read when they change (a cheap check per tick).
+                    let schedule = move || wiring::scheduled(&live.current()).0;
+                    orgsync_jobs::scheduler::run_reloading(pipeline, schedule, options, shutdown)
+                        .await;
                     Ok(())
                 }),
             )

@@ -222,6 +222,27 @@ fn resident_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// On SIGHUP, `orgsync.toml` is re-read by the next job (or scheduler tick) of `live`; the
+/// settings that can change while the process runs take effect then (README, "Changing the
+/// configuration"). Customer files need no signal: they are re-read when they change.
+pub(crate) fn reload_on_sighup(
+    live: std::sync::Arc<crate::wiring::LiveConfig>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(
+                signal = "SIGHUP",
+                "received SIGHUP: orgsync.toml is re-read before the next job"
+            );
+            live.request_reload();
+        }
+    });
+    Ok(())
+}
+
 /// SIGTERM and SIGINT (Ctrl-C), counted: the first asks the role to drain, the second to stop.
 #[derive(Debug, Clone)]
 pub(crate) struct Signals {

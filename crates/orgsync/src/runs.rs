@@ -64,7 +64,7 @@ pub(crate) struct RunsArgs {
     pub action: Option<RunsAction>,
 }
 
-/// `orgsync runs show|release`.
+/// `orgsync runs show|release|revert|accept-empty`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum RunsAction {
     /// One run's report: counts, STS calls, writes, durations, failed departments, held
@@ -96,6 +96,16 @@ pub(crate) enum RunsAction {
         /// The run id.
         run_id: String,
         /// Who reverts (default $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Confirm that a customer's target starts empty (a new HR system, a database deliberately
+    /// thrown away): forgets the last trusted run's counts, so the next run creates a missing
+    /// SQLite file and fills an empty target instead of failing with `guard.target_lost`.
+    AcceptEmpty {
+        /// The customer's CVR.
+        cvr: String,
+        /// Who confirms (default $USER).
         #[arg(long)]
         by: Option<String>,
     },
@@ -312,6 +322,24 @@ pub(crate) async fn runs(
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Some(RunsAction::AcceptEmpty { cvr, by }) => {
+            let by = by.clone().unwrap_or_else(orgsync_queue::current_user);
+            let forgotten = orgsync_jobs::release::accept_empty(pipeline, cvr, &by)
+                .await
+                .with_context(|| format!("cannot accept an empty target for {cvr}"))?;
+            match forgotten {
+                Some(counts) => writeln!(
+                    out,
+                    "{cvr}: the baseline of {} units and {} users is forgotten; the next run starts the target afresh",
+                    counts.units, counts.users
+                )?,
+                None => writeln!(
+                    out,
+                    "{cvr}: there was no baseline; the next run starts the target afresh"
+                )?,
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Some(RunsAction::Revert { run_id, by }) => {
             let by = by.clone().unwrap_or_else(orgsync_queue::current_user);

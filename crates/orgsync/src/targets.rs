@@ -10,15 +10,24 @@ use orgsync_target::sqlite::{SqliteOptions, SqliteTarget};
 use secrecy::SecretString;
 
 /// Opens the customer's target. The SCIM token is read from the variable `token_env` names.
-pub(crate) async fn open(customer: &CustomerConfig) -> anyhow::Result<Box<dyn Target>> {
+/// An SQLite file that does not exist is created only with `create` (a run's start without a
+/// trusted baseline); otherwise opening it fails.
+pub(crate) async fn open(
+    customer: &CustomerConfig,
+    create: bool,
+) -> anyhow::Result<Box<dyn Target>> {
     match &customer.target {
         TargetConfig::Sqlite(sqlite) => {
-            let target = SqliteTarget::open(SqliteOptions {
+            let options = SqliteOptions {
                 path: sqlite.path.clone(),
                 cvr: customer.cvr.clone(),
                 mappings: customer.policy.mappings,
-            })
-            .await
+            };
+            let target = if create {
+                SqliteTarget::open(options).await
+            } else {
+                SqliteTarget::open_existing(options).await
+            }
             .with_context(|| format!("opening the SQLite directory {}", sqlite.path.display()))?;
             Ok(Box::new(target))
         }
@@ -61,7 +70,7 @@ pub(crate) async fn health(customer: &CustomerConfig) -> anyhow::Result<String> 
             ));
         }
     }
-    let target = open(customer).await?;
+    let target = open(customer, false).await?;
     let health = target.health().await?;
     Ok(match health.users {
         Some(n) => format!("{} ({n} users for this customer)", health.summary),
@@ -82,5 +91,13 @@ fn nearest_existing(path: &Path) -> std::path::PathBuf {
             Some(parent) => dir = parent,
             None => return dir.to_owned(),
         }
+    }
+}
+
+/// The customer's target for people: `the SQLite file PATH`, `the SCIM service at URL`.
+pub(crate) fn describe(target: &TargetConfig) -> String {
+    match target {
+        TargetConfig::Sqlite(sqlite) => format!("the SQLite file {}", sqlite.path.display()),
+        TargetConfig::Scim(scim) => format!("the SCIM service at {}", scim.base_url),
     }
 }

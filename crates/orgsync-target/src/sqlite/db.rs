@@ -20,19 +20,52 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_unit_contact.sql"),
 ];
 
-/// Opens (creating it and its directory if needed) and migrates the database.
-pub(crate) fn open(path: &Path) -> Result<Connection, TargetError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            TargetError::Config(format!(
-                "cannot create the directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+/// The identity of the file at `path` (device and inode), `None` when there is none.
+pub(crate) fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The error of a file that is not (or no longer) where the configuration says.
+pub(crate) fn gone(path: &Path, what: &str) -> TargetError {
+    TargetError::Storage {
+        fault: crate::StorageFault::Gone,
+        message: format!("the SQLite file {} {what}", path.display()),
     }
-    let mut conn = Connection::open(path).map_err(|e| {
+}
+
+/// Opens and migrates the database; with `create`, creates it and its directory if needed,
+/// without, a missing file is a [`crate::StorageFault::Gone`] error (and is not created).
+/// Returns the connection and the identity of the file it opened.
+pub(crate) fn open(path: &Path, create: bool) -> Result<(Connection, (u64, u64)), TargetError> {
+    if create {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                TargetError::Config(format!(
+                    "cannot create the directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+    } else if identity(path).is_none() {
+        return Err(gone(
+            path,
+            "does not exist (removed or moved?); orgsync does not create it again outside a run's start",
+        ));
+    }
+    let mut flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+        | rusqlite::OpenFlags::SQLITE_OPEN_URI
+        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= rusqlite::OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        if !create && e.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen) {
+            return gone(path, &format!("cannot be opened: {e}"));
+        }
         TargetError::Config(format!("cannot open the database {}: {e}", path.display()))
     })?;
+    let opened = identity(path).ok_or_else(|| gone(path, "disappeared while it was opened"))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(storage)?;
     conn.pragma_update(None, "foreign_keys", "ON")
@@ -49,7 +82,7 @@ pub(crate) fn open(path: &Path) -> Result<Connection, TargetError> {
             message: format!("migrating {}: {e}", path.display()),
         },
     })?;
-    Ok(conn)
+    Ok((conn, opened))
 }
 
 pub(crate) fn storage(e: rusqlite::Error) -> TargetError {

@@ -22,10 +22,24 @@ pub use config::SqliteOptions;
 use crate::{Capabilities, Health, Target, TargetError, WriteOutcome};
 
 /// One customer's view of a directory database.
+///
+/// The connection belongs to the file it opened: before and after every operation the file at
+/// the configured path is compared (device and inode) with it, so a file removed or replaced
+/// under a running worker fails the operation with [`crate::StorageFault::Gone`] instead of
+/// writing into an unlinked file; after that or any other storage error (read-only, full,
+/// locked) the connection is dropped and the next operation opens the path again, so a fixed
+/// file works without a restart. Only [`SqliteTarget::open`] creates a missing file; a reopen
+/// never does.
 #[derive(Clone)]
 pub struct SqliteTarget {
     options: Arc<SqliteOptions>,
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Option<Opened>>>,
+}
+
+/// A connection and the identity (device, inode) of the file it opened.
+struct Opened {
+    conn: Connection,
+    identity: (u64, u64),
 }
 
 impl std::fmt::Debug for SqliteTarget {
@@ -48,17 +62,28 @@ fn internal(message: String) -> TargetError {
 impl SqliteTarget {
     /// Opens (creating and migrating) the database.
     pub async fn open(options: SqliteOptions) -> Result<SqliteTarget, TargetError> {
+        SqliteTarget::open_with(options, true).await
+    }
+
+    /// Opens (and migrates) the database only if the file exists: a missing file is a
+    /// [`crate::StorageFault::Gone`] error naming the path, and is not created.
+    pub async fn open_existing(options: SqliteOptions) -> Result<SqliteTarget, TargetError> {
+        SqliteTarget::open_with(options, false).await
+    }
+
+    async fn open_with(options: SqliteOptions, create: bool) -> Result<SqliteTarget, TargetError> {
         let path = options.path.clone();
-        let conn = tokio::task::spawn_blocking(move || db::open(&path))
+        let (conn, identity) = tokio::task::spawn_blocking(move || db::open(&path, create))
             .await
             .map_err(|e| internal(e.to_string()))??;
         Ok(SqliteTarget {
             options: Arc::new(options),
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(Some(Opened { conn, identity }))),
         })
     }
 
-    /// Runs `work` on the connection on tokio's blocking pool.
+    /// Runs `work` on the connection on tokio's blocking pool, checking that the file at the
+    /// configured path is the one the connection has open, before and after.
     async fn with_conn<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection, &SqliteOptions) -> Result<T, TargetError> + Send + 'static,
@@ -66,10 +91,37 @@ impl SqliteTarget {
         let conn = Arc::clone(&self.conn);
         let options = Arc::clone(&self.options);
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn
+            let mut slot = conn
                 .lock()
                 .map_err(|_| internal("a previous write panicked".to_owned()))?;
-            work(&mut conn, &options)
+            let path = &options.path;
+            let opened = match slot.take() {
+                Some(opened) if db::identity(path) == Some(opened.identity) => opened,
+                Some(_) => {
+                    return Err(db::gone(
+                        path,
+                        "was removed or replaced since orgsync opened it; nothing was written to it, and the next attempt opens the path again",
+                    ));
+                }
+                None => {
+                    let (conn, identity) = db::open(path, false)?;
+                    Opened { conn, identity }
+                }
+            };
+            let mut opened = opened;
+            let result = work(&mut opened.conn, &options);
+            if db::identity(path) != Some(opened.identity) {
+                return Err(db::gone(
+                    path,
+                    "was removed or replaced while orgsync used it; what was written went to the old file, and the next attempt opens the path again",
+                ));
+            }
+            // After a storage error (read-only, full, locked, I/O) the next operation opens
+            // the file again rather than keeping a connection that may stay broken.
+            if !matches!(result, Err(TargetError::Storage { .. })) {
+                *slot = Some(opened);
+            }
+            result
         })
         .await
         .map_err(|e| internal(e.to_string()))?

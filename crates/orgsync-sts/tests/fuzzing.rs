@@ -6,6 +6,7 @@
 //!
 //! `ORGSYNC_WRITE_FUZZ_SEEDS=1` also writes the recorded answers into `fuzz/corpus/soap_response`
 //! (how the committed seeds were made).
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure message
 
 mod common;
 

@@ -70,6 +70,7 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
 pub struct UnsignedTransport {
     http: reqwest::Client,
     max_response_bytes: usize,
+    read_timeout: Duration,
 }
 
 /// The HTTP header that carries the CVR to the simulator.
@@ -87,6 +88,7 @@ impl UnsignedTransport {
         Ok(UnsignedTransport {
             http,
             max_response_bytes: options.max_response_bytes,
+            read_timeout: options.read_timeout,
         })
     }
 }
@@ -167,26 +169,43 @@ impl Transport for UnsignedTransport {
                 .send()
                 .await
                 .map_err(|e| TransportError::Io(error_chain(&e)))?;
-            read_limited(response, self.max_response_bytes).await
+            read_limited(response, self.max_response_bytes, self.read_timeout).await
         })
     }
 }
 
-/// Reads a response body, stopping with [`TransportError::TooLarge`] past `limit` bytes.
+/// Reads a response body, stopping with [`TransportError::TooLarge`] past `limit` bytes and
+/// with [`TransportError::Stalled`] when no bytes arrive for `read_timeout` (a body that
+/// stalls after its headers fails within this, not the whole call timeout).
+///
+/// The body is read into one buffer sized from `Content-Length` when the server sends one
+/// (at most `limit`), so a large answer is not copied again as its buffer grows.
 pub(crate) async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
+    read_timeout: Duration,
 ) -> Result<SoapResponse, TransportError> {
     let status = response.status().as_u16();
-    if response.content_length().is_some_and(|n| n > limit as u64) {
+    let announced = response.content_length();
+    if announced.is_some_and(|n| n > limit as u64) {
         return Err(TransportError::TooLarge { limit });
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| TransportError::Io(error_chain(&e)))?
-    {
+    let mut body = Vec::with_capacity(
+        announced
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0)
+            .min(limit),
+    );
+    loop {
+        let chunk = match tokio::time::timeout(read_timeout, response.chunk()).await {
+            Err(_) => {
+                return Err(TransportError::Stalled {
+                    after: read_timeout,
+                });
+            }
+            Ok(chunk) => chunk.map_err(|e| TransportError::Io(error_chain(&e)))?,
+        };
+        let Some(chunk) = chunk else { break };
         if body.len() + chunk.len() > limit {
             return Err(TransportError::TooLarge { limit });
         }

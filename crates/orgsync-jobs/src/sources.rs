@@ -133,7 +133,7 @@ pub trait Sources: Send + Sync + std::fmt::Debug + 'static {
         progress: ProgressSender,
         expected: Option<SourceCounts>,
     ) -> Result<SourceRead, SourceError> {
-        drop(expected);
+        let _ = expected;
         self.read_snapshot_with_progress(cvr, progress).await
     }
 

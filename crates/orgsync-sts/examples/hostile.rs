@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release -p orgsync-sts --example hostile -- <case>`, one case per process (so
 //! that each peak RSS is its own); the hostile server runs in a child process, so its memory is
-//! not counted. Cases: `deep`, `large60`, `stall`, `looping`, `looping-derived`, `repeating`,
+//! not counted. Cases: `deep`, `large60`, `large60-every`, `stall`, `looping`, `looping-derived`, `repeating`,
 //! `entities`, `bad-utf8`. The client runs with the binary's defaults (`[sts]`: 64 MiB size
 //! cap, 180 s call timeout, 30 s read timeout, 4 attempts), except that the looping cases run
 //! without the calls-per-second limit (the calls counted do not depend on it; at 14 calls/s
@@ -29,7 +29,14 @@ const SERVE: &str = "ORGSYNC_HOSTILE_SERVE";
 fn behaviour(case: &str) -> Behaviour {
     match case {
         "deep" => Behaviour::Deep { depth: 200_000 },
-        "large60" => Behaviour::Large { bytes: 60_000_000 },
+        "large60" => Behaviour::Large {
+            bytes: 60_000_000,
+            every: false,
+        },
+        "large60-every" => Behaviour::Large {
+            bytes: 60_000_000,
+            every: true,
+        },
         "stall" => Behaviour::Stall,
         "looping" | "looping-derived" => Behaviour::Looping { fresh: 500 },
         "repeating" => Behaviour::Looping { fresh: 1 },

@@ -1146,6 +1146,14 @@ impl StsClient {
                 )
                 .await?;
             if let Some(mut output) = output {
+                if output.objects.len() > chunk.len() {
+                    return Err(self.stop_read(StsError::ReadBound {
+                        bound: ReadBound::Answer {
+                            asked: chunk.len() as u64,
+                            returned: output.objects.len() as u64,
+                        },
+                    }));
+                }
                 objects.append(&mut output.objects);
             }
         }
@@ -1639,10 +1647,7 @@ pub fn inspect_response(
     now: DateTime<Utc>,
 ) -> Result<Inspection, StsError> {
     let site = CallSite { service, operation };
-    let response = SoapResponse {
-        status,
-        body: body.to_vec(),
-    };
+    let response = SoapResponse::new(status, body.to_vec());
     let mut issues = Vec::new();
     let found = match operation {
         Operation::Soeg => interpret::<SoegOutput>(Dialect::Organisation6, &site, &response)?

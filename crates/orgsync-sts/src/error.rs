@@ -369,6 +369,15 @@ pub enum ReadBound {
         /// Whether the bound was derived from the previous read's size.
         derived: bool,
     },
+    /// An answer held more entries than the call asked for (a page more than its
+    /// `MaksimalAntalKvantitet`, a `list` more objects than UUIDs): STS never does that.
+    #[error("an answer held {returned} entries where at most {asked} were asked for")]
+    Answer {
+        /// Entries asked for.
+        asked: u64,
+        /// Entries returned.
+        returned: u64,
+    },
     /// The read had not finished after this long.
     #[error("it had not finished after its deadline of {} s (sts.read_deadline_s)", limit.as_secs())]
     Deadline {
@@ -390,7 +399,9 @@ impl ReadBound {
     /// long is STS being unavailable (slow), though it is not retried either.
     pub fn class(&self) -> ErrorClass {
         match self {
-            ReadBound::Calls { .. } | ReadBound::Objects { .. } => ErrorClass::StsBadData,
+            ReadBound::Calls { .. } | ReadBound::Objects { .. } | ReadBound::Answer { .. } => {
+                ErrorClass::StsBadData
+            }
             ReadBound::Deadline { .. } => ErrorClass::StsUnavailable,
         }
     }

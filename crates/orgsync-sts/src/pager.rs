@@ -120,6 +120,12 @@ impl Pager {
             if page.returned == 0 {
                 break PagerEnd::Complete;
             }
+            if page.returned > limit as usize {
+                break PagerEnd::Bound(ReadBound::Answer {
+                    asked: u64::from(limit),
+                    returned: page.returned as u64,
+                });
+            }
             let new: Vec<I> = page
                 .items
                 .into_iter()

@@ -244,7 +244,10 @@ async fn a_body_that_stalls_after_its_headers_fails_within_the_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_over_the_size_cap_is_refused() {
-    let server = hostile_server::start(Behaviour::Large { bytes: 3_000_000 }).await;
+    let server = hostile_server::start(Behaviour::Large {
+        bytes: 3_000_000,
+        every: false,
+    }).await;
     let options = ClientOptions {
         max_response_bytes: 1_000_000,
         ..options(&server)
@@ -276,4 +279,27 @@ async fn an_answer_that_is_not_utf8_is_a_clear_error() {
     let error = result.unwrap_err();
     assert!(matches!(error, StsError::Malformed { .. }), "{error:?}");
     assert!(error.to_string().contains("not UTF-8"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_holding_more_entries_than_asked_for_stops_the_read() {
+    // About 900 units on a page that asked for 500.
+    let server = hostile_server::start(Behaviour::Large {
+        bytes: 1_000_000,
+        every: false,
+    })
+    .await;
+    let (result, _) = read(&client(&options(&server))).await;
+    let error = result.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StsError::ReadBound {
+                bound: ReadBound::Answer { asked: 500, returned }
+            } if returned > 500
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_retriable());
+    assert_eq!(error.class(), ErrorClass::StsBadData);
 }

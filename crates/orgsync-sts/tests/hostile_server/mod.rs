@@ -28,10 +28,13 @@ pub enum Behaviour {
         /// Nesting levels.
         depth: usize,
     },
-    /// The unit tree's page is a valid answer of about `bytes` bytes (units of about 1 KB).
+    /// The unit tree's first page is a valid answer of about `bytes` bytes (units of about
+    /// 1 KB); the pages after it are empty, or, with `every`, as large (new units each time).
     Large {
         /// Body size.
         bytes: usize,
+        /// Every page, not only the first.
+        every: bool,
     },
     /// The unit tree's page sends its headers and the first bytes of its body, then nothing.
     Stall,
@@ -137,8 +140,11 @@ async fn serve(
             .next()
             .unwrap_or_default()
             .to_owned();
-        let operation = if body.contains("FremsoegObjekthierarkiInput") {
+        let first_page = body.contains("FoersteResultatReference>0<");
+        let operation = if body.contains("FremsoegObjekthierarkiInput") && first_page {
             "hierarchy"
+        } else if body.contains("FremsoegObjekthierarkiInput") {
+            "hierarchy-next"
         } else if body.contains("SoegInput") {
             "soeg"
         } else {
@@ -192,7 +198,7 @@ fn output(service: &str, element: &str, code: u32, inner: &str) -> String {
 
 fn empty(service: &str, operation: &str) -> Vec<u8> {
     let element = match operation {
-        "hierarchy" => "FremsoegObjekthierarkiOutput",
+        "hierarchy" | "hierarchy-next" => "FremsoegObjekthierarkiOutput",
         "soeg" => "SoegOutput",
         _ => "ListOutput",
     };
@@ -254,7 +260,9 @@ fn answer(behaviour: &Behaviour, service: &str, operation: &str) -> Answer {
                 "<o:FiltreretOejebliksbillede>{inner}</o:FiltreretOejebliksbillede>"
             )))
         }
-        (Behaviour::Large { bytes }, "hierarchy") => {
+        (Behaviour::Large { bytes, every }, "hierarchy" | "hierarchy-next")
+            if *every || operation == "hierarchy" =>
+        {
             let mut inner = String::with_capacity(*bytes + 2048);
             while inner.len() < *bytes {
                 inner.push_str(&unit(Uuid::new_v4()));

@@ -110,7 +110,10 @@ async fn a_worker_told_to_stop_cancels_a_read_in_progress_and_hands_the_job_back
 
     // The worker stops promptly instead of waiting for the read.
     let took = app.stop_worker().await;
-    assert!(took < Duration::from_secs(5), "the worker took {took:?} to stop");
+    assert!(
+        took < Duration::from_secs(5),
+        "the worker took {took:?} to stop"
+    );
     let job = app
         .queue
         .job(&JobId::new(run.job_id.clone()))

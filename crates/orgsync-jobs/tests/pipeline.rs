@@ -53,7 +53,12 @@ fn essentials(state: &TargetState) -> (Vec<String>, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_run_creates_every_eligible_department_and_user_and_a_second_run_writes_nothing()
 {
-    let truth = generate(&common::cvr(), Size::Xs, 7, orgsync_model::time::danish_date(&chrono::Utc::now()));
+    let truth = generate(
+        &common::cvr(),
+        Size::Xs,
+        7,
+        orgsync_model::time::danish_date(&chrono::Utc::now()),
+    );
     let mut policy = policy();
     policy.domains = vec![Domain::parse(&domain_of(Size::Xs)).unwrap()];
     let app = TestApp::start(truth.clone(), policy.clone()).await;
@@ -63,7 +68,10 @@ async fn the_first_run_creates_every_eligible_department_and_user_and_a_second_r
 
     // The target equals what the model says a full sync of the truth gives.
     let valid = validate(
-        orgsync_sts_sim::generate::expected_read(&truth, orgsync_model::time::danish_date(&chrono::Utc::now())),
+        orgsync_sts_sim::generate::expected_read(
+            &truth,
+            orgsync_model::time::danish_date(&chrono::Utc::now()),
+        ),
         &policy,
         None,
     )

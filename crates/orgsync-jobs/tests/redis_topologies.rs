@@ -151,7 +151,12 @@ fn xs_municipality() -> (
     orgsync_model::snapshot::Snapshot,
     orgsync_model::policy::Policy,
 ) {
-    let truth = generate(&common::cvr(), Size::Xs, 7, orgsync_model::time::danish_date(&chrono::Utc::now()));
+    let truth = generate(
+        &common::cvr(),
+        Size::Xs,
+        7,
+        orgsync_model::time::danish_date(&chrono::Utc::now()),
+    );
     let mut policy = policy();
     policy.domains = vec![Domain::parse(&domain_of(Size::Xs)).unwrap()];
     (truth, policy)

@@ -299,8 +299,7 @@ impl Progress {
     pub(crate) fn bound_objects(&self, limit: u64, derived: bool) {
         self.objects.store(0, Ordering::Relaxed);
         self.objects_limit.store(limit, Ordering::Relaxed);
-        self.objects_limit_derived
-            .store(derived, Ordering::Relaxed);
+        self.objects_limit_derived.store(derived, Ordering::Relaxed);
     }
 
     /// The bound, once the read's searches have found more distinct objects than it.

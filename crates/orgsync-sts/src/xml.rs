@@ -194,7 +194,8 @@ fn read_body_inner(
                     continue;
                 }
                 // Re-read the element from its start so serde sees all of it.
-                let element_end = element_end(text, before, depth + usize::from(wrapper.is_some()))?;
+                let element_end =
+                    element_end(text, before, depth + usize::from(wrapper.is_some()))?;
                 let element = &text[before..element_end];
                 if is_fault && wrapper.is_none() {
                     return Ok((None, Body::Fault(parse_fault(element)?)));

@@ -75,7 +75,9 @@ async fn a_server_answering_every_page_with_new_uuids_stops_at_the_objects_bound
     assert!(!error.is_retriable());
     assert_eq!(error.class(), ErrorClass::StsBadData);
     assert!(
-        error.to_string().contains("more than 5000 distinct objects"),
+        error
+            .to_string()
+            .contains("more than 5000 distinct objects"),
         "{error}"
     );
     // Ten pages of new UUIDs (and their lists) reach the bound; the pages in flight end.
@@ -215,7 +217,10 @@ async fn xml_nested_200000_levels_deep_is_refused_at_once() {
     );
     assert!(!error.is_retriable());
     assert_eq!(error.class(), ErrorClass::StsBadData);
-    assert!(error.to_string().contains("deeper than 64 levels"), "{error}");
+    assert!(
+        error.to_string().contains("deeper than 64 levels"),
+        "{error}"
+    );
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
@@ -247,7 +252,8 @@ async fn an_answer_over_the_size_cap_is_refused() {
     let server = hostile_server::start(Behaviour::Large {
         bytes: 3_000_000,
         every: false,
-    }).await;
+    })
+    .await;
     let options = ClientOptions {
         max_response_bytes: 1_000_000,
         ..options(&server)
@@ -255,7 +261,13 @@ async fn an_answer_over_the_size_cap_is_refused() {
     let (result, _) = read(&client(&options)).await;
     let error = result.unwrap_err();
     assert!(
-        matches!(error, StsError::TooLarge { limit: 1_000_000, .. }),
+        matches!(
+            error,
+            StsError::TooLarge {
+                limit: 1_000_000,
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert!(!error.is_retriable());

@@ -70,7 +70,12 @@ async fn run() -> i32 {
     };
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let cvr = Cvr::parse("11111111").unwrap();
-    let truth = generate(&cvr, size, 1, orgsync_model::time::danish_date(&chrono::Utc::now()));
+    let truth = generate(
+        &cvr,
+        size,
+        1,
+        orgsync_model::time::danish_date(&chrono::Utc::now()),
+    );
     println!(
         "pipeline benchmark: municipality {size} ({} units, {} users), latency {latency:?}, default limits (6 lists and 4 pages in flight, 14 calls/s), SQLite target",
         truth.units.len(),

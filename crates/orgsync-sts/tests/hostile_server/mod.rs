@@ -271,7 +271,8 @@ fn answer(behaviour: &Behaviour, service: &str, operation: &str) -> Answer {
         }
         (Behaviour::Stall, "hierarchy") => Answer::Stall,
         (Behaviour::Entities, "hierarchy") => {
-            let mut doctype = String::from(r#"<?xml version="1.0"?><!DOCTYPE s:Envelope [<!ENTITY l0 "ha">"#);
+            let mut doctype =
+                String::from(r#"<?xml version="1.0"?><!DOCTYPE s:Envelope [<!ENTITY l0 "ha">"#);
             for level in 1..10 {
                 let previous = level - 1;
                 doctype.push_str(&format!(
@@ -287,7 +288,9 @@ fn answer(behaviour: &Behaviour, service: &str, operation: &str) -> Answer {
             Answer::Body(body.into_bytes())
         }
         (Behaviour::BadUtf8, "hierarchy") => {
-            let mut body = hierarchy("<o:FiltreretOejebliksbillede><o:ObjektType><o:UUIDIdentifikator>X</o:UUIDIdentifikator></o:ObjektType></o:FiltreretOejebliksbillede>");
+            let mut body = hierarchy(
+                "<o:FiltreretOejebliksbillede><o:ObjektType><o:UUIDIdentifikator>X</o:UUIDIdentifikator></o:ObjektType></o:FiltreretOejebliksbillede>",
+            );
             let at = body.iter().position(|b| *b == b'X').unwrap();
             body[at] = 0xff;
             Answer::Body(body)

@@ -68,9 +68,9 @@ fn main() {
         runtime.block_on(async {
             let server = hostile_server::start(behaviour(&case)).await;
             println!("{}", server.base_url);
+            // Serves until the measuring process kills it.
             loop {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                eprintln!("calls {}", server.calls());
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
             }
         });
         return;

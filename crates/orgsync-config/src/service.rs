@@ -231,6 +231,21 @@ pub struct StsConfig {
     /// Largest accepted response body, in bytes.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: u64,
+    /// The longest wait for the next bytes of a response body, in milliseconds: a body that
+    /// stalls after its headers fails after this, not after `call_timeout_ms`.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// At most this many STS calls per read (the ceiling; a customer with a trusted previous
+    /// run gets a budget derived from its size).
+    #[serde(default = "default_max_read_calls")]
+    pub max_read_calls: u64,
+    /// At most this many distinct objects (units, functions, users) per read (the ceiling; a
+    /// customer with a trusted previous run gets a bound derived from its size).
+    #[serde(default = "default_max_read_objects")]
+    pub max_read_objects: u64,
+    /// The longest a whole read may take, in seconds.
+    #[serde(default = "default_read_deadline_s")]
+    pub read_deadline_s: u64,
 }
 
 impl Default for StsConfig {
@@ -257,6 +272,10 @@ impl Default for StsConfig {
             max_calls_per_second: default_calls_per_second(),
             call_timeout_ms: default_call_timeout_ms(),
             max_response_bytes: default_max_response_bytes(),
+            read_timeout_ms: default_read_timeout_ms(),
+            max_read_calls: default_max_read_calls(),
+            max_read_objects: default_max_read_objects(),
+            read_deadline_s: default_read_deadline_s(),
         }
     }
 }
@@ -384,6 +403,23 @@ fn default_call_timeout_ms() -> u64 {
 }
 fn default_max_response_bytes() -> u64 {
     64 * 1024 * 1024
+}
+/// 30 s without a byte: an answer that is being sent never pauses that long.
+fn default_read_timeout_ms() -> u64 {
+    30_000
+}
+/// An `xl` read (Copenhagen, the largest) makes about 3,300 calls; 20,000 take 24 minutes at
+/// 14 calls/s.
+fn default_max_read_calls() -> u64 {
+    20_000
+}
+/// An `xl` municipality has about 130,000 units, functions and users.
+fn default_max_read_objects() -> u64 {
+    500_000
+}
+/// An `xl` read takes about 5 minutes at 14 calls/s.
+fn default_read_deadline_s() -> u64 {
+    2 * 60 * 60
 }
 
 /// `[web]`: the dashboard (`orgsync web`).
@@ -858,6 +894,36 @@ fn check(
             format!(
                 "{} ms; expected 1000 to 3600000 (1 s to 1 h)",
                 sts.call_timeout_ms
+            ),
+        );
+    }
+    if !(1_000..=600_000).contains(&sts.read_timeout_ms) {
+        problem(
+            "sts.read_timeout_ms",
+            format!(
+                "{} ms; expected 1000 to 600000 (1 s to 10 min)",
+                sts.read_timeout_ms
+            ),
+        );
+    }
+    if sts.max_read_calls < 100 {
+        problem(
+            "sts.max_read_calls",
+            format!("{}; expected at least 100", sts.max_read_calls),
+        );
+    }
+    if sts.max_read_objects < 1_000 {
+        problem(
+            "sts.max_read_objects",
+            format!("{}; expected at least 1000", sts.max_read_objects),
+        );
+    }
+    if !(60..=86_400).contains(&sts.read_deadline_s) {
+        problem(
+            "sts.read_deadline_s",
+            format!(
+                "{} s; expected 60 to 86400 (1 min to 24 h)",
+                sts.read_deadline_s
             ),
         );
     }

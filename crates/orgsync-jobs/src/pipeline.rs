@@ -486,6 +486,7 @@ impl Pipeline {
         &self,
         cvr: &Cvr,
         run_id: &str,
+        expected: Option<SourceCounts>,
     ) -> (Result<SourceRead, SourceError>, Option<ReadProgress>) {
         let (sender, mut receiver) = tokio::sync::watch::channel(ReadProgress::default());
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -514,7 +515,10 @@ impl Pipeline {
                 }
             }
         });
-        let read = self.sources.read_snapshot_with_progress(cvr, sender).await;
+        let read = self
+            .sources
+            .read_snapshot_expecting(cvr, sender, expected)
+            .await;
         let _ = stop.send(());
         let _ = recorder.await;
         let last = *receiver.borrow_and_update();
@@ -715,8 +719,11 @@ impl Pipeline {
         self.store.save_report(report).await.map_err(queue_error)?;
         info!(customer.cvr = %cvr, run.id = %run_id, job.attempt = ctx.attempt, "run {run_id}: reading STS");
 
-        // 1. Read.
-        let (read, progress) = self.read_recording_progress(&customer.cvr, &run_id).await;
+        // 1. Read, bounded by the last trusted run's size.
+        let previous = self.store.last_counts(cvr).await.map_err(queue_error)?;
+        let (read, progress) = self
+            .read_recording_progress(&customer.cvr, &run_id, previous)
+            .await;
         report.read_progress = progress;
         let read = read.map_err(|e| {
             report.sts_failure = e.sts_failure.clone();
@@ -755,7 +762,6 @@ impl Pipeline {
 
         // 2. Validate.
         let plan_started = Instant::now();
-        let previous = self.store.last_counts(cvr).await.map_err(queue_error)?;
         let valid = validate(read.snapshot, &customer.policy, previous).map_err(|invalid| {
             report
                 .issues

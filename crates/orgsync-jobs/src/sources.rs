@@ -12,6 +12,7 @@ use orgsync_model::ids::Cvr;
 use orgsync_model::policy::Policy;
 use orgsync_model::snapshot::Snapshot;
 use orgsync_model::target::TargetState;
+use orgsync_model::validate::SourceCounts;
 use orgsync_target::Target;
 use serde::{Deserialize, Serialize};
 
@@ -137,6 +138,19 @@ pub trait Sources: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<SourceRead, SourceError> {
         drop(progress);
         self.read_snapshot(cvr).await
+    }
+
+    /// Reads as [`Sources::read_snapshot_with_progress`], given the size of the customer's last
+    /// trusted read (`None`: no trusted run yet), from which an STS read derives its bounds of
+    /// calls and distinct objects. The default ignores it.
+    async fn read_snapshot_expecting(
+        &self,
+        cvr: &Cvr,
+        progress: ProgressSender,
+        expected: Option<SourceCounts>,
+    ) -> Result<SourceRead, SourceError> {
+        let _ = expected;
+        self.read_snapshot_with_progress(cvr, progress).await
     }
 
     /// Opens the customer's target as it exists: a target that would be created by opening it

@@ -21,7 +21,10 @@ pub struct WorkerSettings {
     /// `FinishRun` jobs at once (default 2).
     pub finishes: usize,
     /// Queue options for `SyncCustomer` (default: 5 attempts, 1 min then ×4: an STS outage
-    /// of about 1.5 hours is waited out).
+    /// of about 1.5 hours is waited out). A `SyncCustomer` is cancelled when the worker stops
+    /// (its STS read with it) and handed back without spending an attempt
+    /// (`cancel_on_shutdown`): a read may take many minutes, and another worker starts it
+    /// over under the same run (it takes the run's lock again).
     pub customer_options: WorkerOptions,
     /// Queue options for `SyncDepartment` (default: 6 attempts, 30 s then ×2: the longest
     /// wait, 8 min, stays well inside the run lock's hour).
@@ -37,12 +40,14 @@ impl Default for WorkerSettings {
             customers: 2,
             departments: 8,
             finishes: 2,
-            customer_options: WorkerOptions::default().retry(RetryPolicy::exponential(
-                5,
-                Duration::from_secs(60),
-                4.0,
-                jitter(15),
-            )),
+            customer_options: WorkerOptions::default()
+                .retry(RetryPolicy::exponential(
+                    5,
+                    Duration::from_secs(60),
+                    4.0,
+                    jitter(15),
+                ))
+                .cancel_on_shutdown(true),
             department_options: WorkerOptions::default().retry(RetryPolicy::exponential(
                 6,
                 Duration::from_secs(30),
@@ -64,7 +69,7 @@ impl WorkerSettings {
     pub fn fast_for_tests() -> WorkerSettings {
         let fast = WorkerOptions::fast_for_tests();
         WorkerSettings {
-            customer_options: fast.clone(),
+            customer_options: fast.clone().cancel_on_shutdown(true),
             department_options: fast.clone(),
             finish_options: fast,
             ..WorkerSettings::default()
@@ -104,8 +109,10 @@ async fn death_notice(
     pipeline.job_died(notice).await
 }
 
-/// Runs the workers (one per job type, and one for the queue's death notices) until `shutdown` resolves; running jobs finish first (their results
-/// are recorded) and fetched jobs that did not start are handed back.
+/// Runs the workers (one per job type, and one for the queue's death notices) until `shutdown`
+/// resolves; running jobs finish first (their results are recorded), except a running
+/// `SyncCustomer`, which is cancelled (its STS read stops) and handed back, and fetched jobs
+/// that did not start are handed back.
 pub async fn run(
     pipeline: Arc<Pipeline>,
     settings: WorkerSettings,

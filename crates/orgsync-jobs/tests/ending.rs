@@ -12,7 +12,8 @@ use common::{TestApp, fixture};
 use orgsync_jobs::report::{RunState, Trigger};
 use orgsync_model::error_class::ErrorClass;
 use orgsync_model::testing::policy;
-use orgsync_queue::JobId;
+use orgsync_queue::{JobId, JobState};
+use orgsync_sts_sim::server::{FaultKind, ScriptedFault};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_sync_job_cannot_be_decoded_ends_failed_and_frees_the_customer() {
@@ -79,5 +80,53 @@ async fn a_run_whose_sync_job_cannot_be_decoded_ends_failed_and_frees_the_custom
     assert_eq!(app.pipeline.active_run(common::CVR).await.unwrap(), None);
     let next = app.sync().await;
     assert_eq!(next.state, RunState::Succeeded, "{}", next.to_text());
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_told_to_stop_cancels_a_read_in_progress_and_hands_the_job_back() {
+    let mut app = TestApp::start(fixture(), policy()).await;
+    // The unit tree's first page hangs for ten minutes: the read would not end by itself.
+    app.sim.inject(ScriptedFault {
+        target: "fremsoegobjekthierarki".to_owned(),
+        after: 0,
+        times: 1,
+        kind: FaultKind::Delay(Duration::from_secs(600)),
+    });
+    let run = app
+        .pipeline
+        .enqueue_run(
+            common::CVR,
+            Trigger::Manual {
+                by: "test".to_owned(),
+            },
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    app.report_when(&run.run_id, |r| r.state == RunState::Reading)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The worker stops promptly instead of waiting for the read.
+    let took = app.stop_worker().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "the worker took {took:?} to stop"
+    );
+    let job = app
+        .queue
+        .job(&JobId::new(run.job_id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    // Handed back: waiting for the next worker, no attempt spent, not dead-lettered.
+    assert_eq!(job.state, JobState::Waiting, "{job:?}");
+    assert_eq!(job.attempts, 0, "{job:?}");
+
+    // The next worker starts the run over (the hanging page was a one-off) and completes it.
+    app.start_worker();
+    let report = app.wait(&run.run_id).await;
+    assert_eq!(report.state, RunState::Succeeded, "{}", report.to_text());
     app.finish().await;
 }

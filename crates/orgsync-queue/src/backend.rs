@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use tower::{Layer, Service};
 
 use crate::client::QueueHandle;
-use crate::config::WorkerOptions;
+use crate::config::{SHUTDOWN_POLL, WorkerOptions};
 use crate::error::{BoxDynError, JobError, QueueError, class, classify};
 use crate::keys::GROUP;
 use crate::model::{AttemptRecord, Job, JobContext, JobId, now_ms, parse_ms};
@@ -263,9 +263,10 @@ impl<J: Job> BackendConfig for QueueBackend<J> {
         &self.shared.options
     }
 
-    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+    fn middleware(&mut self, worker: &mut WorkerContext) -> Self::Layer {
         QueueLayer {
             shared: self.shared.clone(),
+            worker: worker.clone(),
         }
     }
 }
@@ -275,6 +276,7 @@ impl<J: Job> BackendConfig for QueueBackend<J> {
 #[derive(Clone)]
 pub struct QueueLayer {
     shared: Arc<Shared>,
+    worker: WorkerContext,
 }
 
 impl std::fmt::Debug for QueueLayer {
@@ -292,6 +294,7 @@ impl<S> Layer<S> for QueueLayer {
         QueueService {
             inner,
             shared: self.shared.clone(),
+            worker: self.worker.clone(),
         }
     }
 }
@@ -301,6 +304,7 @@ impl<S> Layer<S> for QueueLayer {
 pub struct QueueService<S> {
     inner: S,
     shared: Arc<Shared>,
+    worker: WorkerContext,
 }
 
 impl<S> std::fmt::Debug for QueueService<S> {
@@ -343,6 +347,7 @@ where
         };
         let fut = span.in_scope(|| self.inner.call(task));
         let shared = self.shared.clone();
+        let worker = self.worker.clone();
         Box::pin(tracing::Instrument::instrument(
             async move {
                 if let Some(job) = &job
@@ -361,7 +366,34 @@ where
                     return Err(Box::new(error) as BoxDynError);
                 }
                 let started = Utc::now();
-                let result = AssertUnwindSafe(fut).catch_unwind().await;
+                let handler = AssertUnwindSafe(fut).catch_unwind();
+                let result = if shared.options.cancel_on_shutdown {
+                    tokio::select! {
+                        result = handler => result,
+                        () = stopping(&worker) => {
+                            // The handler's future is dropped here: what it was doing stops.
+                            // No outcome is recorded: the entry stays this worker's until
+                            // `poll_close` hands it back, with no attempt spent.
+                            if let Some(job) = &job {
+                                tracing::info!(
+                                    job.id = %job.job_id,
+                                    job.type = job.job_type,
+                                    "job {} ({}) was cancelled because the worker stops; it is handed back to the queue",
+                                    job.job_id,
+                                    job.job_type
+                                );
+                            }
+                            let error = JobError::message(
+                                "job.interrupted",
+                                true,
+                                "cancelled because the worker stops; handed back",
+                            );
+                            return Err(Box::new(error) as BoxDynError);
+                        }
+                    }
+                } else {
+                    handler.await
+                };
                 let finished = Utc::now();
                 let (failure, ret) = match result {
                     Ok(Ok(response)) => (None, Ok(response)),
@@ -392,6 +424,13 @@ where
             },
             span,
         ))
+    }
+}
+
+/// Resolves once `worker` is told to stop (checked every [`SHUTDOWN_POLL`]).
+async fn stopping(worker: &WorkerContext) {
+    while !worker.is_shutting_down() {
+        tokio::time::sleep(SHUTDOWN_POLL).await;
     }
 }
 

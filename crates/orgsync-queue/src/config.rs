@@ -207,7 +207,16 @@ pub struct WorkerOptions {
     ///
     /// [`JobError::snooze`]: crate::JobError::snooze
     pub max_snooze: Duration,
+    /// When the worker is told to stop, cancel a running handler of this job type (its
+    /// future is dropped within [`SHUTDOWN_POLL`]) and hand its job back to the queue
+    /// without spending an attempt, instead of waiting for it to finish. For handlers that
+    /// may run long (an STS read) and are idempotent, so that starting over elsewhere is safe.
+    /// Off by default: running jobs finish first.
+    pub cancel_on_shutdown: bool,
 }
+
+/// How often a running handler that may be cancelled checks whether its worker stops.
+pub const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 
 impl Default for WorkerOptions {
     /// Production defaults: a dead worker's jobs are picked up within about 45 s.
@@ -222,6 +231,7 @@ impl Default for WorkerOptions {
             idle_poll: Duration::from_millis(200),
             max_orphaned: 3,
             max_snooze: Duration::from_secs(2 * 3600),
+            cancel_on_shutdown: false,
         }
     }
 }
@@ -244,7 +254,15 @@ impl WorkerOptions {
             idle_poll: Duration::from_millis(20),
             max_orphaned: 3,
             max_snooze: Duration::from_secs(30),
+            cancel_on_shutdown: false,
         }
+    }
+
+    /// Cancels running handlers when the worker stops and hands their jobs back (see
+    /// [`WorkerOptions::cancel_on_shutdown`]).
+    pub fn cancel_on_shutdown(mut self, cancel: bool) -> Self {
+        self.cancel_on_shutdown = cancel;
+        self
     }
 
     /// Replaces the retry policy.

@@ -57,7 +57,7 @@ mod state;
 pub use backend::{QueueBackend, QueueLayer, QueueService, manual_signal, shutdown_signal};
 pub use batch::{BatchEnqueued, BatchStatus, NewBatch};
 pub use client::{QueueHandle, current_user};
-pub use config::{Backoff, QueueConfig, RedisTopology, RetryPolicy, WorkerOptions};
+pub use config::{Backoff, QueueConfig, RedisTopology, RetryPolicy, SHUTDOWN_POLL, WorkerOptions};
 pub use dashboard::{AuditPage, DeadLetterFacets, DeadLetterPage, Facet, HourCount};
 pub use error::{BoxDynError, JobError, QueueError, class, mask_url};
 pub use model::{

@@ -63,6 +63,19 @@ pub enum CliError {
     /// The snapshot could not be turned into JSON.
     #[error("cannot serialise the snapshot: {0}")]
     Json(#[from] serde_json::Error),
+    /// STS answered, but returned no unit: the read is not usable (a municipality has at
+    /// least its top unit), so nothing is printed as if it were a snapshot.
+    #[error(
+        "STS returned no units for CVR {cvr} ({users} users, {calls} calls): check the CVR and organisation_uuid, and that the municipality's organisation is in STS; nothing printed"
+    )]
+    NoUnits {
+        /// The municipality.
+        cvr: Cvr,
+        /// Users the read found.
+        users: usize,
+        /// Calls the read made.
+        calls: u64,
+    },
 }
 
 /// One entry of the `issues` key: from the reader or from `orgsync_model::validate`.
@@ -265,6 +278,13 @@ pub async fn run_with_progress(
                 writeln!(progress, "{}", progress_line(&watch.borrow()))?;
             }
             let read = read?;
+            if read.snapshot.units.is_empty() {
+                return Err(CliError::NoUnits {
+                    cvr: args.cvr.clone(),
+                    users: read.snapshot.users.len(),
+                    calls: read.calls,
+                });
+            }
             match args.format {
                 OutputFormat::Json => {
                     serde_json::to_writer_pretty(&mut *out, &snapshot_json(&read)?)?;

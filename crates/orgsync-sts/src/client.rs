@@ -18,10 +18,10 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::bitemporal::{self, CompanyRecord, FunctionRecord, UnitRecord, UserRecord};
-use crate::error::{CallSite, StsError, TransportError};
+use crate::error::{CallSite, ReadBound, StsError, TransportError};
 use crate::issues::{ReadIssue, ReadIssueCode};
 use crate::limits::SystemLimits;
-use crate::options::ClientOptions;
+use crate::options::{ClientOptions, ReadExpectation};
 use crate::pager::{OwnedWeight, PageItems, Pager, PagerEnd, Progress, ReadProgress};
 use crate::request::{self, Search};
 use crate::response::{HasStatus, HierarchyOutput, ListOutput, ObjectXml, SoegOutput};
@@ -57,6 +57,18 @@ struct Inner {
     fatal: Mutex<Option<StsError>>,
     /// The last call that failed for good, for KOMBIT's service desk.
     failed_call: Mutex<Option<FailedStsCall>>,
+    /// The size of the customer's last trusted read, when the caller gave it.
+    expectation: Mutex<Option<ReadExpectation>>,
+    /// The call budget of the current read.
+    budget: Mutex<CallBudget>,
+}
+
+/// The call budget of one read: calls from `base` on count against `limit`.
+#[derive(Clone, Copy, Debug)]
+struct CallBudget {
+    base: u64,
+    limit: u64,
+    derived: bool,
 }
 
 /// The result of a bulk read: the snapshot and what was noticed on the way.
@@ -230,6 +242,12 @@ impl StsClient {
                 organisation,
                 fatal: Mutex::new(None),
                 failed_call: Mutex::new(None),
+                expectation: Mutex::new(None),
+                budget: Mutex::new(CallBudget {
+                    base: 0,
+                    limit: u64::MAX,
+                    derived: false,
+                }),
             }),
         }
     }
@@ -263,6 +281,68 @@ impl StsClient {
     /// The previous read's call count, so that the progress can estimate what is left.
     pub fn expect_calls(&self, calls: u64) {
         self.inner.progress.expect(calls);
+    }
+
+    /// The size of the customer's last trusted read: the next reads derive their bounds of
+    /// calls and distinct objects from it ([`ReadExpectation`]) instead of the absolute
+    /// `max_read_calls` and `max_read_objects`, which stay the ceiling.
+    pub fn expect_size(&self, expectation: Option<ReadExpectation>) {
+        *self
+            .inner
+            .expectation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = expectation;
+    }
+
+    /// Starts a read's bounds: its call budget counts from the calls made so far, its bound
+    /// of distinct objects from zero.
+    fn begin_read(&self) -> u64 {
+        let options = &self.inner.options;
+        let expectation = *self
+            .inner
+            .expectation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (calls, objects) = match expectation {
+            Some(e) => (
+                e.calls_bound(options.max_read_calls),
+                e.objects_bound(options.max_read_objects),
+            ),
+            None => (options.max_read_calls, options.max_read_objects),
+        };
+        let derived = expectation.is_some();
+        let base = self.calls();
+        *self.inner.budget.lock().unwrap_or_else(|e| e.into_inner()) = CallBudget {
+            base,
+            limit: calls.max(1),
+            derived: derived && calls < options.max_read_calls,
+        };
+        self.inner.progress.bound_objects(
+            objects.max(1),
+            derived && objects < options.max_read_objects,
+        );
+        base
+    }
+
+    /// Stops the current read with `error`: every call of the read still to come fails with
+    /// it, and the read returns it.
+    fn stop_read(&self, error: StsError) -> StsError {
+        tracing::warn!(customer.cvr = %self.inner.cvr, error = %error, "the STS read stops");
+        self.inner
+            .fatal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| error.clone())
+            .clone()
+    }
+
+    /// The call budget's bound, once the current read has spent it.
+    fn budget_spent(&self) -> Option<ReadBound> {
+        let budget = *self.inner.budget.lock().unwrap_or_else(|e| e.into_inner());
+        (self.calls().saturating_sub(budget.base) >= budget.limit).then_some(ReadBound::Calls {
+            limit: budget.limit,
+            derived: budget.derived,
+        })
     }
 
     /// The options in use (page and batch sizes clamped to the protocol's limits).
@@ -345,6 +425,9 @@ impl StsClient {
                         "the page is not needed any more".to_owned(),
                     ));
                 }
+                if let Some(bound) = self.budget_spent() {
+                    return Err(self.stop_read(StsError::ReadBound { bound }));
+                }
                 self.inner.limits.admit().await;
                 self.inner.calls.fetch_add(1, Ordering::Relaxed);
                 if !transaction_ids.is_empty() {
@@ -361,6 +444,10 @@ impl StsClient {
                     Ok(Err(TransportError::Io(message))) => Err(StsError::Transport {
                         site: site.clone(),
                         message,
+                    }),
+                    Ok(Err(TransportError::Stalled { after })) => Err(StsError::Stalled {
+                        site: site.clone(),
+                        after,
                     }),
                     Ok(Err(TransportError::TooLarge { limit })) => Err(StsError::TooLarge {
                         site: site.clone(),
@@ -531,10 +618,27 @@ impl StsClient {
     }
 
     /// Reads the whole municipality: units, positions, users, names, e-mail and phone.
+    ///
+    /// The read is bounded: by its call budget, by the distinct objects its searches may find
+    /// (both from the options, or derived from [`StsClient::expect_size`]) and by
+    /// `read_deadline`. Reaching a bound stops it with [`StsError::ReadBound`]. Dropping the
+    /// returned future cancels the read: its tasks are aborted and no further call is made.
     pub async fn read_snapshot(&self) -> Result<SnapshotRead, StsError> {
-        let calls_before = self.calls();
+        let calls_before = self.begin_read();
         self.inner.progress.start(calls_before);
-        let read = self.read_snapshot_inner(calls_before).await;
+        let deadline = self.inner.options.read_deadline;
+        let read = match tokio::time::timeout(deadline, self.read_snapshot_inner(calls_before))
+            .await
+        {
+            Ok(read) => read,
+            Err(_) => {
+                let error = StsError::ReadBound {
+                    bound: ReadBound::Deadline { limit: deadline },
+                };
+                tracing::warn!(customer.cvr = %self.inner.cvr, error = %error, "the STS read stops");
+                Err(error)
+            }
+        };
         self.inner.progress.finish(self.calls());
         read
     }
@@ -602,7 +706,7 @@ impl StsClient {
 
     /// Reads one unit with the users who have a position in it (to refresh a single department).
     pub async fn read_unit(&self, unit: UnitId) -> Result<UnitRead, StsError> {
-        let calls_before = self.calls();
+        let calls_before = self.begin_read();
         let now = Utc::now();
         let organisation = self.organisation_uuid().await.inspect_err(|_| {
             self.take_fatal();
@@ -712,6 +816,7 @@ impl StsClient {
             PagerEnd::Repeated { offset } => state.fail(repeated(ReadPart::Units, format!(
                 "OrganisationSystem FremsoegObjekthierarki: the page at FoersteResultatReference {offset} brought no unit not seen before (does the server ignore the offset?); paging stopped"
             ))),
+            PagerEnd::Bound(bound) => return Err(self.stop_read(StsError::ReadBound { bound })),
             PagerEnd::Failed { error, .. } => return Err(error),
         }
         Ok(units)
@@ -1108,6 +1213,14 @@ impl StsClient {
                 )
                 .await?;
             if let Some(mut output) = output {
+                if output.objects.len() > chunk.len() {
+                    return Err(self.stop_read(StsError::ReadBound {
+                        bound: ReadBound::Answer {
+                            asked: chunk.len() as u64,
+                            returned: output.objects.len() as u64,
+                        },
+                    }));
+                }
                 objects.append(&mut output.objects);
             }
         }
@@ -1223,6 +1336,9 @@ impl StsClient {
                     "{} soeg: the page at FoersteResultatReference {offset} brought no UUID not seen before (does the server ignore the offset?); paging stopped",
                     service.segment()
                 ))),
+                PagerEnd::Bound(bound) => {
+                    client.stop_read(StsError::ReadBound { bound });
+                }
                 PagerEnd::Failed { offset, error } => {
                     let message = format!(
                         "{} soeg stopped at offset {offset}: {error}",
@@ -1258,6 +1374,12 @@ pub(crate) fn interpret<T: DeserializeOwned + HasStatus>(
     let wrapper_ns = dialect.wrapper_namespace(site.service);
     let (wrapper, body) = match xml::read_body_in(&response.body, wrapper_ns.is_some()) {
         Ok(read) => read,
+        Err(error) if error.too_deep.is_some() => {
+            return Err(StsError::TooDeep {
+                site: site.clone(),
+                limit: error.too_deep.unwrap_or(xml::MAX_DEPTH),
+            });
+        }
         Err(_) if !ok_status => {
             return Err(StsError::Http {
                 site: site.clone(),
@@ -1595,10 +1717,7 @@ pub fn inspect_response(
     now: DateTime<Utc>,
 ) -> Result<Inspection, StsError> {
     let site = CallSite { service, operation };
-    let response = SoapResponse {
-        status,
-        body: body.to_vec(),
-    };
+    let response = SoapResponse::new(status, body.to_vec());
     let mut issues = Vec::new();
     let found = match operation {
         Operation::Soeg => interpret::<SoegOutput>(Dialect::Organisation6, &site, &response)?

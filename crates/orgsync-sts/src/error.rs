@@ -143,6 +143,17 @@ pub enum StsError {
         timeout: Duration,
     },
 
+    /// The answer stalled: no byte arrived for the read timeout (`ClientOptions::read_timeout`),
+    /// for example a body that stops after its headers. Retriable (the connection may have
+    /// hung), and fails within the read timeout rather than the whole call timeout.
+    #[error("{site}: the answer stalled: no data for {} s (sts.read_timeout_ms)", after.as_secs_f64())]
+    Stalled {
+        /// The call.
+        site: CallSite,
+        /// The read timeout.
+        after: Duration,
+    },
+
     /// An HTTP error status without a SOAP fault. 5xx, 408 and 429 are retriable; other 4xx are not.
     #[error("{site}: HTTP status {status}")]
     Http {
@@ -233,6 +244,27 @@ pub enum StsError {
         cause: Box<crate::token::TokenError>,
     },
 
+    /// The read reached one of its bounds (calls, distinct objects, time: see [`ReadBound`])
+    /// and stopped as a failure, not as a partial snapshot. Not retriable: a server that
+    /// answers without end does so again on the next attempt, and a retry would hold the
+    /// customer's run lock and KOMBIT's call capacity for another round; the next scheduled
+    /// run tries again.
+    #[error("the STS read stopped: {bound}")]
+    ReadBound {
+        /// Which bound, with its value.
+        bound: ReadBound,
+    },
+
+    /// The response nests elements deeper than the limit (hostile or broken XML). Not
+    /// retriable.
+    #[error("{site}: malformed response: elements nested deeper than {limit} levels")]
+    TooDeep {
+        /// The call.
+        site: CallSite,
+        /// The limit of nesting levels.
+        limit: usize,
+    },
+
     /// No Organisation was found for the CVR (no Virksomhed, or no Organisation pointing at it). Not retriable.
     #[error("no STS Organisation found for CVR {cvr}: {message}")]
     OrganisationNotFound {
@@ -247,9 +279,10 @@ impl StsError {
     /// Whether trying the same call again later may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            StsError::Transport { .. } | StsError::Timeout { .. } | StsError::Truncated { .. } => {
-                true
-            }
+            StsError::Transport { .. }
+            | StsError::Timeout { .. }
+            | StsError::Stalled { .. }
+            | StsError::Truncated { .. } => true,
             StsError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             StsError::Fault { code, kind, .. } => code == "Receiver" && !kind.is_about_trust(),
             StsError::Token { cause, .. } => cause.is_retriable(),
@@ -258,7 +291,9 @@ impl StsError {
             | StsError::NotFound { .. }
             | StsError::TooLarge { .. }
             | StsError::Malformed { .. }
-            | StsError::OrganisationNotFound { .. } => false,
+            | StsError::OrganisationNotFound { .. }
+            | StsError::ReadBound { .. }
+            | StsError::TooDeep { .. } => false,
         }
     }
 }
@@ -271,6 +306,7 @@ impl StsError {
         match self {
             StsError::Token { cause, .. } => !cause.is_retriable(),
             StsError::Fault { kind, .. } => kind.is_about_trust(),
+            StsError::ReadBound { .. } => true,
             _ => false,
         }
     }
@@ -279,9 +315,10 @@ impl StsError {
     pub fn class(&self) -> ErrorClass {
         match self {
             StsError::Config(_) => ErrorClass::ConfigInvalid,
-            StsError::Transport { .. } | StsError::Timeout { .. } | StsError::Truncated { .. } => {
-                ErrorClass::StsUnavailable
-            }
+            StsError::Transport { .. }
+            | StsError::Timeout { .. }
+            | StsError::Stalled { .. }
+            | StsError::Truncated { .. } => ErrorClass::StsUnavailable,
             StsError::Http { status, .. } => match status {
                 401 | 403 => ErrorClass::StsAuth,
                 404 => ErrorClass::ConfigInvalid,
@@ -293,12 +330,79 @@ impl StsError {
                 kind => kind.class(),
             },
             StsError::Status { code, .. } if *code >= 50 => ErrorClass::StsUnavailable,
-            StsError::Status { .. } | StsError::TooLarge { .. } | StsError::Malformed { .. } => {
-                ErrorClass::StsBadData
-            }
+            StsError::Status { .. }
+            | StsError::TooLarge { .. }
+            | StsError::Malformed { .. }
+            | StsError::TooDeep { .. } => ErrorClass::StsBadData,
+            StsError::ReadBound { bound } => bound.class(),
             StsError::Token { cause, .. } => cause.class(),
             StsError::OrganisationNotFound { .. } => ErrorClass::StsOrganisationNotFound,
             StsError::NotFound { .. } => ErrorClass::ConfigInvalid,
+        }
+    }
+}
+
+/// A bound of one read (`ClientOptions::max_read_calls`, `max_read_objects`, `read_deadline`,
+/// or the bounds derived from the previous read's size): what stops a server that answers
+/// without end.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadBound {
+    /// The read made this many calls (its call budget) and was not done.
+    #[error(
+        "it reached its call budget of {limit} STS calls without finishing{}; a server that ignores the page offset or answers without end makes a read loop",
+        derived_note(*derived)
+    )]
+    Calls {
+        /// The budget.
+        limit: u64,
+        /// Whether the budget was derived from the previous read's size.
+        derived: bool,
+    },
+    /// The searches found this many distinct objects (units, functions, users) and were not done.
+    #[error(
+        "its searches found more than {limit} distinct objects{}; STS keeps returning new ones",
+        derived_note(*derived)
+    )]
+    Objects {
+        /// The bound.
+        limit: u64,
+        /// Whether the bound was derived from the previous read's size.
+        derived: bool,
+    },
+    /// An answer held more entries than the call asked for (a page more than its
+    /// `MaksimalAntalKvantitet`, a `list` more objects than UUIDs): STS never does that.
+    #[error("an answer held {returned} entries where at most {asked} were asked for")]
+    Answer {
+        /// Entries asked for.
+        asked: u64,
+        /// Entries returned.
+        returned: u64,
+    },
+    /// The read had not finished after this long.
+    #[error("it had not finished after its deadline of {} s (sts.read_deadline_s)", limit.as_secs())]
+    Deadline {
+        /// The deadline.
+        limit: Duration,
+    },
+}
+
+fn derived_note(derived: bool) -> &'static str {
+    if derived {
+        " (derived from the last trusted run's size)"
+    } else {
+        ""
+    }
+}
+
+impl ReadBound {
+    /// The error class: too many calls or objects is bad data from STS; a read that takes too
+    /// long is STS being unavailable (slow), though it is not retried either.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ReadBound::Calls { .. } | ReadBound::Objects { .. } | ReadBound::Answer { .. } => {
+                ErrorClass::StsBadData
+            }
+            ReadBound::Deadline { .. } => ErrorClass::StsUnavailable,
         }
     }
 }
@@ -309,6 +413,12 @@ pub enum TransportError {
     /// Connection refused, reset, TLS failure, body read error. Retriable.
     #[error("{0}")]
     Io(String),
+    /// No byte of the answer arrived for `after` (the read timeout): a stalled body.
+    #[error("no data for {after:?}")]
+    Stalled {
+        /// The read timeout.
+        after: Duration,
+    },
     /// The body exceeded `limit` bytes; the transport stopped reading.
     #[error("response larger than {limit} bytes")]
     TooLarge {

@@ -60,10 +60,7 @@ pub fn soap_response(data: &[u8]) -> Option<usize> {
     let status = if selector & 2 == 0 { 200 } else { 500 };
     let contact = selector & 4 != 0;
     let service = Service::ALL[usize::from((selector >> 3) & 7) % Service::ALL.len()];
-    let response = SoapResponse {
-        status,
-        body: body.to_vec(),
-    };
+    let response = SoapResponse::new(status, body.to_vec());
     let objects = match selector >> 6 {
         0 => {
             let site = site(

@@ -44,6 +44,21 @@ pub struct ClientOptions {
     pub max_calls_per_second: f64,
     /// Per-call timeout, connection to last byte (default 180 s, like OS2sync).
     pub call_timeout: Duration,
+    /// The longest wait for the next bytes of a response body (default 30 s): a body that
+    /// stalls after its headers fails after this rather than after `call_timeout`.
+    pub read_timeout: Duration,
+    /// At most this many STS calls per read, retries included (default 20,000: an `xl` read,
+    /// Copenhagen, the largest, makes about 3,300; 20,000 take 24 minutes at 14 calls/s). With the previous read's size
+    /// ([`ReadExpectation`]) the budget is derived from that instead. Reaching it stops the read
+    /// with [`crate::error::StsError::ReadBound`].
+    pub max_read_calls: u64,
+    /// At most this many distinct objects (units, functions, users) found by one read's
+    /// searches (default 500,000; `xl` has about 130,000). With the previous read's size the
+    /// bound is derived from that instead.
+    pub max_read_objects: u64,
+    /// The longest a whole read may take (default 2 hours; an `xl` read takes about 5 min at
+    /// 14 calls/s).
+    pub read_deadline: Duration,
     /// Attempts per call, the first included (default 4).
     pub max_attempts: u32,
     /// Backoff before the second attempt; doubles each time, with ±25 % jitter (default 1 s).
@@ -94,6 +109,10 @@ impl Default for ClientOptions {
             max_pages_in_flight: 4,
             max_calls_per_second: 14.0,
             call_timeout: Duration::from_secs(180),
+            read_timeout: Duration::from_secs(30),
+            max_read_calls: 20_000,
+            max_read_objects: 500_000,
+            read_deadline: Duration::from_secs(2 * 60 * 60),
             max_attempts: 4,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
@@ -102,5 +121,43 @@ impl Default for ClientOptions {
             list_batch_size: 100,
             unit_contact: false,
         }
+    }
+}
+
+/// The size of the customer's last trusted read (the pipeline's source-drop baseline), from
+/// which a read derives its bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadExpectation {
+    /// Active units of the last trusted read.
+    pub units: u64,
+    /// Active users of the last trusted read.
+    pub users: u64,
+}
+
+impl ReadExpectation {
+    /// The distinct objects the last read's searches found, about: its units, its users and
+    /// as many functions (positions) as users.
+    pub fn objects(&self) -> u64 {
+        self.units.saturating_add(self.users.saturating_mul(2))
+    }
+
+    /// The distinct objects a read may find: three times the last read's, plus 10,000 (a
+    /// municipality does not triple overnight; a small one may merge with another), never
+    /// more than `absolute`.
+    pub fn objects_bound(&self, absolute: u64) -> u64 {
+        self.objects()
+            .saturating_mul(3)
+            .saturating_add(10_000)
+            .min(absolute)
+    }
+
+    /// The calls a read may make: one call per 20 objects of the objects bound, plus 1,000
+    /// (an `xl` read makes about 3,300 calls for about 130,000 objects, one per 40, so this is
+    /// about 6 times the last read's calls; retries and the contact data fit the margin),
+    /// never more than `absolute`.
+    pub fn calls_bound(&self, absolute: u64) -> u64 {
+        (self.objects_bound(u64::MAX) / 20)
+            .saturating_add(1_000)
+            .min(absolute)
     }
 }

@@ -10,7 +10,13 @@
 //! * a page that brings no UUID not seen before stops the search and marks it partial: a server
 //!   that ignores `FoersteResultatReference` returns the first page again and again, and must not
 //!   make the read loop;
-//! * a failed page (after the client's retries) stops the search as failed.
+//! * a failed page (after the client's retries) stops the search as failed;
+//! * a page that takes the read's distinct objects over its bound stops the search and the
+//!   read as a failure ([`crate::error::ReadBound::Objects`]): a server that returns new
+//!   UUIDs on every page, whatever the offset, must not make the read loop either.
+//!
+//! Pages in flight are aborted when the search's future is dropped (the read's deadline, a
+//! worker shutting down).
 //!
 //! The window opens gradually (1, 2, 4, … up to `ahead` pages), so a search with one page makes
 //! one call and a search that ends early wastes at most the pages in flight when its last page
@@ -28,7 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::error::StsError;
+use crate::error::{ReadBound, StsError};
 use crate::issues::ReadIssue;
 
 /// What one page held.
@@ -51,6 +57,9 @@ pub(crate) enum PagerEnd {
         /// The page's `FoersteResultatReference`.
         offset: u64,
     },
+    /// The read's searches found more distinct objects than its bound: the read stops as a
+    /// failure ([`crate::error::StsError::ReadBound`]).
+    Bound(ReadBound),
     /// The page at `offset` failed for good.
     Failed {
         /// The page's `FoersteResultatReference`.
@@ -85,19 +94,21 @@ impl Pager {
         let _search = progress.work(0, true);
         let mut window = 1usize;
         let mut next_offset = 0u64;
-        let mut in_flight: VecDeque<(u64, JoinHandle<_>, Weight<'_>)> = VecDeque::new();
+        // Pages in flight are aborted when this future is dropped (a read cancelled by its
+        // deadline or by a worker shutting down makes no further calls).
+        let mut in_flight: VecDeque<(u64, AbortOnDrop<_>, Weight<'_>)> = VecDeque::new();
         let mut seen: HashSet<Uuid> = HashSet::new();
         let cancelled = Arc::new(AtomicBool::new(false));
         let end = loop {
             while in_flight.len() < window {
-                let handle = fetch(next_offset, limit, cancelled.clone());
+                let handle = AbortOnDrop(fetch(next_offset, limit, cancelled.clone()));
                 in_flight.push_back((next_offset, handle, progress.work(1, false)));
                 next_offset += u64::from(limit);
             }
             let Some((offset, handle, weight)) = in_flight.pop_front() else {
                 break PagerEnd::Complete;
             };
-            let result = match handle.await {
+            let result = match handle.finish().await {
                 Ok(result) => result,
                 Err(error) => Err(StsError::Config(format!("a page task failed: {error}"))),
             };
@@ -108,6 +119,12 @@ impl Pager {
             };
             if page.returned == 0 {
                 break PagerEnd::Complete;
+            }
+            if page.returned > limit as usize {
+                break PagerEnd::Bound(ReadBound::Answer {
+                    asked: u64::from(limit),
+                    returned: page.returned as u64,
+                });
             }
             let new: Vec<I> = page
                 .items
@@ -120,6 +137,9 @@ impl Pager {
                 break PagerEnd::Repeated { offset };
             }
             progress.found(new.len() as u64);
+            if let Some(bound) = progress.objects_bound_reached() {
+                break PagerEnd::Bound(bound);
+            }
             on_page(new, page.issues);
             if page.returned < limit as usize {
                 break PagerEnd::Complete;
@@ -130,10 +150,25 @@ impl Pager {
         // sent are awaited (and ignored), so every call counted was made.
         cancelled.store(true, Ordering::Relaxed);
         for (_, handle, weight) in in_flight {
-            let _ = handle.await;
+            let _ = handle.finish().await;
             drop(weight);
         }
         end
+    }
+}
+
+/// A page's task, aborted when dropped before it finished.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn finish(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -162,6 +197,10 @@ pub(crate) struct Progress {
     outstanding: AtomicI64,
     searches: AtomicI64,
     expected_calls: AtomicU64,
+    /// The bound of distinct objects of the current read, and whether it was derived from
+    /// the previous read's size.
+    objects_limit: AtomicU64,
+    objects_limit_derived: AtomicBool,
     done: AtomicBool,
     sender: watch::Sender<ReadProgress>,
 }
@@ -214,6 +253,8 @@ impl Progress {
             outstanding: AtomicI64::new(0),
             searches: AtomicI64::new(0),
             expected_calls: AtomicU64::new(0),
+            objects_limit: AtomicU64::new(u64::MAX),
+            objects_limit_derived: AtomicBool::new(false),
             done: AtomicBool::new(false),
             sender: watch::Sender::new(ReadProgress::default()),
         }
@@ -252,6 +293,22 @@ impl Progress {
 
     fn found(&self, objects: u64) {
         self.objects.fetch_add(objects, Ordering::Relaxed);
+    }
+
+    /// A read begins: sets its bound of distinct objects and counts them from zero.
+    pub(crate) fn bound_objects(&self, limit: u64, derived: bool) {
+        self.objects.store(0, Ordering::Relaxed);
+        self.objects_limit.store(limit, Ordering::Relaxed);
+        self.objects_limit_derived.store(derived, Ordering::Relaxed);
+    }
+
+    /// The bound, once the read's searches have found more distinct objects than it.
+    fn objects_bound_reached(&self) -> Option<ReadBound> {
+        let limit = self.objects_limit.load(Ordering::Relaxed);
+        (self.objects.load(Ordering::Relaxed) > limit).then(|| ReadBound::Objects {
+            limit,
+            derived: self.objects_limit_derived.load(Ordering::Relaxed),
+        })
     }
 
     /// Sends the current figure to the watchers; `calls` is the client's call counter.

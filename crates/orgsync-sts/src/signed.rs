@@ -44,6 +44,8 @@ pub struct SignedOptions {
     pub clock_offset: chrono::Duration,
     /// Largest accepted response body.
     pub max_response_bytes: usize,
+    /// The longest wait for the next bytes of a response body (a stalled body fails after it).
+    pub read_timeout: Duration,
 }
 
 impl Default for SignedOptions {
@@ -53,6 +55,7 @@ impl Default for SignedOptions {
             timestamp_validity: Duration::from_secs(5 * 60),
             clock_offset: chrono::Duration::zero(),
             max_response_bytes: 8 * 1024 * 1024,
+            read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -303,7 +306,12 @@ impl SignedTransport {
             .send()
             .await
             .map_err(|e| TransportError::Io(crate::transport::error_chain(&e)))?;
-        read_limited(response, self.options.max_response_bytes).await
+        read_limited(
+            response,
+            self.options.max_response_bytes,
+            self.options.read_timeout,
+        )
+        .await
     }
 }
 

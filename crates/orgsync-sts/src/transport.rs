@@ -8,7 +8,10 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use orgsync_model::ids::Cvr;
 use url::Url;
@@ -49,6 +52,32 @@ pub struct SoapResponse {
     pub status: u16,
     /// The body bytes (a SOAP envelope, or whatever an intermediary sent).
     pub body: Vec<u8>,
+    /// For a body over [`LARGE_BODY`]: the process's one permit to hold such a body, kept
+    /// until the answer has been parsed (the response is dropped).
+    _large: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+impl SoapResponse {
+    /// An answer (for transports outside this crate; a large body then takes no permit).
+    pub fn new(status: u16, body: Vec<u8>) -> SoapResponse {
+        SoapResponse {
+            status,
+            body,
+            _large: None,
+        }
+    }
+}
+
+/// A body larger than this (4 MiB) is read and parsed by one call at a time in the whole
+/// process. STS's real answers stay well below it (a page of 500 units or a list of 100 users
+/// is under 1 MiB); a hostile or broken server may send up to `max_response_bytes` to every
+/// call in flight, and parsing a body takes several times its size, so without this a process
+/// with ten calls in flight held ten of them at once (a 60 MB answer took a read to 790 MB).
+pub const LARGE_BODY: usize = 4 * 1024 * 1024;
+
+fn large_bodies() -> Arc<Semaphore> {
+    static LARGE: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    LARGE.get_or_init(|| Arc::new(Semaphore::new(1))).clone()
 }
 
 /// A boxed future, so that transports can be used as trait objects.
@@ -70,6 +99,7 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
 pub struct UnsignedTransport {
     http: reqwest::Client,
     max_response_bytes: usize,
+    read_timeout: Duration,
 }
 
 /// The HTTP header that carries the CVR to the simulator.
@@ -87,6 +117,7 @@ impl UnsignedTransport {
         Ok(UnsignedTransport {
             http,
             max_response_bytes: options.max_response_bytes,
+            read_timeout: options.read_timeout,
         })
     }
 }
@@ -167,32 +198,66 @@ impl Transport for UnsignedTransport {
                 .send()
                 .await
                 .map_err(|e| TransportError::Io(error_chain(&e)))?;
-            read_limited(response, self.max_response_bytes).await
+            read_limited(response, self.max_response_bytes, self.read_timeout).await
         })
     }
 }
 
-/// Reads a response body, stopping with [`TransportError::TooLarge`] past `limit` bytes.
+/// Reads a response body, stopping with [`TransportError::TooLarge`] past `limit` bytes and
+/// with [`TransportError::Stalled`] when no bytes arrive for `read_timeout` (a body that
+/// stalls after its headers fails within this, not the whole call timeout).
+///
+/// The body is read into one buffer sized from `Content-Length` when the server sends one
+/// (at most `limit`), so a large answer is not copied again as its buffer grows.
 pub(crate) async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
+    read_timeout: Duration,
 ) -> Result<SoapResponse, TransportError> {
     let status = response.status().as_u16();
-    if response.content_length().is_some_and(|n| n > limit as u64) {
+    let announced = response.content_length();
+    if announced.is_some_and(|n| n > limit as u64) {
         return Err(TransportError::TooLarge { limit });
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| TransportError::Io(error_chain(&e)))?
-    {
+    let announced = announced
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
+        .min(limit);
+    let mut large = None;
+    if announced > LARGE_BODY {
+        large = Some(Arc::new(acquire_large().await?));
+    }
+    let mut body = Vec::with_capacity(announced);
+    loop {
+        let chunk = match tokio::time::timeout(read_timeout, response.chunk()).await {
+            Err(_) => {
+                return Err(TransportError::Stalled {
+                    after: read_timeout,
+                });
+            }
+            Ok(chunk) => chunk.map_err(|e| TransportError::Io(error_chain(&e)))?,
+        };
+        let Some(chunk) = chunk else { break };
         if body.len() + chunk.len() > limit {
             return Err(TransportError::TooLarge { limit });
         }
+        if large.is_none() && body.len() + chunk.len() > LARGE_BODY {
+            large = Some(Arc::new(acquire_large().await?));
+        }
         body.extend_from_slice(&chunk);
     }
-    Ok(SoapResponse { status, body })
+    Ok(SoapResponse {
+        status,
+        body,
+        _large: large,
+    })
+}
+
+async fn acquire_large() -> Result<OwnedSemaphorePermit, TransportError> {
+    large_bodies()
+        .acquire_owned()
+        .await
+        .map_err(|_| TransportError::Io("the large-body permit was closed".to_owned()))
 }
 
 fn check_loopback(url: &Url) -> Result<(), TransportError> {

@@ -106,6 +106,12 @@ pub struct SoapFault {
     pub reason: String,
 }
 
+/// The deepest nesting of elements a response may have. STS answers nest about 12 levels
+/// (Envelope, Body, ListOutput, FiltreretOejebliksbillede, Registrering, RelationListe,
+/// Adresser, Virkning, AktoerRef, UUIDIdentifikator, ...); a document nested deeper is hostile
+/// or broken and is refused before serde sees it.
+pub const MAX_DEPTH: usize = 64;
+
 /// Why an envelope could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -114,12 +120,23 @@ pub struct EnvelopeError {
     pub message: String,
     /// Whether the document looks cut off (it does not end with a closed tag).
     pub truncated: bool,
+    /// `Some(limit)` when elements are nested deeper than `limit` ([`MAX_DEPTH`]).
+    pub too_deep: Option<usize>,
 }
 
 fn envelope_error(message: String) -> EnvelopeError {
     EnvelopeError {
         message,
         truncated: false,
+        too_deep: None,
+    }
+}
+
+fn too_deep() -> EnvelopeError {
+    EnvelopeError {
+        message: format!("elements nested deeper than {MAX_DEPTH} levels"),
+        truncated: false,
+        too_deep: Some(MAX_DEPTH),
     }
 }
 
@@ -177,7 +194,8 @@ fn read_body_inner(
                     continue;
                 }
                 // Re-read the element from its start so serde sees all of it.
-                let element_end = element_end(text, before)?;
+                let element_end =
+                    element_end(text, before, depth + usize::from(wrapper.is_some()))?;
                 let element = &text[before..element_end];
                 if is_fault && wrapper.is_none() {
                     return Ok((None, Body::Fault(parse_fault(element)?)));
@@ -217,6 +235,9 @@ fn read_body_inner(
                     _ => {}
                 }
                 depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(too_deep());
+                }
             }
             Event::Empty(start) if depth == 1 && start.local_name().as_ref() == b"Body" => {
                 return Err(envelope_error("the SOAP Body is empty".to_owned()));
@@ -238,6 +259,7 @@ fn read_body_inner(
             }
             Event::Eof => {
                 return Err(EnvelopeError {
+                    too_deep: None,
                     truncated: envelope_ns.is_some(),
                     message: if envelope_ns.is_none() {
                         "the response holds no SOAP Envelope".to_owned()
@@ -251,8 +273,10 @@ fn read_body_inner(
     }
 }
 
-/// The end offset of the element starting at `start` (which must be a `<`).
-fn element_end(text: &str, start: usize) -> Result<usize, EnvelopeError> {
+/// The end offset of the element starting at `start` (which must be a `<`). Refuses an element
+/// whose descendants nest deeper than [`MAX_DEPTH`] levels (counted from the document's root:
+/// `outer` levels are above it), so that serde never walks a hostile depth.
+fn element_end(text: &str, start: usize, outer: usize) -> Result<usize, EnvelopeError> {
     let tail = text
         .get(start..)
         .ok_or_else(|| envelope_error("bad element offset".to_owned()))?;
@@ -263,7 +287,12 @@ fn element_end(text: &str, start: usize) -> Result<usize, EnvelopeError> {
             .read_event()
             .map_err(|e| envelope_error(format!("malformed XML in the SOAP Body: {e}")))?;
         match event {
-            Event::Start(_) => depth += 1,
+            Event::Start(_) => {
+                depth += 1;
+                if outer + depth > MAX_DEPTH {
+                    return Err(too_deep());
+                }
+            }
             Event::Empty(_) if depth == 0 => break,
             Event::End(_) => {
                 depth = depth.saturating_sub(1);
@@ -275,6 +304,7 @@ fn element_end(text: &str, start: usize) -> Result<usize, EnvelopeError> {
                 return Err(EnvelopeError {
                     message: "the response ends inside the SOAP Body (truncated?)".to_owned(),
                     truncated: true,
+                    too_deep: None,
                 });
             }
             _ => {}

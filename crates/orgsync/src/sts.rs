@@ -40,6 +40,10 @@ pub(crate) fn options_for(config: &Config, cvr: &Cvr) -> ClientOptions {
         max_pages_in_flight: sts.max_pages_in_flight_per_customer as usize,
         max_calls_per_second: f64::from(sts.max_calls_per_second),
         call_timeout: Duration::from_millis(sts.call_timeout_ms),
+        read_timeout: Duration::from_millis(sts.read_timeout_ms),
+        max_read_calls: sts.max_read_calls,
+        max_read_objects: sts.max_read_objects,
+        read_deadline: Duration::from_secs(sts.read_deadline_s),
         max_response_bytes: usize::try_from(sts.max_response_bytes).unwrap_or(usize::MAX),
         // The unit's contact data is read only for a customer who maps it.
         unit_contact: config
@@ -68,6 +72,7 @@ pub(crate) fn client_for(
     let transport = signed_session(sts)?.transport(SignedOptions {
         soap_version: options.dialect.soap_version(),
         max_response_bytes: options.max_response_bytes,
+        read_timeout: options.read_timeout,
         ..SignedOptions::default()
     });
     Ok(StsClient::with_transport(

@@ -19,7 +19,9 @@ use orgsync_jobs::sources::{
 use orgsync_jobs::worker::WorkerSettings;
 use orgsync_model::ids::Cvr;
 use orgsync_model::target::TargetState;
+use orgsync_model::validate::SourceCounts;
 use orgsync_sts::limits::{SharedPacer, SystemLimits};
+use orgsync_sts::options::ReadExpectation;
 use orgsync_target::Target;
 use secrecy::ExposeSecret as _;
 
@@ -299,9 +301,23 @@ impl Sources for ConfigSources {
         cvr: &Cvr,
         progress: ProgressSender,
     ) -> Result<SourceRead, SourceError> {
+        self.read_snapshot_expecting(cvr, progress, None).await
+    }
+
+    async fn read_snapshot_expecting(
+        &self,
+        cvr: &Cvr,
+        progress: ProgressSender,
+        expected: Option<SourceCounts>,
+    ) -> Result<SourceRead, SourceError> {
         let (config, _) = self.customer_target(cvr)?;
         let client = crate::sts::client_for(&config, cvr, self.limits.clone())
             .map_err(|e| SourceError::config(format!("{e:#}")))?;
+        // The read's bounds of calls and objects follow the last trusted run's size.
+        client.expect_size(expected.map(|c| ReadExpectation {
+            units: c.units,
+            users: c.users,
+        }));
         let read = client
             .read_snapshot_observed(|p| {
                 progress.send_replace(ReadProgress {

@@ -270,8 +270,8 @@ async fn a_worker_serves_its_endpoints_and_on_sigterm_finishes_its_job_then_exit
     );
 
     // A run whose SyncCustomer job is running when SIGTERM arrives still completes: the job
-    // finishes inside the grace, the worker exits 0, and its queued department jobs wait for
-    // the next worker.
+    // (its STS read) is cancelled and handed back, the worker exits 0, and the next worker
+    // runs it.
     let run_id = setup.enqueue_run().await;
     let (_, metrics) = poll(
         &format!("{base}/metrics"),

@@ -170,3 +170,27 @@ fn the_legacy_serviceplatformen_profile_reads_the_same_municipality() {
                 .and(predicate::str::contains("404")),
         );
 }
+
+#[test]
+fn sts_snapshot_fails_with_a_clear_message_when_sts_returns_no_units() {
+    // A municipality the simulator knows, without units or users: every search finds nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = dir.path().join("empty.json");
+    std::fs::write(
+        &fixture,
+        r#"{"cvr":"22222222","units":[],"users":[],"partial":null}"#,
+    )
+    .unwrap();
+    let sim = start_sim_with(&["--fixture", fixture.to_str().unwrap()]);
+    let output = orgsync()
+        .env("ORGSYNC__STS__BASE_URL", &sim.1)
+        .args(["sts", "snapshot", "22222222", "--format", "json"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "STS returned no units for CVR 22222222",
+        ));
+    // Nothing that could pass for a snapshot is printed.
+    assert!(output.get_output().stdout.is_empty());
+}

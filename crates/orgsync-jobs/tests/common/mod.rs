@@ -449,6 +449,30 @@ impl TestApp {
         self.sources.target.inner.read_state().await.unwrap()
     }
 
+    /// Tells the worker to stop (as SIGTERM does) and waits until it has; returns how long
+    /// that took.
+    pub async fn stop_worker(&mut self) -> Duration {
+        let started = std::time::Instant::now();
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+        if let Some(worker) = self.worker.take() {
+            worker.await.unwrap().unwrap();
+        }
+        started.elapsed()
+    }
+
+    /// Starts a new worker (after [`TestApp::stop_worker`]).
+    pub fn start_worker(&mut self) {
+        let (signal, stop) = orgsync_queue::manual_signal();
+        self.worker = Some(tokio::spawn(orgsync_jobs::worker::run(
+            self.pipeline.clone(),
+            WorkerSettings::fast_for_tests(),
+            signal,
+        )));
+        self.stop = Some(Box::new(stop));
+    }
+
     /// Stops the worker and deletes the test's keys.
     pub async fn finish(mut self) {
         if let Some(stop) = self.stop.take() {

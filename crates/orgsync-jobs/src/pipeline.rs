@@ -359,10 +359,27 @@ impl Pipeline {
 
     /// A run's report.
     pub async fn report(&self, run_id: &str) -> Result<RunReport, PipelineError> {
-        self.store
+        let mut report = self
+            .store
             .report(run_id)
             .await?
-            .ok_or_else(|| self.unknown_run(run_id))
+            .ok_or_else(|| self.unknown_run(run_id))?;
+        self.live_figures(&mut report).await?;
+        Ok(report)
+    }
+
+    /// While the department jobs run, a report's `departments_done` is how many have stored
+    /// their result so far (`FinishRun` writes the final figure): `runs show` and the
+    /// dashboard count up instead of showing 0 until the end.
+    async fn live_figures(&self, report: &mut RunReport) -> Result<(), PipelineError> {
+        if matches!(report.state, RunState::Users | RunState::Finishing) {
+            report.departments_done = self
+                .store
+                .results_count(&report.run_id)
+                .await?
+                .min(report.departments_total);
+        }
+        Ok(())
     }
 
     /// Reports, newest first, of one customer or all.
@@ -374,7 +391,11 @@ impl Pipeline {
         if let Some(cvr) = cvr {
             Cvr::parse(cvr).map_err(|_| PipelineError::InvalidCvr(cvr.to_owned()))?;
         }
-        Ok(self.store.reports(cvr, limit).await?)
+        let mut reports = self.store.reports(cvr, limit).await?;
+        for report in &mut reports {
+            self.live_figures(report).await?;
+        }
+        Ok(reports)
     }
 
     /// A run's report and fan-out.
@@ -1368,6 +1389,18 @@ impl Pipeline {
             },
         };
         let _heartbeat = superseded.is_none().then(|| self.heartbeat(&cvr, run_id));
+        // `runs show` says `finishing` while the deactivations are applied and the report is
+        // written (it said `users` until the end).
+        if superseded.is_none() {
+            self.store
+                .update_report(run_id, |r| {
+                    if !r.state.is_final() {
+                        r.state = RunState::Finishing;
+                    }
+                })
+                .await
+                .map_err(queue_error)?;
+        }
 
         // What the department jobs did: a department without a stored result did not write its
         // users (dead-lettered, or it did nothing), so it counts as failed.

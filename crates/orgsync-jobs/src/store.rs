@@ -349,6 +349,11 @@ impl Store {
             .await
     }
 
+    /// How many departments of the run have stored their result (written their users).
+    pub(crate) async fn results_count(&self, run_id: &str) -> Result<u64, QueueError> {
+        self.queue.map_len(&format!("run-results:{run_id}")).await
+    }
+
     pub(crate) async fn result(
         &self,
         run_id: &str,

@@ -804,3 +804,71 @@ async fn a_release_records_each_deactivation_the_target_rejects() {
     assert!(user(&app.state().await, p(2)).unwrap().active);
     app.finish().await;
 }
+
+/// Polls the run's report every 10 ms until it is final, returning every (state, departments
+/// done) seen, in order, without repeats.
+async fn states_seen(app: &TestApp, run_id: &str) -> Vec<(RunState, u64)> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen: Vec<(RunState, u64)> = Vec::new();
+    loop {
+        let report = app.pipeline.report(run_id).await.unwrap();
+        let now = (report.state, report.departments_done);
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        if report.state.is_final() {
+            return seen;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_counts_departments_as_they_finish_and_says_finishing_while_deactivating() {
+    let app = TestApp::start(fixture(), policy()).await;
+    // Skole's department job fails on every attempt: its retries keep the run in `users` while
+    // the other departments are done.
+    app.fail_department(Some(u(3)));
+    let manual = || Trigger::Manual {
+        by: "test".to_owned(),
+    };
+    let run = app
+        .pipeline
+        .enqueue_run(common::CVR, manual(), std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let seen = states_seen(&app, &run.run_id).await;
+    let ended = app.pipeline.report(&run.run_id).await.unwrap();
+    assert_eq!(ended.state, RunState::PartlyFailed, "{}", ended.to_text());
+    let total = ended.departments_total;
+    assert!(total >= 3, "{}", ended.to_text());
+    assert!(
+        seen.iter()
+            .any(|(state, done)| *state == RunState::Users && *done > 0 && *done < total),
+        "some departments were counted done while another still ran: {seen:?}"
+    );
+    app.fail_department(None);
+
+    // Anne leaves; each write takes 400 ms, so applying her deactivation is seen.
+    let mut gone = fixture();
+    gone.users.retain(|x| x.uuid != p(1));
+    app.sim.replace(gone);
+    app.slow_writes(std::time::Duration::from_millis(400));
+    let run = app
+        .pipeline
+        .enqueue_run(common::CVR, manual(), std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let seen = states_seen(&app, &run.run_id).await;
+    let ended = app.pipeline.report(&run.run_id).await.unwrap();
+    assert_eq!(ended.state, RunState::Succeeded, "{}", ended.to_text());
+    assert_eq!(ended.summary.unwrap().users.deactivate, 1);
+    let states: Vec<RunState> = seen.iter().map(|(s, _)| *s).collect();
+    let finishing = states.iter().position(|s| *s == RunState::Finishing);
+    assert!(
+        finishing.is_some_and(|i| states[i + 1..] == [RunState::Succeeded]),
+        "finishing, then succeeded: {states:?}"
+    );
+    app.finish().await;
+}

@@ -140,7 +140,7 @@ error_classes! {
         "Check Redis (memory, connections, failover); jobs are retried and nothing is lost.";
     /// Another run of the customer holds its lock (a department replay waits for it).
     RunBusy = "run.busy", Run,
-        "Wait: the job is retried when the other run ends. Replay it if it was dead-lettered.";
+        "Wait: the job is retried when the other run ends (a replay snoozes without spending attempts, for up to 2 hours). Replay it if it was dead-lettered.";
     /// The stored plan of the run expired before the job ran (`[runs] data_ttl_hours`).
     RunExpired = "run.expired", Run,
         "The run's plan is gone; the next run plans again. Delete the dead letter, or run the customer now (`orgsync sync <cvr>`).";

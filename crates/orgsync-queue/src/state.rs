@@ -283,6 +283,12 @@ impl QueueHandle {
         Ok(())
     }
 
+    /// How many fields map `name` has (0 when it does not exist).
+    pub async fn map_len(&self, name: &str) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hlen(self.keys.map(name)).await?)
+    }
+
     /// One field of map `name`, if the map and the field exist.
     pub async fn get_map_field(
         &self,

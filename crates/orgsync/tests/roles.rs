@@ -325,8 +325,10 @@ async fn a_second_sigterm_stops_a_worker_at_once_and_another_worker_completes_th
     .await;
     assert!(metrics.contains("state=\"running\"} 1"), "{metrics}");
 
+    // The first signal alone would cancel the read and hand it back within 100 ms (the
+    // worker then exits 0; `ending.rs` tests that); the second, 10 ms later, stops it at once.
     setup.signal(worker, "-TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
     setup.signal(worker, "-INT");
     let started = Instant::now();
     let exit = setup.wait_exit(worker, Duration::from_secs(5)).await;

@@ -175,6 +175,14 @@ pub struct Pipeline {
 /// Keeps extending a run lock while a job works; stops when dropped.
 pub(crate) struct Heartbeat(tokio::task::JoinHandle<()>);
 
+/// How a job holds the customer's run lock.
+enum LockHold {
+    /// Alone, as `owner` (a run's id, `release:…`).
+    Owner { owner: String },
+    /// As `holder`, one of the replays of a run sharing the lock as `group` (`replay:<run>`).
+    Shared { group: String, holder: String },
+}
+
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.0.abort();
@@ -478,20 +486,41 @@ impl Pipeline {
     /// Extends the customer's run lock (held by `owner`) every third of its lifetime until the
     /// returned guard is dropped.
     pub(crate) fn heartbeat(&self, cvr: &str, owner: &str) -> Heartbeat {
+        self.keep_held(
+            cvr,
+            LockHold::Owner {
+                owner: owner.to_owned(),
+            },
+        )
+    }
+
+    /// Renews `hold` of the customer's run lock every third of its TTL until dropped: the one
+    /// heartbeat of every job that holds the lock, alone or as one of a run's replays.
+    fn keep_held(&self, cvr: &str, hold: LockHold) -> Heartbeat {
         let store = self.store.clone();
-        let (cvr, owner) = (cvr.to_owned(), owner.to_owned());
+        let cvr = cvr.to_owned();
         let ttl = self.options.lock_ttl;
         Heartbeat(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                match store.extend_lock(&cvr, &owner, ttl).await {
+                let renewed = match &hold {
+                    LockHold::Owner { owner } => store.extend_lock(&cvr, owner, ttl).await,
+                    LockHold::Shared { group, holder } => {
+                        store.extend_shared_lock(&cvr, group, holder, ttl).await
+                    }
+                };
+                let owner = match &hold {
+                    LockHold::Owner { owner } => owner,
+                    LockHold::Shared { group, .. } => group,
+                };
+                match renewed {
                     Ok(true) => {}
                     Ok(false) => warn!(
-                        customer.cvr = %cvr, run.id = %owner,
+                        customer.cvr = %cvr, lock.owner = %owner,
                         "{owner} no longer holds the run lock of {cvr} (it expired); a newer run supersedes it"
                     ),
                     Err(e) => {
-                        warn!(customer.cvr = %cvr, run.id = %owner, "cannot extend the run lock: {e}")
+                        warn!(customer.cvr = %cvr, lock.owner = %owner, "cannot extend the run lock: {e}")
                     }
                 }
             }
@@ -1148,34 +1177,17 @@ impl Pipeline {
                 ));
             }
         }
-        let heartbeat = self.shared_heartbeat(cvr, &group, holder);
+        let heartbeat = self.keep_held(
+            cvr,
+            LockHold::Shared {
+                group: group.clone(),
+                holder: holder.to_owned(),
+            },
+        );
         let result = self.write_department(report, unit, ctx).await;
         drop(heartbeat);
         let _ = self.store.release_shared_lock(cvr, &group, holder).await;
         result
-    }
-
-    /// Renews `holder`'s hold of the customer's shared lock (group `group`) every third of its
-    /// lifetime until the returned guard is dropped.
-    fn shared_heartbeat(&self, cvr: &str, group: &str, holder: &str) -> Heartbeat {
-        let store = self.store.clone();
-        let (cvr, group, holder) = (cvr.to_owned(), group.to_owned(), holder.to_owned());
-        let ttl = self.options.lock_ttl;
-        Heartbeat(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                match store.extend_shared_lock(&cvr, &group, &holder, ttl).await {
-                    Ok(true) => {}
-                    Ok(false) => warn!(
-                        customer.cvr = %cvr, job.id = %holder,
-                        "{group} no longer holds the run lock of {cvr} (it expired)"
-                    ),
-                    Err(e) => {
-                        warn!(customer.cvr = %cvr, job.id = %holder, "cannot extend the shared run lock: {e}")
-                    }
-                }
-            }
-        }))
     }
 
     /// A department job that does nothing says so: in the log and in the run's notes.

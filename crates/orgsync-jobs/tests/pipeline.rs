@@ -830,14 +830,19 @@ async fn the_report_counts_departments_as_they_finish_and_says_finishing_while_d
     // Skole's department job fails on every attempt: its retries keep the run in `users` while
     // the other departments are done.
     app.fail_department(Some(u(3)));
-    let manual = || Trigger::Manual {
-        by: "test".to_owned(),
+    let enqueue = || async {
+        app.pipeline
+            .enqueue_run(
+                common::CVR,
+                Trigger::Manual {
+                    by: "test".to_owned(),
+                },
+                std::time::Duration::ZERO,
+            )
+            .await
+            .unwrap()
     };
-    let run = app
-        .pipeline
-        .enqueue_run(common::CVR, manual(), std::time::Duration::ZERO)
-        .await
-        .unwrap();
+    let run = enqueue().await;
     let seen = states_seen(&app, &run.run_id).await;
     let ended = app.pipeline.report(&run.run_id).await.unwrap();
     assert_eq!(ended.state, RunState::PartlyFailed, "{}", ended.to_text());
@@ -855,11 +860,7 @@ async fn the_report_counts_departments_as_they_finish_and_says_finishing_while_d
     gone.users.retain(|x| x.uuid != p(1));
     app.sim.replace(gone);
     app.slow_writes(std::time::Duration::from_millis(400));
-    let run = app
-        .pipeline
-        .enqueue_run(common::CVR, manual(), std::time::Duration::ZERO)
-        .await
-        .unwrap();
+    let run = enqueue().await;
     let seen = states_seen(&app, &run.run_id).await;
     let ended = app.pipeline.report(&run.run_id).await.unwrap();
     assert_eq!(ended.state, RunState::Succeeded, "{}", ended.to_text());

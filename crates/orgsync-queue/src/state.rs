@@ -97,13 +97,7 @@ impl QueueHandle {
             .arg(ms(ttl))
             .invoke_async(&mut conn)
             .await?;
-        Ok(match outcome.as_str() {
-            "acquired" => LockAttempt::Acquired,
-            _ => LockAttempt::Held {
-                owner: holder,
-                ttl_left: Duration::from_millis(u64::try_from(ttl_left).unwrap_or(0)),
-            },
-        })
+        Ok(lock_attempt(&outcome, holder, ttl_left))
     }
 
     /// Renews lock `name` for `ttl` from now if `owner` holds it; false when it is not
@@ -158,13 +152,7 @@ impl QueueHandle {
             .arg(ms(ttl))
             .invoke_async(&mut conn)
             .await?;
-        Ok(match outcome.as_str() {
-            "acquired" => LockAttempt::Acquired,
-            _ => LockAttempt::Held {
-                owner,
-                ttl_left: Duration::from_millis(u64::try_from(ttl_left).unwrap_or(0)),
-            },
-        })
+        Ok(lock_attempt(&outcome, owner, ttl_left))
     }
 
     /// Renews `holder`'s hold of shared lock `name` (and the lock) for `ttl` from now while
@@ -355,5 +343,16 @@ impl QueueHandle {
             .arg(limit)
             .invoke_async(&mut conn)
             .await?)
+    }
+}
+
+/// A lock script's answer `(outcome, holder, ttl_left_ms)` as a [`LockAttempt`].
+fn lock_attempt(outcome: &str, holder: String, ttl_left_ms: i64) -> LockAttempt {
+    match outcome {
+        "acquired" => LockAttempt::Acquired,
+        _ => LockAttempt::Held {
+            owner: holder,
+            ttl_left: Duration::from_millis(u64::try_from(ttl_left_ms).unwrap_or(0)),
+        },
     }
 }
